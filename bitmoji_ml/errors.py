@@ -1,0 +1,5 @@
+"""The one exception type a person should see: cli.py prints its message and exits 1."""
+
+
+class BitmojiError(Exception):
+    """A problem the user caused or can fix; the message says what went wrong and what to do."""
