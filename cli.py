@@ -32,16 +32,23 @@ ListsDir = Annotated[Path, typer.Option("--lists", help="Folder with the lists f
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name")]
 
 
-@app.callback()
-def main_options(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
-) -> None:
-    """Train, track, export and serve a gender classifier for Bitmoji faces."""
-    if version:
+def print_version(value: bool) -> None:
+    """Eager --version: print and exit before any command runs."""
+    if value:
         from bitmoji_ml import __version__
 
         typer.echo(f"bitmoji-ml {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit", callback=print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Train, track, export and serve a gender classifier for Bitmoji faces."""
 
 
 def friendly(command: Callable) -> Callable:
@@ -68,7 +75,9 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Where to write the lists")] = paths.LISTS_DIR,
     val_fraction: Annotated[float, typer.Option(help="Share of labelled images for validation")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 0,
-    split: Annotated[str, typer.Option(help="stratified, or head (the seed's first-80 % split)")] = "stratified",
+    split: Annotated[
+        str, typer.Option(help="stratified, or head (the seed's first-80 % split)")
+    ] = "stratified",
 ) -> None:
     """Check the dataset and write train/val/test lists plus manifest.json."""
     from bitmoji_ml.data.dataset import load_dataset
@@ -80,13 +89,69 @@ def prepare(
     manifest = write_lists(dataset, out, val_fraction=val_fraction, seed=seed, split=split)
     balance = manifest["class_balance"]
     rows = [
-        [name, balance[name]["images"], balance[name]["male"], balance[name]["female"],
-         f"{balance[name]['male_share']:.1%}"]
+        [
+            name,
+            balance[name]["images"],
+            balance[name]["male"],
+            balance[name]["female"],
+            f"{balance[name]['male_share']:.1%}",
+        ]
         for name in ("train", "val")
     ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
     typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
     typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
     typer.echo(f"wrote {out}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})")
+
+
+@app.command()
+@friendly
+def train(
+    preset: Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")] = "default",
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")] = None,
+    model: Annotated[str | None, typer.Option(help="compact, seed-cnn or resnet18")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd")] = None,
+    schedule: Annotated[str | None, typer.Option(help="onecycle, cosine or constant")] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    label_smoothing: Annotated[float | None, typer.Option()] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels [default: the model's]")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better val_acc")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores]")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Random horizontal flips")] = None,
+    shift: Annotated[float | None, typer.Option(help="Max random shift, fraction of the side")] = None,
+    scale: Annotated[float | None, typer.Option(help="Max random zoom, fraction")] = None,
+    jitter: Annotated[float | None, typer.Option(help="Colour jitter strength")] = None,
+    disk_cache: Annotated[
+        bool | None,
+        typer.Option("--disk-cache/--no-disk-cache", help="Keep decoded images in data/cache/"),
+    ] = None,
+    lists: ListsDir = paths.LISTS_DIR,
+    experiment: Experiment = paths.EXPERIMENT,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name [default: model + settings]")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this MLflow run from its last checkpoint")
+    ] = None,
+) -> None:
+    """Train a model on the prepared lists, tracked in MLflow."""
+    overrides = {key: value for key, value in locals().items() if key not in NOT_CONFIG}
+    from bitmoji_ml.training import train_job
+
+    result = train_job(preset, config, overrides, lists, experiment, run_name, resume, echo=typer.echo)
+    typer.echo(
+        f"run {result['run_id']}  best val acc {result['best_val_acc']:.2%} (epoch {result['best_epoch']})"
+    )
+    typer.echo(f"best checkpoint: {result['best_checkpoint']}")
+
+
+NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}
 
 
 def main() -> None:

@@ -11,32 +11,64 @@ from pathlib import Path
 from bitmoji_ml.errors import BitmojiError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
+    """Temporary paths for several files, renamed into place together once all were written,
+    so a failure part-way leaves every target as it was."""
+    targets = [Path(path) for path in paths]
+    temps: list[Path] = []
+    try:
+        try:
+            for target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                os.close(fd)
+                temps.append(Path(name))
+        except OSError as error:
+            raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
+        yield temps
+        try:
+            for tmp, target in zip(temps, targets, strict=True):
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+                os.replace(tmp, target)
+        except OSError as error:
+            raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_files_atomic({path: text.encode("utf-8")})
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, flushed to disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Write `data` to `path` atomically."""
+    write_files_atomic({path: data})
+
+
+def write_files_atomic(contents: dict[str | Path, bytes]) -> None:
+    """Write each file fully and flush it to disk, then rename all of them into place."""
+    with atomic_paths(list(contents)) as temps:
+        for tmp, data in zip(temps, contents.values(), strict=True):
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise BitmojiError(f"cannot write {tmp.parent}: {error.strerror or error}") from error

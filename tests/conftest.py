@@ -68,3 +68,35 @@ def shared_data() -> Path:
     """The real dataset; tests that need it fail loudly if it is missing."""
     assert (SHARED_DATA / "train.csv").is_file(), f"real dataset expected at {SHARED_DATA}"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite MLflow store per session (migrations take seconds); tests copy it."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments(max_results=1)
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def mlflow_store(mlflow_store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh copy of the migrated store, set as MLFLOW_TRACKING_URI; returns the URI."""
+    folder = tmp_path / "mlruns"
+    folder.mkdir()
+    shutil.copy(mlflow_store_template, folder / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def tiny_lists(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """`prepare` run on the tiny dataset; returns the lists folder."""
+    from bitmoji_ml.data.dataset import load_dataset
+    from bitmoji_ml.data.lists import write_lists
+
+    out = tmp_path / "lists"
+    write_lists(load_dataset(tiny_dataset), out, val_fraction=0.25, seed=0)
+    return out

@@ -1,0 +1,243 @@
+"""Every MLflow call of the project: store setup, run logging, checkpoints as logged models,
+best-model lookup and the model registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from bitmoji_ml import paths, plots
+from bitmoji_ml.data.lists import LIST_FILES, read_list
+from bitmoji_ml.errors import BitmojiError
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_MODEL_TYPE = "bitmoji-checkpoint"
+SQLITE_PREFIX = "sqlite:///"
+# Run-level metrics that are not per-epoch; `runs` and the UI read these.
+SUMMARY_METRICS = ("best_val_acc", "best_val_loss", "best_epoch", "train_seconds", "epochs_run")
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the project's SQLite store under mlruns/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or paths.DEFAULT_TRACKING_URI
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in an `artifacts/` folder beside the database."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return (Path(uri[len(SQLITE_PREFIX) :]).parent / "artifacts").resolve().as_uri()
+
+
+def local_path(uri: str) -> str:
+    """A file:// artifact URI as a plain path; other URIs unchanged."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
+
+
+def connect(experiment: str | None = None) -> str | None:
+    """Point MLflow at the store, fail fast with a clear message if it is unusable, and return
+    the id of `experiment` (created when missing)."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # An unreachable server should fail in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = tracking_uri()
+    if uri == paths.DEFAULT_TRACKING_URI:
+        paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        if experiment is None:
+            return None
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+    except Exception as error:  # any failure to reach or open the store
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BitmojiError(
+            f"cannot use the MLflow tracking store {uri!r}: {reason[:300]}. Fix or unset "
+            f"MLFLOW_TRACKING_URI (the default is {paths.DEFAULT_TRACKING_URI})."
+        ) from error
+
+
+def experiment_id_or_error(experiment: str) -> str:
+    """The id of an existing experiment, or an error saying there are no runs yet."""
+    connect()
+    found = MlflowClient().get_experiment_by_name(experiment)
+    if found is None:
+        raise BitmojiError(f"no runs yet: experiment {experiment!r} does not exist (run `bitmoji train`)")
+    return found.experiment_id
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def _list_dataset(lists_dir: Path, split: str, digest: str):
+    entries = read_list(Path(lists_dir) / LIST_FILES[split])
+    frame = pd.DataFrame(
+        {"image": [path.name for path, _ in entries], "label": [label for _, label in entries]}
+    )
+    with warnings.catch_warnings():  # MLflow's notes on source resolution and integer schemas
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(
+            frame,
+            source=str((Path(lists_dir) / LIST_FILES[split]).resolve()),
+            targets="label",
+            name=f"bitmoji-{split}",
+            digest=digest[:16],
+        )
+
+
+def default_run_name(config: Any) -> str:
+    """A run name that says the model and its key settings."""
+    return f"{config.model}-{config.image_size or 'auto'}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
+
+
+class RunTracker:
+    """One MLflow run of `bitmoji train`: a context manager that ends the run as FINISHED,
+    FAILED or KILLED (Ctrl-C), plus the logging calls the training loop makes."""
+
+    def __init__(self, experiment_id: str, run_name: str | None = None, resume_run_id: str | None = None):
+        self.experiment_id = experiment_id
+        self.run_name = run_name
+        self.resume_run_id = resume_run_id
+        self.run_id = ""
+        self.model_name = ""
+        self.val_dataset = None
+
+    def __enter__(self) -> RunTracker:
+        if self.resume_run_id:
+            run = self.get_run(self.resume_run_id)
+            if run.info.experiment_id != self.experiment_id:
+                raise BitmojiError(f"run {self.resume_run_id} belongs to another experiment")
+            mlflow.start_run(run_id=self.resume_run_id)
+        else:
+            mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name)
+        self.run_id = mlflow.active_run().info.run_id
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
+        mlflow.end_run(status=status)
+
+    @staticmethod
+    def get_run(run_id: str):
+        """The run `run_id`, or a clear error if the store has no such run."""
+        try:
+            return MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException as error:
+            raise BitmojiError(f"unknown run id {run_id!r} in {tracking_uri()}") from error
+
+    def log_start(self, config: Any, manifest: dict, lists_dir: Path, device: str, parameters: int) -> None:
+        """Params, tags and dataset inputs, once per new run."""
+        import torch
+
+        self.model_name = config.model
+        digest = manifest.get("digest", "")
+        self.val_dataset = _list_dataset(lists_dir, "val", digest)
+        if self.resume_run_id:
+            return
+        mlflow.log_params(config.to_params())
+        tags = {
+            "model": config.model,
+            "torch_version": torch.__version__,
+            "cpu_count": str(os.cpu_count()),
+            "device": device,
+            "python": platform.python_version(),
+            "data_digest": digest,
+            "parameters": str(parameters),
+        }
+        commit = _git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        mlflow.set_tags(tags)
+        with warnings.catch_warnings():  # MLflow's hint about integer columns in the schema
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.log_input(_list_dataset(lists_dir, "train", digest), context="training")
+            mlflow.log_input(self.val_dataset, context="validation")
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None) -> str:
+        """The per-epoch metrics at step = epoch. A new best checkpoint is logged first as an
+        MLflow logged model, and the epoch's metrics are linked to it, so that
+        search_logged_models ranks checkpoints across runs. Returns the best's location."""
+        values = {key: value for key, value in metrics.items() if key != "epoch"}
+        if best_checkpoint is None:
+            mlflow.log_metrics(values, step=epoch)
+            return ""
+        location = self.log_checkpoint(best_checkpoint)
+        model = mlflow.initialize_logged_model(
+            name=f"{self.model_name}-best",
+            source_run_id=self.run_id,
+            model_type=CHECKPOINT_MODEL_TYPE,
+            params={"epoch": str(epoch)},
+            tags={"model": self.model_name, "step": str(epoch)},
+            experiment_id=self.experiment_id,
+        )
+        MlflowClient().log_model_artifact(model.model_id, str(best_checkpoint))
+        mlflow.log_metrics(values, step=epoch, model_id=model.model_id, dataset=self.val_dataset)
+        mlflow.finalize_logged_model(model.model_id, "READY")
+        return location
+
+    def log_checkpoint(self, path: Path) -> str:
+        """Log `path` under checkpoints/ of the run; return where it now lives."""
+        mlflow.log_artifact(str(path), CHECKPOINT_DIR)
+        return local_path(mlflow.get_artifact_uri(f"{CHECKPOINT_DIR}/{path.name}"))
+
+    def log_figures(self, history: list[dict[str, float]], confusion: np.ndarray) -> None:
+        """Learning curves and the best epoch's validation confusion matrix as PNG artifacts."""
+        with tempfile.TemporaryDirectory() as folder:
+            plots.learning_curves(history, Path(folder) / "learning_curves.png")
+            plots.confusion_matrix_plot(confusion, Path(folder) / "confusion_matrix.png")
+            mlflow.log_artifacts(folder, "plots")
+
+    def log_summary(self, best: dict[str, float], train_seconds: float, epochs_run: int) -> None:
+        """Run-level results, for sorting runs."""
+        mlflow.log_metrics(
+            {
+                "best_val_acc": best["val_acc"],
+                "best_val_loss": best["val_loss"],
+                "best_epoch": best["epoch"],
+                "train_seconds": train_seconds,
+                "epochs_run": epochs_run,
+            }
+        )
+
+    def last_checkpoint(self, folder: Path) -> Path:
+        """Download this (resumed) run's last.pt into `folder`."""
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=self.resume_run_id,
+                    artifact_path=f"{CHECKPOINT_DIR}/last.pt",
+                    dst_path=str(folder),
+                )
+            )
+        except Exception as error:
+            raise BitmojiError(
+                f"run {self.resume_run_id} has no checkpoints/last.pt to resume from"
+            ) from error

@@ -1,0 +1,278 @@
+"""Training configuration: defaults, presets, TOML files, overrides and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bitmoji_ml.config import PRESETS, TrainConfig, build_config, config_from_dict
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import MODELS
+
+# The MLflow param names: renaming one breaks comparisons with earlier runs.
+PARAM_NAMES = [
+    "model",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "label_smoothing",
+    "patience",
+    "seed",
+    "device",
+    "threads",
+    "flip",
+    "shift",
+    "scale",
+    "jitter",
+    "disk_cache",
+]
+
+
+def write_toml(folder: Path, text: str) -> Path:
+    path = folder / "train.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults and presets
+
+
+def test_defaults() -> None:
+    config = TrainConfig()
+    assert config.model == "compact"
+    assert config.model in MODELS
+    assert config.image_size == 0
+    assert config.epochs == 20
+    assert config.batch_size == 64
+    assert config.optimizer == "adamw"
+    assert config.lr == 3e-3
+    assert config.schedule == "onecycle"
+    assert config.device == "auto"
+    assert config.flip is True
+    assert config.disk_cache is False
+    assert build_config() == config
+    assert config_from_dict({}) == config
+
+
+def test_seed_cnn_preset_is_the_published_baseline() -> None:
+    config = build_config("seed-cnn")
+    assert config.model == "seed-cnn"
+    assert config.optimizer == "sgd"
+    assert config.lr == 1e-4
+    assert config.momentum == 0.9
+    assert config.batch_size == 4
+    assert config.epochs == 10
+    # No augmentation of any kind.
+    assert config.flip is False
+    assert config.shift == 0.0
+    assert config.scale == 0.0
+    assert config.jitter == 0.0
+
+
+def test_resnet18_preset_selects_resnet18() -> None:
+    assert build_config("resnet18").model == "resnet18"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_builds_a_valid_config_for_a_registered_model(preset: str) -> None:
+    config = build_config(preset)
+    assert config.model in MODELS
+    for key, value in PRESETS[preset].items():
+        assert getattr(config, key) == value
+    # Fields the preset does not mention keep their defaults.
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in PRESETS[preset]:
+            assert getattr(config, field.name) == getattr(defaults, field.name)
+
+
+def test_unknown_preset_is_refused_listing_presets() -> None:
+    with pytest.raises(BitmojiError) as caught:
+        build_config("fast")
+    message = str(caught.value)
+    assert "'fast'" in message
+    for preset in PRESETS:
+        assert preset in message
+
+
+def test_build_config_does_not_modify_the_preset() -> None:
+    before = dict(PRESETS["seed-cnn"])
+    build_config("seed-cnn", overrides={"epochs": 2, "lr": 0.5})
+    assert PRESETS["seed-cnn"] == before
+
+
+# --------------------------------------------------------------------------------------------
+# Precedence: defaults < preset < TOML file < overrides
+
+
+def test_precedence_defaults_preset_file_overrides(tmp_path: Path) -> None:
+    config_file = write_toml(tmp_path, "epochs = 3\nlr = 0.5\nseed = 7\n")
+    config = build_config(
+        "seed-cnn",
+        config_file,
+        overrides={"lr": 0.25, "batch_size": None, "seed": None, "patience": 2},
+    )
+    assert config.epochs == 3  # file beats preset (10)
+    assert config.lr == 0.25  # override beats file (0.5) and preset (1e-4)
+    assert config.seed == 7  # None override ignored: file value stays
+    assert config.batch_size == 4  # None override ignored: preset value stays
+    assert config.optimizer == "sgd"  # preset beats default
+    assert config.patience == 2  # override beats default
+    assert config.device == TrainConfig().device  # nobody set it: default
+
+
+def test_file_alone_over_defaults(tmp_path: Path) -> None:
+    config_file = write_toml(tmp_path, 'model = "resnet18"\nflip = false\nshift = 0.0\n')
+    config = build_config(config_file=config_file)
+    assert config.model == "resnet18"
+    assert config.flip is False
+    assert config.shift == 0.0
+    assert config.epochs == TrainConfig().epochs
+
+
+def test_overrides_alone_over_preset() -> None:
+    config = build_config("seed-cnn", overrides={"flip": True, "epochs": None})
+    assert config.flip is True
+    assert config.epochs == 10
+
+
+def test_toml_integer_for_float_field_becomes_float(tmp_path: Path) -> None:
+    config = build_config(config_file=write_toml(tmp_path, "lr = 1\nweight_decay = 0\n"))
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert isinstance(config.weight_decay, float)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def test_unknown_key_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(BitmojiError, match="learning_rate"):
+        config_from_dict({"learning_rate": 0.1})
+    with pytest.raises(BitmojiError, match="learning_rate"):
+        build_config(overrides={"learning_rate": 0.1})
+    # A TOML table is an unknown key too, not silently ignored.
+    with pytest.raises(BitmojiError, match="train"):
+        build_config(config_file=write_toml(tmp_path, "[train]\nepochs = 3\n"))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"epochs": "ten"},
+        {"lr": "fast"},
+        {"batch_size": [4]},
+        {"shift": {"x": 1}},
+        {"flip": "maybe"},
+        {"disk_cache": "yes please"},
+    ],
+)
+def test_bad_type_is_refused_naming_the_key(values: dict) -> None:
+    (key,) = values
+    with pytest.raises(BitmojiError, match=key):
+        config_from_dict(values)
+
+
+def test_bad_type_in_toml_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BitmojiError, match="epochs"):
+        build_config(config_file=write_toml(tmp_path, 'epochs = "many"\n'))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("optimizer", "adam"), ("schedule", "linear"), ("device", "tpu"), ("optimizer", "SGD")],
+)
+def test_bad_choice_is_refused_listing_choices(key: str, value: str) -> None:
+    with pytest.raises(BitmojiError) as caught:
+        config_from_dict({key: value})
+    message = str(caught.value)
+    assert key in message and repr(value) in message
+    assert {"optimizer": "adamw", "schedule": "onecycle", "device": "cpu"}[key] in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"epochs": 0},
+        {"epochs": -1},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"lr": -0.1},
+    ],
+)
+def test_non_positive_epochs_batch_or_lr_is_refused(values: dict) -> None:
+    with pytest.raises(BitmojiError, match="positive"):
+        config_from_dict(values)
+
+
+def test_smallest_positive_values_are_accepted() -> None:
+    config = config_from_dict({"epochs": 1, "batch_size": 1, "lr": 1e-9})
+    assert (config.epochs, config.batch_size, config.lr) == (1, 1, 1e-9)
+
+
+def test_missing_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BitmojiError, match="not found"):
+        build_config(config_file=tmp_path / "absent.toml")
+
+
+def test_invalid_toml_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BitmojiError, match="TOML"):
+        build_config(config_file=write_toml(tmp_path, "epochs = = 3\n"))
+    with pytest.raises(BitmojiError, match="TOML"):
+        build_config(config_file=write_toml(tmp_path, "epochs: 3\n"))
+
+
+# --------------------------------------------------------------------------------------------
+# Strings from flags and environment
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("false", False), ("False", False), ("TRUE", True), ("true", True)]
+)
+def test_bool_from_string(text: str, expected: bool) -> None:
+    config = config_from_dict({"flip": text, "disk_cache": text})
+    assert config.flip is expected
+    assert config.disk_cache is expected
+
+
+def test_bool_from_string_false_through_overrides() -> None:
+    # bool("false") would be True; the string must be parsed, not cast.
+    assert build_config(overrides={"flip": "false"}).flip is False
+
+
+def test_numbers_from_strings() -> None:
+    config = config_from_dict({"epochs": "5", "lr": "0.01", "model": "seed-cnn"})
+    assert config.epochs == 5 and isinstance(config.epochs, int)
+    assert config.lr == 0.01 and isinstance(config.lr, float)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow params
+
+
+def test_to_params_gives_every_field_as_a_string_with_stable_names() -> None:
+    config = build_config("seed-cnn", overrides={"epochs": 3})
+    params = config.to_params()
+    assert list(params) == PARAM_NAMES
+    assert [field.name for field in dataclasses.fields(TrainConfig)] == PARAM_NAMES
+    assert all(isinstance(value, str) for value in params.values())
+    assert params["model"] == "seed-cnn"
+    assert params["epochs"] == "3"
+    assert params["batch_size"] == "4"
+    assert float(params["lr"]) == 1e-4
+    assert params["flip"] == "False"
+    assert params["optimizer"] == "sgd"
+
+
+def test_to_params_round_trips_through_config_from_dict() -> None:
+    config = build_config("seed-cnn", overrides={"epochs": 3, "jitter": 0.3})
+    assert config_from_dict(config.to_params()) == config
+    assert config_from_dict(dataclasses.asdict(config)) == config

@@ -1,0 +1,228 @@
+"""Training end to end on tiny generated data, asserted through MLflow's client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+from typer.testing import CliRunner
+
+import cli
+from bitmoji_ml import training
+from bitmoji_ml.checkpoints import read_checkpoint
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.training import train_job
+
+EPOCH_METRICS = {
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
+}
+
+
+def run_training(lists: Path, epochs: int = 2, **overrides) -> dict:
+    overrides = {"epochs": epochs, "batch_size": 16, "threads": 1, **overrides}
+    return train_job("default", None, overrides, lists, "test-exp", echo=lambda *_: None)
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, mlflow_store: str):
+    result = run_training(tiny_lists, epochs=2)
+    client = MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "compact"
+    assert run.data.params["epochs"] == "2"
+    assert run.data.params["batch_size"] == "16"
+    assert {"model", "torch_version", "cpu_count", "device", "data_digest"} <= set(run.data.tags)
+    assert run.data.tags["torch_version"] == torch.__version__
+    for key in EPOCH_METRICS:
+        assert [step for step, _ in history(client, run.info.run_id, key)] == [1, 2], key
+    assert run.data.metrics["best_val_acc"] == pytest.approx(result["best_val_acc"])
+    assert run.data.metrics["train_seconds"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/best.pt", "checkpoints/last.pt"}
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+    inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert inputs == {"bitmoji-train", "bitmoji-val"}
+
+    models = client.search_logged_models(
+        [run.info.experiment_id], order_by=[{"field_name": "metrics.val_acc", "ascending": False}]
+    )
+    assert models, "each new best must be logged as an MLflow logged model"
+    top = models[0]
+    assert top.source_run_id == run.info.run_id
+    assert top.status == LoggedModelStatus.READY
+    val_acc = [m for m in top.metrics if m.key == "val_acc"]
+    assert val_acc and val_acc[0].value == pytest.approx(result["best_val_acc"])
+    assert val_acc[0].step == result["best_epoch"]
+    # The best checkpoint printed for the user is a real file holding that epoch.
+    payload = read_checkpoint(result["best_checkpoint"])
+    assert payload["epoch"] == result["best_epoch"]
+    assert payload["preprocess"]["size"] == 64
+    assert set(payload["config"]) >= {"model", "lr", "epochs"}
+
+
+def test_same_seed_same_metrics(tiny_lists: Path, mlflow_store: str):
+    first = run_training(tiny_lists, epochs=2, seed=3)
+    second = run_training(tiny_lists, epochs=2, seed=3)
+    other = run_training(tiny_lists, epochs=2, seed=4)
+    client = MlflowClient()
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert history(client, first["run_id"], key) == history(client, second["run_id"], key)
+    assert history(client, first["run_id"], "train_loss") != history(client, other["run_id"], "train_loss")
+
+
+def test_resume_continues_the_same_run_and_its_steps(tiny_lists: Path, mlflow_store: str):
+    first = run_training(tiny_lists, epochs=1)
+    resumed = train_job(
+        "default",
+        None,
+        {"epochs": 3},
+        tiny_lists,
+        "test-exp",
+        resume_run_id=first["run_id"],
+        echo=lambda *_: None,
+    )
+    assert resumed["run_id"] == first["run_id"]
+    client = MlflowClient()
+    assert [step for step, _ in history(client, first["run_id"], "val_acc")] == [1, 2, 3]
+    last = read_checkpoint(client.download_artifacts(first["run_id"], "checkpoints/last.pt"))
+    assert last["epoch"] == 3
+    assert [row["epoch"] for row in last["history"]] == [1, 2, 3]
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_lists: Path, mlflow_store: str):
+    straight = run_training(tiny_lists, epochs=3, seed=5, schedule="constant")
+    part = run_training(tiny_lists, epochs=1, seed=5, schedule="constant")
+    train_job(
+        "default",
+        None,
+        {"epochs": 3},
+        tiny_lists,
+        "test-exp",
+        resume_run_id=part["run_id"],
+        echo=lambda *_: None,
+    )
+    client = MlflowClient()
+    assert history(client, straight["run_id"], "train_loss") == history(client, part["run_id"], "train_loss")
+
+
+def test_ctrl_c_marks_run_killed_and_keeps_last_checkpoint(
+    tiny_lists: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+):
+    real_augment = training.augment_batch
+    calls = {"n": 0}
+    batches_per_epoch = 2  # 24 train images at batch 16
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > batches_per_epoch:
+            raise KeyboardInterrupt
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(training, "augment_batch", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_lists, epochs=3)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])
+    assert run.info.status == "KILLED"
+    last = read_checkpoint(client.download_artifacts(run.info.run_id, "checkpoints/last.pt"))
+    assert last["epoch"] == 1
+
+
+def test_unusable_tracking_uri_fails_before_training(tiny_lists: Path, tmp_path: Path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
+    decoded = []
+    monkeypatch.setattr(training, "load_data", lambda *a, **k: decoded.append(1))
+    with pytest.raises(BitmojiError, match="MLFLOW_TRACKING_URI"):
+        run_training(tiny_lists)
+    assert not decoded
+
+
+@pytest.mark.parametrize("uri", ["bogus-scheme://somewhere", "http://127.0.0.1:9"])
+def test_unreachable_or_invalid_uri_fails_fast(uri: str, tiny_lists: Path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # port 9 (discard): nothing listens
+    result = CliRunner().invoke(cli.app, ["train", "--lists", str(tiny_lists), "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "cannot use the MLflow tracking store" in result.output
+
+
+def test_unknown_resume_run_is_a_clear_error(tiny_lists: Path, mlflow_store: str):
+    with pytest.raises(BitmojiError, match="unknown run id"):
+        train_job(
+            "default",
+            None,
+            {},
+            tiny_lists,
+            "test-exp",
+            resume_run_id="0" * 32,
+            echo=lambda *_: None,
+        )
+
+
+def test_train_cli_prints_run_and_best_checkpoint(tiny_lists: Path, mlflow_store: str):
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "train",
+            "--lists",
+            str(tiny_lists),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--run-name",
+            "cli-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "best val acc" in result.output
+    path = result.output.split("best checkpoint:")[1].strip()
+    assert Path(path).is_file()
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("bitmoji-gender").experiment_id])
+    assert run.info.run_name == "cli-run"
+
+
+def test_missing_lists_is_a_clear_error(tmp_path: Path, mlflow_store: str):
+    result = CliRunner().invoke(cli.app, ["train", "--lists", str(tmp_path / "nothing"), "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "bitmoji prepare" in result.output
+
+
+def test_config_file_and_flags(tiny_lists: Path, mlflow_store: str, tmp_path: Path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('optimizer = "sgd"\nlr = 0.01\nepochs = 5\n')
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "train",
+            "--lists",
+            str(tiny_lists),
+            "--config",
+            str(toml),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("bitmoji-gender").experiment_id])
+    assert run.data.params["optimizer"] == "sgd"
+    assert run.data.params["lr"] == "0.01"
+    assert run.data.params["epochs"] == "1"
