@@ -151,6 +151,67 @@ def train(
     typer.echo(f"best checkpoint: {result['best_checkpoint']}")
 
 
+@app.command("export-onnx")
+@friendly
+def export_onnx(
+    output: Annotated[Path, typer.Option(help="Where to write the ONNX file")] = paths.ONNX_MODEL,
+    run_id: Annotated[str | None, typer.Option(help="Export this run's best checkpoint")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Export this checkpoint file")] = None,
+    experiment: Experiment = paths.EXPERIMENT,
+    lists: ListsDir = paths.LISTS_DIR,
+    quantize: Annotated[str | None, typer.Option(help="Also write an int8 model (int8)")] = None,
+    register: Annotated[bool, typer.Option(help="Log to the source run and move @champion")] = True,
+) -> None:
+    """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
+    if run_id and checkpoint:
+        raise BitmojiError("give --run-id or --checkpoint, not both")
+    from bitmoji_ml.export import export_job
+
+    export_job(output, checkpoint, run_id, experiment, lists, quantize, register, echo=typer.echo)
+
+
+@app.command()
+@friendly
+def predict(
+    folder: Annotated[Path, typer.Argument(help="Folder of face images")],
+    model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
+    output: Annotated[Path, typer.Option(help="CSV to write")] = paths.PREDICTIONS_CSV,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
+    threads: Annotated[int, typer.Option(help="Decode and inference threads [default: all cores]")] = 0,
+    recursive: Annotated[bool, typer.Option(help="Include sub-folders")] = False,
+    kaggle: Annotated[bool, typer.Option(help="Write a Kaggle submission (image_id,is_male)")] = False,
+    template: Annotated[
+        Path | None, typer.Option(help="sample_submission.csv [default: beside FOLDER]")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be read")] = False,
+) -> None:
+    """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    from bitmoji_ml.files import write_text_atomic
+    from bitmoji_ml.inference import OnnxModel, find_images, kaggle_csv, predict_paths, predictions_csv
+
+    onnx_model = OnnxModel.load(model, threads)
+    images = find_images(folder, recursive)
+
+    def warn(path: Path, message: str) -> None:
+        typer.echo(f"warning: skipped {message}", err=True)
+
+    result = predict_paths(onnx_model, images, batch_size, threads, on_skip=warn)
+    if not result.paths:
+        raise BitmojiError(f"none of the {len(images)} image file(s) in {folder} could be read")
+    if kaggle:
+        text = kaggle_csv(result, folder, template or folder.parent / "sample_submission.csv")
+    else:
+        text = predictions_csv(result, folder)
+    write_text_atomic(output, text)
+    male = float((result.prob_male >= 0.5).mean())
+    typer.echo(
+        f"{len(result.paths)} images, {male:.1%} male, {len(result.skipped)} skipped, "
+        f"{result.seconds:.2f}s, {len(result.paths) / result.seconds:,.0f} images/s -> {output}"
+    )
+    if strict and result.skipped:
+        raise BitmojiError(f"--strict: {len(result.skipped)} file(s) could not be read")
+
+
 NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}
 
 

@@ -241,3 +241,104 @@ class RunTracker:
             raise BitmojiError(
                 f"run {self.resume_run_id} has no checkpoints/last.pt to resume from"
             ) from error
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether the store holds run `run_id`."""
+    connect()
+    try:
+        MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def download_run_checkpoint(run_id: str, name: str, folder: Path) -> Path:
+    """Download checkpoints/`name` of run `run_id` into `folder`."""
+    connect()
+    RunTracker.get_run(run_id)
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"{CHECKPOINT_DIR}/{name}", dst_path=str(folder)
+            )
+        )
+    except Exception as error:
+        raise BitmojiError(f"run {run_id} has no {CHECKPOINT_DIR}/{name}") from error
+
+
+class BestCheckpoint:
+    """The top-ranked logged checkpoint of an experiment, downloaded."""
+
+    def __init__(self, path: Path, run_id: str, model_id: str) -> None:
+        self.path, self.run_id, self.model_id = path, run_id, model_id
+
+
+def best_logged_checkpoint(experiment: str, folder: Path) -> BestCheckpoint:
+    """Highest val_acc (ties: lowest val_loss) over every logged checkpoint of the experiment."""
+    experiment_id = experiment_id_or_error(experiment)
+    models = [
+        model
+        for model in MlflowClient().search_logged_models(
+            [experiment_id],
+            filter_string=f"model_type = '{CHECKPOINT_MODEL_TYPE}'",
+            order_by=[
+                {"field_name": "metrics.val_acc", "ascending": False},
+                {"field_name": "metrics.val_loss", "ascending": True},
+            ],
+        )
+        if str(model.status) in ("READY", "LoggedModelStatus.READY")
+    ]
+    if not models:
+        raise BitmojiError(
+            f"no runs yet: experiment {experiment!r} has no trained checkpoint (run `bitmoji train`)"
+        )
+    best = models[0]
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{best.artifact_location}/best.pt", dst_path=str(folder)
+    )
+    return BestCheckpoint(Path(path), best.source_run_id, best.model_id)
+
+
+def log_export(run_id: str, onnx_path: Path, report_path: Path, champion_path: Path) -> str:
+    """Log the ONNX file(s) and the parity report to the source run, register the champion
+    file as a new version of the registered model and move the `champion` alias to it."""
+    import onnx
+
+    connect()
+    client = MlflowClient()
+    for path in {onnx_path, champion_path, report_path}:
+        client.log_artifact(run_id, str(path), "onnx")
+    status = client.get_run(run_id).info.status
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            onnx.load(str(champion_path)),
+            name="onnx-model",
+            pip_requirements=["onnxruntime"],
+            save_as_external_data=False,
+            tags={"file": champion_path.name},
+        )
+    client.set_terminated(run_id, status=status)  # reopening must not change how the run ended
+    version = mlflow.register_model(info.model_uri, paths.REGISTERED_MODEL)
+    client.set_registered_model_alias(paths.REGISTERED_MODEL, "champion", version.version)
+    return str(version.version)
+
+
+def champion_onnx(folder: Path) -> Path:
+    """Download the ONNX file of the registered model's @champion version into `folder`."""
+    connect()
+    try:
+        version = MlflowClient().get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
+    except mlflow.exceptions.MlflowException as error:
+        raise BitmojiError(
+            f"no @champion in the registry ({paths.REGISTERED_MODEL}): run `bitmoji export-onnx` first"
+        ) from error
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{paths.REGISTERED_MODEL}@champion", dst_path=str(folder)
+        )
+    )
+    found = sorted(local.rglob("*.onnx"))
+    if not found:
+        raise BitmojiError(f"registered model version {version.version} holds no .onnx file")
+    return found[0]

@@ -263,6 +263,7 @@ def fit(
             "metrics": metrics,
             "epoch": epoch,
             "data_digest": data.manifest.get("digest", ""),
+            "mlflow_run_id": getattr(tracker, "run_id", ""),
         }
         improved = is_better(metrics, best)
         if improved:

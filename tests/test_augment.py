@@ -11,6 +11,16 @@ from bitmoji_ml.augment import augment_batch
 SIZE = 24
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on a busy 2-core machine
+    extra threads spin against background jobs (a 10 ms forward becomes 1 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def random_batch(n: int = 8, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     """Noise images: asymmetric, so a flip or any sub-pixel move changes them."""
     generator = torch.Generator().manual_seed(seed)
@@ -202,6 +212,7 @@ def test_jitter_is_colour_only_luminance_is_an_affine_map() -> None:
         residual = (design @ solution).flatten() - y
         assert residual.abs().max() < 1e-2
         assert solution[0].item() > 0
+
 
 def test_jitter_keeps_grey_grey_and_brightness_within_strength() -> None:
     jitter = 0.2

@@ -107,9 +107,7 @@ def test_prepare_head_split(tiny_dataset: Path, tmp_path: Path):
     cut = len(rows) - round(len(rows) * 0.2)
     assert [path.name for path, _ in read_list(out / "train.txt")] == [r[0] for r in rows[:cut]]
     assert [path.name for path, _ in read_list(out / "val.txt")] == [r[0] for r in rows[cut:]]
-    assert [label for _, label in read_list(out / "val.txt")] == [
-        1 if r[1] == "1" else 0 for r in rows[cut:]
-    ]
+    assert [label for _, label in read_list(out / "val.txt")] == [1 if r[1] == "1" else 0 for r in rows[cut:]]
 
 
 def test_prepare_uses_env_variable(tiny_dataset: Path, tmp_path: Path):
@@ -312,14 +310,10 @@ def test_prepare_real_data_lists_match_manifest(real_prepare):
 
 def test_executable_help_and_version():
     env = subprocess_env()
-    result = subprocess.run(
-        [str(BITMOJI), "--help"], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = subprocess.run([str(BITMOJI), "--help"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert "prepare" in result.stdout
-    result = subprocess.run(
-        [str(BITMOJI), "--version"], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = subprocess.run([str(BITMOJI), "--version"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"bitmoji-ml {version('bitmoji-ml')}"
 

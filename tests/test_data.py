@@ -246,9 +246,9 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
         balance = manifest["class_balance"][split]
         assert balance["male"] + balance["female"] == balance["images"] == manifest["counts"][split]
     total_male = male_count(real_dataset.train)
-    assert manifest["class_balance"]["train"]["male"] + manifest["class_balance"]["val"][
-        "male"
-    ] == (total_male)
+    assert manifest["class_balance"]["train"]["male"] + manifest["class_balance"]["val"]["male"] == (
+        total_male
+    )
     # Per-file digests are of the bytes on disk; csv digest is of train.csv.
     for name in LIST_FILES.values():
         assert manifest["files"][name] == sha256(out / name)
@@ -533,9 +533,7 @@ def test_decode_broken_files_raise_image_error(tmp_path: Path, kind, spec):
 
 
 def test_preprocess_round_trips():
-    spec = Preprocess(
-        size=48, resize=56, filter="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.1, 0.3)
-    )
+    spec = Preprocess(size=48, resize=56, filter="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.1, 0.3))
     as_dict = spec.to_dict()
     assert Preprocess.from_dict(as_dict) == spec
     text = json.dumps(as_dict)  # the dict is JSON-able ...

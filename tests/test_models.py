@@ -24,6 +24,18 @@ from bitmoji_ml.models.normalize import Classifier, Normalize
 
 BATCH = 2
 
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on a busy 2-core machine
+    extra threads spin against background jobs (a 10 ms forward becomes 1 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+    _BUILT.clear()  # seed-cnn alone holds 190 MB of weights
+
+
 # Building seed-cnn initialises 46 M weights; build each registered model once per module.
 _BUILT: dict[str, Classifier] = {}
 
@@ -41,9 +53,7 @@ def uint8_batch(size: int, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=generator)
 
 
-def reference_transform(
-    image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
+def reference_transform(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """torchvision's classic pipeline on the PIL image: CHW floats."""
     pipeline = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     return pipeline(Image.fromarray(image))
@@ -95,11 +105,7 @@ def test_seed_cnn_parameter_count_matches_its_layer_shapes() -> None:
         return n_in * n_out + n_out
 
     expected = (
-        conv(3, 6, 5)
-        + conv(6, 16, 5)
-        + linear(16 * side * side, 1024)
-        + linear(1024, 512)
-        + linear(512, 2)
+        conv(3, 6, 5) + conv(6, 16, 5) + linear(16 * side * side, 1024) + linear(1024, 512) + linear(512, 2)
     )
     assert count_parameters(built("seed-cnn")) == expected
     assert 46_000_000 < expected < 47_000_000  # "46.5 M parameters" in the docs

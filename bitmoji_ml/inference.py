@@ -1,0 +1,222 @@
+"""Prediction with onnxruntime: an exported model plus a folder of images in, probabilities out.
+
+Imports numpy, pillow and onnxruntime only (never torch or mlflow), so it starts fast. The
+preprocessing comes from the ONNX file's metadata and the same `decode_image` training used.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bitmoji_ml.data.images import IMAGE_EXTENSIONS, ImageError, Preprocess, decode_image
+from bitmoji_ml.errors import BitmojiError
+
+# metadata_props keys of an exported model; export.py writes them, this module reads them.
+META_PREPROCESS = "bitmoji.preprocess"  # JSON of Preprocess.to_dict()
+META_CLASS_NAMES = "class_names"
+META_LABEL_MAPPING = "kaggle_label_mapping"
+INPUT_NAME = "images"
+PROB_OUTPUT = "prob_male"
+LOGITS_OUTPUT = "logits"
+
+
+@dataclasses.dataclass
+class OnnxModel:
+    """An exported bitmoji model ready to run: session, preprocessing and metadata."""
+
+    path: Path
+    session: object
+    preprocess: Preprocess
+    metadata: dict[str, str]
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 0) -> OnnxModel:
+        """Open `path` with onnxruntime and check it is a bitmoji model with a usable input."""
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise BitmojiError(f"model {path} not found: run `bitmoji export-onnx` first (or pass --model)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise BitmojiError(f"{path} is not a loadable ONNX model: {error}") from error
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        if META_PREPROCESS not in metadata:
+            raise BitmojiError(
+                f"{path} has no {META_PREPROCESS} metadata: export it with `bitmoji export-onnx`"
+            )
+        preprocess = Preprocess.from_dict(metadata[META_PREPROCESS])
+        inputs, outputs = session.get_inputs(), [output.name for output in session.get_outputs()]
+        expected = f"uint8 [batch, {preprocess.size}, {preprocess.size}, 3]"
+        if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or len(inputs[0].shape) != 4:
+            raise BitmojiError(f"{path}: model input does not match: expected one {expected} input")
+        shape = inputs[0].shape
+        if list(shape[1:]) != [preprocess.size, preprocess.size, 3]:
+            raise BitmojiError(f"{path}: model input {shape} does not match its metadata ({expected})")
+        if PROB_OUTPUT not in outputs:
+            raise BitmojiError(f"{path}: no {PROB_OUTPUT!r} output (outputs: {outputs})")
+        return cls(path, session, preprocess, metadata)
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """P(male) for a uint8 NHWC batch."""
+        (prob,) = self.session.run([PROB_OUTPUT], {self.input_name: images})
+        return prob
+
+
+def find_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files in `folder` (extensions case-insensitive), sorted. Recursive mode follows
+    symlinked folders but visits each real folder once, so link loops cannot hang it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BitmojiError(f"{folder} is not a folder of images")
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=recursive):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        found += [Path(root) / name for name in files if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+        if not recursive:
+            break
+        dirs.sort()
+    if not found:
+        where = "under" if recursive else "in"
+        raise BitmojiError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) {where} {folder}")
+    return sorted(found)
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Results of one prediction pass, in input order (skipped files left out)."""
+
+    paths: list[Path]
+    prob_male: np.ndarray
+    skipped: list[tuple[Path, str]]
+    seconds: float
+
+
+def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list[bool], list[str]]:
+    images = np.empty((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
+    ok, errors = [], []
+    for index, path in enumerate(paths):
+        try:
+            images[index] = decode_image(path, spec)
+            ok.append(True)
+        except ImageError as error:
+            ok.append(False)
+            errors.append(str(error))
+    return images, ok, errors
+
+
+def decoded_batches(
+    paths: list[Path], spec: Preprocess, batch_size: int, workers: int
+) -> Iterator[tuple[list[Path], np.ndarray, list[bool], list[str]]]:
+    """Decode batches in a thread pool, a bounded number ahead of the consumer, in order."""
+    chunks = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
+    pending: collections.deque[tuple[list[Path], Future]] = collections.deque()
+    with ThreadPoolExecutor(workers) as pool:
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(_decode_batch, chunk, spec)))
+            if len(pending) > 2 * workers:
+                chunk_done, future = pending.popleft()
+                yield (chunk_done, *future.result())
+        while pending:
+            chunk_done, future = pending.popleft()
+            yield (chunk_done, *future.result())
+
+
+def predict_paths(
+    model: OnnxModel,
+    paths: list[Path],
+    batch_size: int = 256,
+    workers: int = 0,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> Predictions:
+    """Decode (in threads) and run `model` over `paths`, pipelined; unreadable files are skipped."""
+    if batch_size < 1:
+        raise BitmojiError("--batch-size must be at least 1")
+    started = time.perf_counter()
+    kept: list[Path] = []
+    probabilities: list[np.ndarray] = []
+    skipped: list[tuple[Path, str]] = []
+    workers = workers or (os.cpu_count() or 1)
+    for chunk, images, ok, errors in decoded_batches(paths, model.preprocess, batch_size, workers):
+        error_messages = iter(errors)
+        for path, good in zip(chunk, ok, strict=True):
+            if not good:
+                message = next(error_messages)
+                skipped.append((path, message))
+                if on_skip:
+                    on_skip(path, message)
+        if any(ok):
+            mask = np.array(ok)
+            batch = images if mask.all() else images[mask]
+            probabilities.append(model.predict(batch))
+            kept += [path for path, good in zip(chunk, ok, strict=True) if good]
+    prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
+    return Predictions(kept, prob, skipped, time.perf_counter() - started)
+
+
+def read_metadata_json(model: OnnxModel, key: str) -> object:
+    """A JSON-valued metadata entry of the model."""
+    return json.loads(model.metadata[key])
+
+
+def predictions_csv(predictions: Predictions, folder: Path) -> str:
+    """`image_id,is_male,prob_male` rows; image_id is the path relative to `folder`."""
+    lines = ["image_id,is_male,prob_male"]
+    for path, prob in zip(predictions.paths, predictions.prob_male, strict=True):
+        image_id = path.relative_to(folder).as_posix()
+        lines.append(f"{_csv_field(image_id)},{1 if prob >= 0.5 else -1},{prob:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
+    """`image_id,is_male` for exactly the ids of a sample_submission.csv, in its order."""
+    import csv
+
+    if not template.is_file():
+        raise BitmojiError(
+            f"Kaggle template {template} not found: put sample_submission.csv beside the image "
+            "folder or pass --template"
+        )
+    with open(template, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "image_id" not in reader.fieldnames:
+            raise BitmojiError(f"{template} has no image_id column")
+        ids = [row["image_id"] for row in reader]
+    by_id = {
+        path.relative_to(folder).as_posix(): prob
+        for path, prob in zip(predictions.paths, predictions.prob_male, strict=True)
+    }
+    missing = [image_id for image_id in ids if image_id not in by_id]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise BitmojiError(f"{len(missing)} id(s) of {template.name} have no prediction: {shown}")
+    rows = [f"{_csv_field(image_id)},{1 if by_id[image_id] >= 0.5 else -1}" for image_id in ids]
+    return "image_id,is_male\n" + "\n".join(rows) + "\n"
+
+
+def _csv_field(value: str) -> str:
+    if any(char in value for char in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
