@@ -32,8 +32,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refusals and corrupt zips arrive as many types
         raise BitmojiError(f"{path} is not a bitmoji checkpoint ({error})") from error
-    if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
-        raise BitmojiError(f"{path} is not a bitmoji checkpoint (no state_dict/model entries)")
+    required = ("state_dict", "model", "preprocess")
+    if not isinstance(payload, dict) or any(key not in payload for key in required):
+        raise BitmojiError(f"{path} is not a bitmoji checkpoint (needs {', '.join(required)} entries)")
     if payload["model"] not in MODELS:
         raise BitmojiError(
             f"{path} holds an unknown model {payload['model']!r}; known models: {', '.join(MODELS)}"
@@ -43,10 +44,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Classifier, Preprocess]:
     """Rebuild the network a checkpoint describes, in eval mode, with its preprocessing."""
-    preprocess = Preprocess.from_dict(payload["preprocess"])
+    try:
+        preprocess = Preprocess.from_dict(payload["preprocess"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BitmojiError(f"checkpoint has a malformed preprocess entry: {error}") from error
     model = create_model(payload["model"], preprocess)
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError) as error:
         raise BitmojiError(f"checkpoint weights do not fit model {payload['model']!r}: {error}") from error
     return model.eval(), preprocess

@@ -82,6 +82,8 @@ def build_config(
             raise BitmojiError(f"config file {config_file} not found") from error
         except tomllib.TOMLDecodeError as error:
             raise BitmojiError(f"config file {config_file} is not valid TOML: {error}") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise BitmojiError(f"cannot read config file {config_file}: {error}") from error
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return config_from_dict(values)
 
@@ -93,19 +95,51 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise BitmojiError(f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(fields)}")
     defaults = TrainConfig()
-    typed = {}
-    for key, value in values.items():
-        kind = type(getattr(defaults, key))
-        try:
-            if kind is bool and isinstance(value, str):
-                value = {"true": True, "false": False}[value.lower()]
-            typed[key] = kind(value) if not isinstance(value, kind) else value
-        except (KeyError, TypeError, ValueError) as error:
-            raise BitmojiError(f"config {key}={value!r} is not a {kind.__name__}") from error
+    typed = {key: _typed(key, value, type(getattr(defaults, key))) for key, value in values.items()}
     config = TrainConfig(**typed)
     for key, allowed in CHOICES.items():
         if getattr(config, key) not in allowed:
             raise BitmojiError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}")
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise BitmojiError("epochs, batch_size and lr must be positive")
+    negative = [key for key in NON_NEGATIVE if getattr(config, key) < 0]
+    if negative:
+        raise BitmojiError(f"{', '.join(negative)} must not be negative")
+    if config.shift >= 0.5 or config.scale >= 1 or config.jitter >= 1:
+        raise BitmojiError("shift must be < 0.5, scale and jitter < 1")
     return config
+
+
+NON_NEGATIVE = (
+    "image_size",
+    "threads",
+    "patience",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "shift",
+    "scale",
+    "jitter",
+)
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    """`value` as the field's type; no silent truncation or bool/number mix-ups."""
+    wrong = BitmojiError(f"config {key}={value!r} is not a {kind.__name__}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise wrong
+    if isinstance(value, bool):
+        raise wrong
+    try:
+        if kind is int:
+            number = float(value)
+            if not number.is_integer():
+                raise wrong
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError) as error:
+        raise wrong from error
