@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from bitmoji_ml import paths
+from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.errors import BitmojiError
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ app = typer.Typer(
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="Kaggle dataset folder [default: $BITMOJI_DATA, ../shared/bitmoji, data/bitmoji]"),
+    typer.Option(help="Kaggle dataset folder (default: $BITMOJI_DATA, ../shared/bitmoji, data/bitmoji)"),
 ]
 ListsDir = Annotated[Path, typer.Option("--lists", help="Folder with the lists from `prepare`")]
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name")]
@@ -103,39 +104,42 @@ def prepare(
     typer.echo(f"wrote {out}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})")
 
 
+def setting(field: str, text: str, *names: str):
+    """A train flag whose help shows the default from TrainConfig (presets may change it)."""
+    return typer.Option(*names, help=f"{text} (default: {getattr(TrainConfig, field)})", show_default=False)
+
+
 @app.command()
 @friendly
 def train(
     preset: Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")] = "default",
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")] = None,
-    model: Annotated[str | None, typer.Option(help="compact, seed-cnn or resnet18")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd")] = None,
-    schedule: Annotated[str | None, typer.Option(help="onecycle, cosine or constant")] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    label_smoothing: Annotated[float | None, typer.Option()] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="Input side in pixels [default: the model's]")
-    ] = None,
+    model: Annotated[str | None, setting("model", "compact, seed-cnn or resnet18")] = None,
+    epochs: Annotated[int | None, setting("epochs", "Training epochs")] = None,
+    batch_size: Annotated[int | None, setting("batch_size", "Images per step")] = None,
+    lr: Annotated[float | None, setting("lr", "Peak learning rate")] = None,
+    optimizer: Annotated[str | None, setting("optimizer", "adamw or sgd")] = None,
+    schedule: Annotated[str | None, setting("schedule", "onecycle, cosine or constant")] = None,
+    weight_decay: Annotated[float | None, setting("weight_decay", "Weight decay")] = None,
+    label_smoothing: Annotated[float | None, setting("label_smoothing", "Label smoothing")] = None,
+    image_size: Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without a better val_acc")
+        int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
     ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores]")] = None,
-    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Random horizontal flips")] = None,
-    shift: Annotated[float | None, typer.Option(help="Max random shift, fraction of the side")] = None,
-    scale: Annotated[float | None, typer.Option(help="Max random zoom, fraction")] = None,
-    jitter: Annotated[float | None, typer.Option(help="Colour jitter strength")] = None,
+    seed: Annotated[int | None, setting("seed", "Random seed")] = None,
+    device: Annotated[str | None, setting("device", "auto, cpu, cuda or mps")] = None,
+    threads: Annotated[int | None, setting("threads", "CPU threads, 0 = all cores")] = None,
+    flip: Annotated[bool | None, setting("flip", "Random horizontal flips", "--flip/--no-flip")] = None,
+    shift: Annotated[float | None, setting("shift", "Max random shift, fraction of the side")] = None,
+    scale: Annotated[float | None, setting("scale", "Max random zoom, fraction")] = None,
+    jitter: Annotated[float | None, setting("jitter", "Colour jitter strength")] = None,
     disk_cache: Annotated[
         bool | None,
-        typer.Option("--disk-cache/--no-disk-cache", help="Keep decoded images in data/cache/"),
+        setting("disk_cache", "Keep decoded images in data/cache/", "--disk-cache/--no-disk-cache"),
     ] = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name [default: model + settings]")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: model + settings)")] = None,
     resume: Annotated[
         str | None, typer.Option(help="Continue this MLflow run from its last checkpoint")
     ] = None,
@@ -177,11 +181,11 @@ def predict(
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
     output: Annotated[Path, typer.Option(help="CSV to write")] = paths.PREDICTIONS_CSV,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
-    threads: Annotated[int, typer.Option(help="Decode and inference threads [default: all cores]")] = 0,
+    threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders")] = False,
     kaggle: Annotated[bool, typer.Option(help="Write a Kaggle submission (image_id,is_male)")] = False,
     template: Annotated[
-        Path | None, typer.Option(help="sample_submission.csv [default: beside FOLDER]")
+        Path | None, typer.Option(help="sample_submission.csv (default: beside FOLDER)")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be read")] = False,
 ) -> None:
@@ -210,6 +214,110 @@ def predict(
     )
     if strict and result.skipped:
         raise BitmojiError(f"--strict: {len(result.skipped)} file(s) could not be read")
+
+
+@app.command()
+@friendly
+def evaluate(
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX file to score (default: the registry's @champion)")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Score the ONNX model `export-onnx` logged to this run")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--list",
+            help="Labelled set: a list from `prepare` (`<image path> <0|1>` lines) or a CSV in the "
+            "train.csv format (image_id,is_male 1/-1) (default: the validation list)",
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Image folder of a --list CSV (default: trainimages/ beside it, else its folder)"),
+    ] = None,
+    lists: ListsDir = paths.LISTS_DIR,
+    experiment: Experiment = paths.EXPERIMENT,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Also keep the plots, metrics.json and predictions.csv here")
+    ] = None,
+    log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow")] = True,
+    threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
+) -> None:
+    """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
+    from bitmoji_ml.evaluation import evaluate_job
+
+    evaluate_job(model, run_id, labels, images, lists, experiment, output_dir, log, threads, echo=typer.echo)
+
+
+@app.command()
+@friendly
+def runs(
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ID", help="Only these runs (ids or unique prefixes)", show_default=False),
+    ] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Show the given runs side by side")] = False,
+    evaluations: Annotated[
+        bool, typer.Option("--evaluations", help="List the evaluation runs instead")
+    ] = False,
+    experiment: Experiment = paths.EXPERIMENT,
+) -> None:
+    """Table of the experiment's training runs, best validation accuracy first.
+
+    `bitmoji runs --compare ID ID ...` shows those runs field by field."""
+    from bitmoji_ml import comparison, tracking
+    from bitmoji_ml.report import format_table
+
+    if compare and not ids:
+        raise BitmojiError(
+            "--compare needs run ids: `bitmoji runs --compare ID ID` (ids from `bitmoji runs`)"
+        )
+    found = tracking.experiment_runs(experiment)
+    evaluation_runs = [run for run in found if comparison.is_evaluation(run)]
+    listed = evaluation_runs if evaluations else [run for run in found if not comparison.is_evaluation(run)]
+    if compare:  # any runs side by side, training or evaluation
+        typer.echo(format_table(*comparison.compare_table(comparison.select_runs(found, ids))))
+        return
+    if ids:
+        listed = comparison.select_runs(listed, ids)
+    kind = "evaluation runs" if evaluations else "training runs"
+    if not listed:
+        hint = "run `bitmoji evaluate`" if evaluations else "run `bitmoji train`"
+        raise BitmojiError(f"no {kind} yet in experiment {experiment!r}: {hint}")
+    table = comparison.evaluations_table if evaluations else comparison.runs_table
+    typer.echo(format_table(*table(listed)))
+    note = (
+        ""
+        if evaluations or not evaluation_runs
+        else f"; {len(evaluation_runs)} evaluation run(s): --evaluations"
+    )
+    typer.echo(f"{len(listed)} {kind} in {experiment} ({tracking.tracking_uri()}){note}")
+
+
+@app.command()
+@friendly
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
+    experiment: Experiment = paths.EXPERIMENT,
+) -> None:
+    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C."""
+    from bitmoji_ml import tracking
+
+    command = tracking.ui_command(port)
+    tracking.check_port_free(port)
+    base, experiment_url = tracking.ui_urls(port, experiment)
+    typer.echo(f"MLflow UI for {tracking.tracking_uri()} at {base}  (Ctrl-C to stop)")
+    if experiment_url:
+        typer.echo(f"experiment {experiment}: {experiment_url}")
+    else:
+        typer.echo(f"experiment {experiment} has no runs yet (run `bitmoji train`)")
+    code = tracking.serve_ui(command)
+    if code is None:
+        typer.echo("stopped the MLflow UI")
+    elif code != 0:
+        raise BitmojiError(f"the MLflow UI exited with code {code} (see its messages above)")
 
 
 NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}

@@ -342,3 +342,207 @@ def champion_onnx(folder: Path) -> Path:
     if not found:
         raise BitmojiError(f"registered model version {version.version} holds no .onnx file")
     return found[0]
+
+
+# --- evaluate, runs and ui ----------------------------------------------------------------
+
+EVALUATION_TAG = "evaluation"  # "true" on the runs `bitmoji evaluate` logs
+ONNX_LOGGED_MODEL = "onnx-model"  # the name log_export gives the ONNX logged model
+UI_HOST = "127.0.0.1"
+
+
+class ResolvedModel:
+    """An ONNX file to evaluate and what MLflow knows about it."""
+
+    def __init__(self, path: Path, label: str, uri: str, model_id: str | None = None, version: str = ""):
+        self.path, self.label, self.uri, self.model_id, self.version = path, label, uri, model_id, version
+
+
+def _model_id_from_source(source: str) -> str | None:
+    """A registered version's logged model id: MLflow 3 records it as `models:/<id>`."""
+    if source.startswith("models:/m-"):
+        return source[len("models:/") :].split("/")[0]
+    return None
+
+
+def _download_logged_onnx(model_id: str, folder: Path) -> Path:
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=str(folder))
+    )
+    found = sorted(local.rglob("*.onnx"))
+    if not found:
+        raise BitmojiError(f"logged model {model_id} holds no .onnx file")
+    return found[0]
+
+
+def run_onnx(run_id: str, folder: Path) -> ResolvedModel:
+    """The ONNX model `export-onnx` logged to run `run_id` (the newest export), downloaded."""
+    connect()
+    client = MlflowClient()
+    run = RunTracker.get_run(run_id)
+    logged = [client.get_logged_model(output.model_id) for output in run.outputs.model_outputs]
+    onnx_models = sorted(
+        (model for model in logged if model.name == ONNX_LOGGED_MODEL),
+        key=lambda model: model.creation_timestamp,
+    )
+    if onnx_models:
+        model = onnx_models[-1]
+        path = _download_logged_onnx(model.model_id, folder)
+        label = model.tags.get("file", path.name)
+        return ResolvedModel(path, label, f"models:/{model.model_id}", model.model_id)
+    # An older export may have left only the files under onnx/.
+    files = [a.path for a in client.list_artifacts(run_id, "onnx") if a.path.endswith(".onnx")]
+    if not files:
+        raise BitmojiError(
+            f"run {run_id} has no exported ONNX model: run `bitmoji export-onnx --run-id {run_id}` first"
+        )
+    chosen = sorted(files, key=lambda name: (".int8." in name, name))[0]
+    path = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=chosen, dst_path=str(folder))
+    )
+    return ResolvedModel(path, path.name, f"runs:/{run_id}/{chosen}")
+
+
+def champion_model(folder: Path) -> ResolvedModel:
+    """The registry's @champion ONNX file, downloaded, with its version and logged model id."""
+    path = champion_onnx(folder)  # also connects and explains a missing champion
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
+    model_id = getattr(version, "model_id", None) or _model_id_from_source(version.source or "")
+    label = path.name
+    if model_id:
+        try:
+            label = client.get_logged_model(model_id).tags.get("file", label)
+        except mlflow.exceptions.MlflowException:
+            model_id = None  # the version points at a model this store no longer has
+    uri = f"models:/{paths.REGISTERED_MODEL}/{version.version}"
+    return ResolvedModel(path, label, uri, model_id, str(version.version))
+
+
+def _entries_dataset(images: list[str], labels: list[int], source: Path, name: str):
+    frame = pd.DataFrame({"image": images, "label": labels})
+    with warnings.catch_warnings():  # MLflow's notes on source resolution and integer schemas
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(frame, source=str(source.resolve()), targets="label", name=name)
+
+
+def log_evaluation(
+    experiment: str,
+    run_name: str,
+    metrics: dict[str, float],
+    folder: Path,
+    tags: dict[str, str],
+    model_id: str | None,
+    dataset: tuple[list[str], list[int], Path, str],
+) -> str:
+    """One evaluation run: tags, the labelled set as its input, the evaluated logged model as an
+    input too (when known), metrics linked to that model and dataset, and every file of `folder`
+    as artifacts. Returns the run id."""
+    from mlflow.entities import LoggedModelInput
+
+    experiment_id = connect(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags({**tags, EVALUATION_TAG: "true"})
+        evaluation_set = _entries_dataset(*dataset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.log_input(evaluation_set, context="evaluation")
+        if model_id:
+            MlflowClient().log_inputs(run.info.run_id, models=[LoggedModelInput(model_id)])
+        mlflow.log_metrics(metrics, model_id=model_id, dataset=evaluation_set)
+        mlflow.log_artifacts(str(folder))
+    return run.info.run_id
+
+
+def experiment_runs(experiment: str) -> list[dict[str, Any]]:
+    """Every run of `experiment` as plain values: id, name, status, start time (ms), params,
+    metrics (latest values) and tags."""
+    experiment_id = experiment_id_or_error(experiment)
+    client = MlflowClient()
+    found, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        found += page
+        token = page.token
+        if not token:
+            break
+    return [
+        {
+            "run_id": run.info.run_id,
+            "name": run.info.run_name or "",
+            "status": run.info.status,
+            "start_time": run.info.start_time or 0,
+            "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics),
+            "tags": {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")},
+        }
+        for run in found
+    ]
+
+
+def ui_command(port: int, uri: str | None = None) -> list[str]:
+    """The `mlflow ui` command line for the project's store, on loopback only."""
+    import sys
+
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        raise BitmojiError(f"the tracking store {uri} is already a server: open it in a browser")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    root = _artifact_root(uri)
+    if root:  # experiments made in the UI then keep artifacts where `train` puts them
+        command += ["--default-artifact-root", root]
+    # One worker: a single local user, and it starts much faster than the default four.
+    return command + ["--host", UI_HOST, "--port", str(port), "--workers", "1"]
+
+
+def ui_urls(port: int, experiment: str) -> tuple[str, str | None]:
+    """The UI's address and, when the experiment exists, its page."""
+    connect()
+    base = f"http://{UI_HOST}:{port}"
+    found = MlflowClient().get_experiment_by_name(experiment)
+    return base, (f"{base}/#/experiments/{found.experiment_id}" if found else None)
+
+
+def check_port_free(port: int) -> None:
+    """Fail with advice, before starting anything, when the loopback port is taken."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As servers do: connections closed a moment ago (TIME_WAIT) do not block the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((UI_HOST, port))
+        except OSError as error:
+            raise BitmojiError(f"port {port} on {UI_HOST} is in use: pass --port with a free one") from error
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Stop a server started by `start_server` and its workers: SIGTERM, then SIGKILL."""
+    import contextlib
+    import signal
+
+    def send(signal_number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+            os.killpg(process.pid, signal_number)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
+def start_server(command: list[str], **popen_options: Any) -> subprocess.Popen:
+    """Start an MLflow server in its own process group, so that stopping it stops its workers."""
+    return subprocess.Popen(command, start_new_session=True, **popen_options)
+
+
+def serve_ui(command: list[str]) -> int | None:
+    """Run the UI in the foreground until it exits (its exit code) or Ctrl-C (None)."""
+    process = start_server(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # only we get it: the server has its own session
+        stop_process_group(process)
+        return None

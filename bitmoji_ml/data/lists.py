@@ -1,0 +1,136 @@
+"""Image lists (`<image path> <label>` per line, 1 male / 0 female; test lists carry no label)
+and the manifest that describes them. Same inputs give byte-identical files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from bitmoji_ml.data.dataset import TRAIN_CSV, Dataset, Sample
+from bitmoji_ml.data.labels import CLASS_NAMES
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.files import write_files_atomic
+
+LIST_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
+MANIFEST = "manifest.json"
+SPLITS = ("stratified", "head")
+
+
+def split_samples(
+    samples: list[Sample], val_fraction: float, seed: int, method: str = "stratified"
+) -> tuple[list[Sample], list[Sample]]:
+    """Split into (train, val). `stratified` keeps the class balance in both parts (seeded);
+    `head` reproduces the seed project: the first rows train, the rest validate."""
+    if not 0 < val_fraction < 1:
+        raise BitmojiError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if method not in SPLITS:
+        raise BitmojiError(f"unknown split {method!r}; use one of {', '.join(SPLITS)}")
+    n_val = round(len(samples) * val_fraction)
+    if n_val == 0 or n_val == len(samples):
+        raise BitmojiError(
+            f"{len(samples)} images with --val-fraction {val_fraction} leave an empty split"
+        )
+    if method == "head":
+        cut = len(samples) - n_val
+        return samples[:cut], samples[cut:]
+    by_label: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    # Largest-remainder allocation: per-class quotas that add up to exactly n_val.
+    labels = sorted(by_label)
+    exact = {label: len(by_label[label]) * n_val / len(samples) for label in labels}
+    quota = {label: int(exact[label]) for label in labels}
+    for label in sorted(labels, key=lambda k: (quota[k] - exact[k], k))[: n_val - sum(quota.values())]:
+        quota[label] += 1
+    rng = random.Random(seed)
+    val_ids: set[str] = set()
+    for label in labels:
+        ids = [sample.image_id for sample in by_label[label]]
+        rng.shuffle(ids)
+        val_ids.update(ids[: quota[label]])
+    train = [sample for sample in samples if sample.image_id not in val_ids]
+    val = [sample for sample in samples if sample.image_id in val_ids]
+    return train, val
+
+
+def format_list(samples: list[Sample]) -> str:
+    """Labelled list text: `<path> <label>` lines."""
+    return "".join(f"{sample.path} {sample.label}\n" for sample in samples)
+
+
+def read_list(path: str | Path, labelled: bool = True) -> list[tuple[Path, int]]:
+    """Parse a list file into (image path, label) pairs; label is -1 for an unlabelled list."""
+    path = Path(path)
+    if not path.is_file():
+        raise BitmojiError(f"list {path} not found: run `bitmoji prepare` first")
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if not labelled:
+            entries.append((Path(line), -1))
+            continue
+        image, _, label = line.rpartition(" ")
+        if not image or label not in ("0", "1"):
+            raise BitmojiError(f"{path}:{number}: expected `<image path> <0|1>`, got {line!r}")
+        entries.append((Path(image), int(label)))
+    if not entries:
+        raise BitmojiError(f"list {path} is empty")
+    return entries
+
+
+def _balance(samples: list[Sample]) -> dict:
+    counts = Counter(sample.label for sample in samples)
+    return {
+        "images": len(samples),
+        CLASS_NAMES[1]: counts[1],
+        CLASS_NAMES[0]: counts[0],
+        "male_share": round(counts[1] / len(samples), 4),
+    }
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_lists(
+    dataset: Dataset, out_dir: Path, val_fraction: float = 0.2, seed: int = 0, split: str = "stratified"
+) -> dict:
+    """Split, then write train/val/test lists and manifest.json atomically; return the manifest."""
+    train, val = split_samples(dataset.train, val_fraction, seed, split)
+    texts = {
+        "train": format_list(train),
+        "val": format_list(val),
+        "test": "".join(f"{path}\n" for path in dataset.test),
+    }
+    # The digest ignores where the data folder is, so the same data digests the same anywhere.
+    portable = "".join(
+        f"{name}:{sample.image_id} {sample.label}\n" for name, part in (("train", train), ("val", val))
+        for sample in part
+    ) + "".join(f"test:{path.name}\n" for path in dataset.test)
+    manifest = {
+        "data_dir": str(dataset.root),
+        "split": split,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "counts": {"train": len(train), "val": len(val), "test": len(dataset.test)},
+        "class_balance": {"train": _balance(train), "val": _balance(val)},
+        "digest": _sha256(portable.encode()),
+        "csv_sha256": _sha256((dataset.root / TRAIN_CSV).read_bytes()),
+        "files": {LIST_FILES[name]: _sha256(text.encode()) for name, text in texts.items()},
+    }
+    files = {out_dir / LIST_FILES[name]: text.encode() for name, text in texts.items()}
+    files[out_dir / MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    write_files_atomic(files)
+    return manifest
+
+
+def read_manifest(lists_dir: Path) -> dict:
+    """The manifest written by `prepare`, or a clear error if there is none."""
+    path = Path(lists_dir) / MANIFEST
+    if not path.is_file():
+        raise BitmojiError(f"{path} not found: run `bitmoji prepare` first")
+    return json.loads(path.read_text(encoding="utf-8"))

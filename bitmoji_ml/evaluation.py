@@ -1,0 +1,334 @@
+"""`bitmoji evaluate`: score an exported ONNX model on a labelled set, draw the plots, and log
+the result as an MLflow evaluation run.
+
+The metric functions are plain numpy on class indices (1 = male, the positive class) and
+P(male), so they can be checked by hand. Prediction goes through onnxruntime, never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bitmoji_ml import paths
+from bitmoji_ml.data.labels import CLASS_NAMES
+from bitmoji_ml.errors import BitmojiError
+
+if TYPE_CHECKING:
+    from bitmoji_ml.tracking import ResolvedModel
+
+THRESHOLD = 0.5  # P(male) at or above this is "male", as in `predict`
+LOG_LOSS_EPSILON = 1e-7  # float32 probabilities reach exactly 0 or 1; clip before the log
+GRID_FACES = 24
+BATCH = 256
+PLOT_FILES = ("confusion_matrix.png", "roc_curve.png", "probability_histogram.png", "faces.png")
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def predicted_classes(prob_male: np.ndarray) -> np.ndarray:
+    """Class indices from P(male)."""
+    return (np.asarray(prob_male) >= THRESHOLD).astype(int)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """2x2 counts, rows = true class, columns = predicted class (index 0 female, 1 male)."""
+    matrix = np.zeros((2, 2), dtype=int)
+    np.add.at(matrix, (np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    return matrix
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of correct predictions."""
+    return float((np.asarray(labels) == np.asarray(predicted)).mean())
+
+
+def precision(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Of the faces called male, the share that are male (0 when none is called male)."""
+    (_, false_pos), (_, true_pos) = confusion_matrix(labels, predicted)
+    return float(true_pos / (true_pos + false_pos)) if true_pos + false_pos else 0.0
+
+
+def recall(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Of the male faces, the share called male (0 when there are none)."""
+    _, (false_neg, true_pos) = confusion_matrix(labels, predicted)
+    return float(true_pos / (true_pos + false_neg)) if true_pos + false_neg else 0.0
+
+
+def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Harmonic mean of precision and recall."""
+    p, r = precision(labels, predicted), recall(labels, predicted)
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values))
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def roc_auc(labels: np.ndarray, prob_male: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic: the chance that a random male
+    face scores above a random female one, ties counting half. NaN with a single class."""
+    labels, prob_male = np.asarray(labels), np.asarray(prob_male, dtype=np.float64)
+    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
+    if not positives or not negatives:
+        return float("nan")
+    rank_sum = _average_ranks(prob_male)[labels == 1].sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_curve(labels: np.ndarray, prob_male: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) from (0, 0) to (1, 1), one point per distinct
+    score, thresholds falling."""
+    labels, prob_male = np.asarray(labels), np.asarray(prob_male, dtype=np.float64)
+    order = np.argsort(-prob_male, kind="mergesort")
+    scores, truth = prob_male[order], labels[order] == 1
+    last_of_score = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
+    true_pos = np.cumsum(truth)[last_of_score]
+    false_pos = np.cumsum(~truth)[last_of_score]
+    positives, negatives = max(int(truth.sum()), 1), max(int((~truth).sum()), 1)
+    return np.r_[0.0, false_pos / negatives], np.r_[0.0, true_pos / positives]
+
+
+def log_loss(labels: np.ndarray, prob_male: np.ndarray, epsilon: float = LOG_LOSS_EPSILON) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [epsilon, 1 - epsilon]."""
+    labels = np.asarray(labels, dtype=np.float64)
+    prob = np.clip(np.asarray(prob_male, dtype=np.float64), epsilon, 1 - epsilon)
+    return float(-(labels * np.log(prob) + (1 - labels) * np.log(1 - prob)).mean())
+
+
+def classification_metrics(labels: np.ndarray, prob_male: np.ndarray) -> dict[str, float]:
+    """Every scalar `evaluate` reports, under the names it logs to MLflow."""
+    predicted = predicted_classes(prob_male)
+    return {
+        "accuracy": accuracy(labels, predicted),
+        "precision": precision(labels, predicted),
+        "recall": recall(labels, predicted),
+        "f1": f1(labels, predicted),
+        "roc_auc": roc_auc(labels, prob_male),
+        "log_loss": log_loss(labels, prob_male),
+        "images": float(len(labels)),
+        "misclassified": float((predicted != np.asarray(labels)).sum()),
+    }
+
+
+# --- the labelled set ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LabelledSet:
+    """Images with class indices, the file they came from and a short name for run names."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    source: Path
+    name: str
+
+
+def read_labelled(list_path: Path, images_dir: Path | None = None) -> LabelledSet:
+    """A `prepare` list (`<path> <0|1>`) or, for a .csv, a train.csv-format file whose images
+    are in `images_dir` [default: trainimages/ beside the CSV, else the CSV's folder]."""
+    from bitmoji_ml.data.dataset import TRAIN_IMAGES, read_labels
+    from bitmoji_ml.data.lists import read_list
+
+    list_path = Path(list_path)
+    if list_path.suffix.lower() == ".csv":
+        if images_dir is None:
+            beside = list_path.parent / TRAIN_IMAGES
+            images_dir = beside if beside.is_dir() else list_path.parent
+        samples = read_labels(list_path, Path(images_dir))
+        entries = [(sample.path, sample.label) for sample in samples]
+    else:
+        if not list_path.is_file():
+            raise BitmojiError(f"list {list_path} not found: run `bitmoji prepare` or pass --list")
+        entries = read_list(list_path)
+    missing = [str(path) for path, _ in entries if not path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        hint = " (pass --images for the CSV's image folder)" if list_path.suffix.lower() == ".csv" else ""
+        raise BitmojiError(f"{len(missing)} image(s) of {list_path} not found{hint}: {shown}")
+    return LabelledSet(
+        [path for path, _ in entries],
+        np.array([label for _, label in entries], dtype=int),
+        list_path,
+        list_path.stem,
+    )
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def hardest_faces(
+    labels: np.ndarray, prob_male: np.ndarray, limit: int = GRID_FACES
+) -> tuple[np.ndarray, str]:
+    """Indices of the misclassified faces, most confidently wrong first; when none is wrong,
+    the least confident ones. Also returns a title saying which."""
+    wrong = np.nonzero(predicted_classes(prob_male) != labels)[0]
+    if len(wrong):
+        distance = np.abs(prob_male[wrong] - labels[wrong])
+        chosen = wrong[np.argsort(-distance, kind="mergesort")][:limit]
+        return chosen, f"misclassified: {len(wrong)} of {len(labels)}" + (
+            f" (worst {limit} shown)" if len(wrong) > limit else ""
+        )
+    chosen = np.argsort(np.abs(prob_male - THRESHOLD), kind="mergesort")[:limit]
+    return chosen, f"none misclassified; the {len(chosen)} least confident"
+
+
+def write_files(
+    folder: Path, data: LabelledSet, prob_male: np.ndarray, images: np.ndarray, metrics: dict[str, float]
+) -> list[Path]:
+    """The four plots, metrics.json (with the confusion matrix) and predictions.csv in `folder`."""
+    from bitmoji_ml import plots
+    from bitmoji_ml.files import write_text_atomic
+
+    labels = data.labels
+    matrix = confusion_matrix(labels, predicted_classes(prob_male))
+    fpr, tpr = roc_curve(labels, prob_male)
+    chosen, title = hardest_faces(labels, prob_male)
+    captions = [
+        f"{data.paths[i].name}\ntrue {CLASS_NAMES[labels[i]]}, P(male) {prob_male[i]:.2f}" for i in chosen
+    ]
+    written = [
+        plots.confusion_matrix_plot(matrix, folder / PLOT_FILES[0], title=data.name),
+        plots.roc_curve_plot(fpr, tpr, metrics["roc_auc"], folder / PLOT_FILES[1]),
+        plots.probability_histogram(prob_male, labels, folder / PLOT_FILES[2]),
+        plots.face_grid([images[i] for i in chosen], captions, folder / PLOT_FILES[3], title),
+    ]
+    summary = {
+        **metrics,
+        "confusion_matrix": {"rows_true_columns_predicted": list(CLASS_NAMES), "counts": matrix.tolist()},
+    }
+    write_text_atomic(folder / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    rows = [
+        f"{path},{label},{prob:.6f}" for path, label, prob in zip(data.paths, labels, prob_male, strict=True)
+    ]
+    write_text_atomic(folder / "predictions.csv", "image,label,prob_male\n" + "\n".join(rows) + "\n")
+    return [*written, folder / "metrics.json", folder / "predictions.csv"]
+
+
+def metrics_table(metrics: dict[str, float], matrix: np.ndarray) -> str:
+    """The metrics, then the confusion matrix, as terminal tables."""
+    from bitmoji_ml.report import format_table
+
+    names = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+    scores = format_table(["metric", "value"], [[name, metrics[name]] for name in names])
+    confusion = format_table(
+        ["true \\ predicted", *CLASS_NAMES],
+        [[CLASS_NAMES[row], *(int(count) for count in matrix[row])] for row in range(2)],
+    )
+    return f"{scores}\n\n{confusion}"
+
+
+# --- the job -------------------------------------------------------------------------------
+
+
+def _resolve_model(model: Path | None, run_id: str | None, folder: Path) -> ResolvedModel:
+    """--model, else --run-id's export, else the registry's @champion."""
+    from bitmoji_ml import tracking
+
+    if model is not None and run_id is not None:
+        raise BitmojiError("give --model or --run-id, not both")
+    if model is not None:
+        if not Path(model).is_file():
+            raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
+        return tracking.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+    if run_id is not None:
+        return tracking.run_onnx(run_id, folder)
+    return tracking.champion_model(folder)
+
+
+def evaluate_job(
+    model: Path | None = None,
+    run_id: str | None = None,
+    list_path: Path | None = None,
+    images_dir: Path | None = None,
+    lists_dir: Path = paths.LISTS_DIR,
+    experiment: str = paths.EXPERIMENT,
+    output_dir: Path | None = None,
+    log: bool = True,
+    threads: int = 0,
+    echo=print,
+) -> dict[str, Any]:
+    """Score a model (file, run's export or @champion) on a labelled set, write the plots and
+    log an evaluation run. Returns the metrics, the confusion matrix and the run id."""
+    from bitmoji_ml.data.cache import decode_all
+    from bitmoji_ml.data.lists import LIST_FILES
+    from bitmoji_ml.inference import OnnxModel
+
+    data = read_labelled(list_path or Path(lists_dir) / LIST_FILES["val"], images_dir)
+    with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
+        resolved = _resolve_model(model, run_id, Path(work) / "model")
+        onnx_model = OnnxModel.load(resolved.path, threads)
+        images = decode_all(data.paths, onnx_model.preprocess, threads or None)
+        prob_male = np.concatenate(
+            [onnx_model.predict(images[start : start + BATCH]) for start in range(0, len(images), BATCH)]
+        ).astype(np.float64)
+        metrics = classification_metrics(data.labels, prob_male)
+        matrix = confusion_matrix(data.labels, predicted_classes(prob_male))
+        described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")
+        echo(f"evaluated {described} on {len(data.paths)} images of {data.source}")
+        echo(metrics_table(metrics, matrix))
+
+        folder = Path(output_dir) if output_dir else Path(work) / "files"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = write_files(folder, data, prob_male, images, metrics)
+        result: dict[str, Any] = {
+            "metrics": metrics,
+            "confusion_matrix": matrix,
+            "files": files,
+            "run_id": None,
+        }
+        if output_dir:
+            echo(f"wrote {', '.join(path.name for path in files)} to {folder}")
+        if log:
+            result["run_id"] = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment)
+            echo(
+                f"logged evaluation run {result['run_id']} (eval-{resolved.label}-{data.name}) to {experiment}"
+            )
+        elif not output_dir:
+            echo("plots not kept: pass --output-dir, or leave logging on")
+    return result
+
+
+def _log(
+    resolved: ResolvedModel,
+    metadata: dict[str, str],
+    data: LabelledSet,
+    metrics: dict[str, float],
+    folder: Path,
+    experiment: str,
+) -> str:
+    from bitmoji_ml import tracking
+
+    tags = {
+        "evaluated_model": resolved.uri,
+        "source_run_id": metadata.get("mlflow_run_id", ""),
+        "model": metadata.get("model_name", ""),
+        "eval_list": str(data.source.resolve()),
+    }
+    if resolved.model_id:
+        tags["evaluated_model_id"] = resolved.model_id
+    if resolved.version:
+        tags["model_version"] = resolved.version
+    # NaN (AUC of a one-class set) is not a value MLflow's SQL stores accept everywhere.
+    finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
+    dataset = ([path.name for path in data.paths], data.labels.tolist(), data.source, f"bitmoji-{data.name}")
+    return tracking.log_evaluation(
+        experiment, f"eval-{resolved.label}-{data.name}", finite, folder, tags, resolved.model_id, dataset
+    )

@@ -1,0 +1,57 @@
+"""Model registry: a name maps to a network factory and the preprocessing it expects."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from torch import nn
+
+from bitmoji_ml.data.images import Preprocess
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models.compact import build_compact
+from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.models.seed_cnn import build_seed_cnn
+
+
+def build_resnet18(num_classes: int = 2) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised (nothing is downloaded)."""
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None, num_classes=num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build its network and how its input is prepared."""
+
+    build: Callable[[], nn.Module]
+    preprocess: Preprocess
+    summary: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "compact": ModelSpec(build_compact, Preprocess(size=64, resize=64), "BatchNorm CNN, 64 px"),
+    "seed-cnn": ModelSpec(build_seed_cnn, Preprocess(size=224, resize=256), "the baseline, 224 px"),
+    "resnet18": ModelSpec(build_resnet18, Preprocess(size=128, resize=128), "ResNet-18, 128 px"),
+}
+DEFAULT_MODEL = "compact"
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`, or a clear error listing the known names."""
+    if name not in MODELS:
+        raise BitmojiError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def create_model(name: str, preprocess: Preprocess | None = None) -> Classifier:
+    """Build model `name` with normalisation inside; uint8 NHWC images in, 2 logits out."""
+    spec = model_spec(name)
+    preprocess = preprocess or spec.preprocess
+    return Classifier(spec.build(), preprocess.mean, preprocess.std)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameter count."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,31 @@
+"""The default model: a small BatchNorm CNN with global pooling, sized for fast CPU work."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv_block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(channels_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def build_compact(num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> nn.Module:
+    """A stride-2 stem, then three conv + max-pool stages doubling the width, a last conv,
+    global average pooling and one linear layer. At 64 px: ~250 k parameters."""
+    widths = [width, width * 2, width * 4, width * 8]
+    layers: list[nn.Module] = [conv_block(3, widths[0], stride=2)]
+    for channels_in, channels_out in zip(widths, widths[1:], strict=False):
+        layers += [conv_block(channels_in, channels_out), nn.MaxPool2d(2)]
+    layers += [
+        conv_block(widths[-1], widths[-1]),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(widths[-1], num_classes),
+    ]
+    return nn.Sequential(*layers)

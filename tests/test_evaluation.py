@@ -1,0 +1,195 @@
+"""Evaluation metrics against hand-worked examples, and `evaluate` on a tiny exported model."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from trained_store import EXPERIMENT, QUIET, TrainedStore, exported_store
+from typer.testing import CliRunner
+
+import cli
+from bitmoji_ml import evaluation
+from bitmoji_ml.errors import BitmojiError
+
+# Eight faces (1 = male): P(male) >= 0.5 calls male, so predictions are 1 1 0 1 0 0 0 1.
+LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+PROBS = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.5])
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    predicted = evaluation.predicted_classes(PROBS)
+    assert predicted.tolist() == [1, 1, 0, 1, 0, 0, 0, 1]
+    # true female: 3 called female, 1 called male; true male: 1 called female, 3 called male
+    assert evaluation.confusion_matrix(LABELS, predicted).tolist() == [[3, 1], [1, 3]]
+
+
+def test_scores_by_hand():
+    metrics = evaluation.classification_metrics(LABELS, PROBS)
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["precision"] == pytest.approx(3 / 4)  # 3 of the 4 called male are male
+    assert metrics["recall"] == pytest.approx(3 / 4)  # 3 of the 4 males found
+    assert metrics["f1"] == pytest.approx(0.75)
+    # male/female pairs (16) where the male scores higher: 0.9 beats 4, 0.6 beats 3,
+    # 0.3 beats 2, 0.5 beats 3 -> 12 / 16
+    assert metrics["roc_auc"] == pytest.approx(12 / 16)
+    assert metrics["misclassified"] == 2
+    assert metrics["images"] == 8
+
+
+def test_precision_recall_f1_without_positives_are_zero():
+    labels, predicted = np.array([0, 0, 1]), np.array([0, 0, 0])
+    assert evaluation.precision(labels, predicted) == 0.0
+    assert evaluation.recall(labels, predicted) == 0.0
+    assert evaluation.f1(labels, predicted) == 0.0
+
+
+def test_roc_auc_counts_ties_as_half():
+    # pairs (male, female): (0.5, 0.5) tie = 0.5, (0.5, 0.2) = 1, (0.9, 0.5) = 1, (0.9, 0.2) = 1
+    assert evaluation.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == pytest.approx(
+        3.5 / 4
+    )
+    assert evaluation.roc_auc(np.array([0, 1]), np.array([0.3, 0.3])) == pytest.approx(0.5)
+    assert math.isnan(evaluation.roc_auc(np.array([1, 1]), np.array([0.2, 0.9])))
+
+
+def test_roc_curve_points_and_area():
+    labels, probs = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    fpr, tpr = evaluation.roc_curve(labels, probs)
+    # thresholds 0.8, 0.4, 0.35, 0.1 admit: a male, a female, a male, a female
+    assert fpr.tolist() == [0, 0, 0.5, 0.5, 1]
+    assert tpr.tolist() == [0, 0.5, 0.5, 1, 1]
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(evaluation.roc_auc(labels, probs)) == pytest.approx(0.75)
+    # tied scores make one point, not a staircase
+    fpr, tpr = evaluation.roc_curve(np.array([0, 1]), np.array([0.5, 0.5]))
+    assert fpr.tolist() == [0, 1] and tpr.tolist() == [0, 1]
+
+
+def test_log_loss_by_hand_and_clipped():
+    expected = -(math.log(0.8) + math.log(0.6)) / 2
+    assert evaluation.log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(expected)
+    # certain and wrong: clipped to -log(1e-7) instead of infinity
+    assert evaluation.log_loss(np.array([0, 1]), np.array([1.0, 0.0])) == pytest.approx(
+        -math.log(1e-7), rel=1e-6
+    )
+
+
+def test_hardest_faces_most_wrong_first_else_least_confident():
+    chosen, title = evaluation.hardest_faces(LABELS, PROBS)
+    assert chosen.tolist() == [2, 3]  # male at 0.3 (0.7 off), female at 0.7 (0.7 off); stable order
+    assert "misclassified: 2 of 8" in title
+    chosen, title = evaluation.hardest_faces(np.array([1, 0, 1]), np.array([0.9, 0.45, 0.55]), limit=2)
+    assert chosen.tolist() == [1, 2]
+    assert "least confident" in title
+
+
+def test_csv_labels_use_trainimages_beside_the_csv(tiny_dataset: Path):
+    data = evaluation.read_labelled(tiny_dataset / "train.csv")
+    assert len(data.paths) == 40
+    assert data.paths[1] == tiny_dataset / "trainimages" / "0001.jpg"
+    assert data.labels[:2].tolist() == [0, 1]  # Kaggle -1 / 1
+    assert data.name == "train"
+
+
+def test_missing_images_and_lists_are_clear_errors(tiny_dataset: Path, tmp_path: Path):
+    with pytest.raises(BitmojiError, match="bitmoji prepare"):
+        evaluation.read_labelled(tmp_path / "nothing.txt")
+    other = tmp_path / "other.csv"
+    shutil.copy(tiny_dataset / "train.csv", other)
+    with pytest.raises(BitmojiError, match="40 image\\(s\\) of .*--images"):
+        evaluation.read_labelled(other)
+    assert len(evaluation.read_labelled(other, tiny_dataset / "trainimages").paths) == 40
+
+
+@pytest.fixture
+def store(tmp_path_factory, mlflow_store_template, monkeypatch) -> TrainedStore:
+    built = exported_store(tmp_path_factory, mlflow_store_template)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", built.uri)
+    return built
+
+
+def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedStore, tmp_path: Path):
+    out = tmp_path / "eval"
+    result = evaluation.evaluate_job(
+        model=store.onnx, lists_dir=store.lists, experiment=EXPERIMENT, output_dir=out, threads=1, **QUIET
+    )
+    files = {path.name for path in out.iterdir()}
+    assert set(evaluation.PLOT_FILES) <= files
+    assert {"metrics.json", "predictions.csv"} <= files
+    assert all((out / name).stat().st_size > 1000 for name in evaluation.PLOT_FILES)
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10  # the val list of 40 images at val fraction 0.25
+    probs = np.array([float(row["prob_male"]) for row in rows])
+    labels = np.array([int(row["label"]) for row in rows])
+    assert result["metrics"]["accuracy"] == pytest.approx(evaluation.accuracy(labels, probs >= 0.5))
+    assert result["confusion_matrix"].sum() == 10
+
+    client = MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.info.run_name == "eval-m.onnx-val"
+    assert run.info.experiment_id == client.get_experiment_by_name(EXPERIMENT).experiment_id
+    tags = run.data.tags
+    assert tags["evaluation"] == "true"
+    assert tags["source_run_id"] == store.run_ids[0]
+    assert tags["evaluated_model"] == str(store.onnx.resolve())
+    assert tags["model"] == "compact"
+    assert run.data.metrics["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
+    assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+    assert set(evaluation.PLOT_FILES) | {"metrics.json", "predictions.csv"} == logged
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["bitmoji-val"]
+
+
+def test_evaluate_run_id_links_metrics_to_its_onnx_model(store: TrainedStore, tmp_path: Path):
+    result = evaluation.evaluate_job(
+        run_id=store.run_ids[0],
+        list_path=store.dataset / "train.csv",
+        experiment=EXPERIMENT,
+        threads=1,
+        **QUIET,
+    )
+    client = MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.info.run_name == "eval-m.onnx-train"
+    assert result["metrics"]["images"] == 40
+    model_id = run.data.tags["evaluated_model_id"]
+    assert [model.model_id for model in run.inputs.model_inputs] == [model_id]
+    assert client.get_logged_model(model_id).source_run_id == store.run_ids[0]
+    linked = [m for m in client.get_logged_model(model_id).metrics if m.run_id == result["run_id"]]
+    assert {m.key for m in linked} >= {"accuracy", "roc_auc"}
+
+
+def test_evaluate_cli_defaults_to_the_champion(store: TrainedStore, tmp_path: Path):
+    result = CliRunner().invoke(
+        cli.app,
+        ["evaluate", "--lists", str(store.lists), "--experiment", EXPERIMENT, "--threads", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "models:/bitmoji-gender/1 (v1)" in result.output
+    for word in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "true \\ predicted"):
+        assert word in result.output
+    run_id = result.output.split("logged evaluation run ")[1].split()[0]
+    assert MlflowClient().get_run(run_id).data.tags["model_version"] == "1"
+
+
+def test_evaluate_errors_say_what_to_do(store: TrainedStore, tmp_path: Path):
+    with pytest.raises(BitmojiError, match=f"export-onnx --run-id {store.run_ids[1]}"):
+        evaluation.evaluate_job(
+            run_id=store.run_ids[1], lists_dir=store.lists, experiment=EXPERIMENT, **QUIET
+        )
+    with pytest.raises(BitmojiError, match="unknown run id"):
+        evaluation.evaluate_job(run_id="0" * 32, lists_dir=store.lists, experiment=EXPERIMENT, **QUIET)
+    with pytest.raises(BitmojiError, match="not found"):
+        evaluation.evaluate_job(model=tmp_path / "none.onnx", lists_dir=store.lists, **QUIET)
+    result = CliRunner().invoke(
+        cli.app, ["evaluate", "--model", str(store.onnx), "--run-id", "x", "--lists", str(store.lists)]
+    )
+    assert result.exit_code == 1
+    assert "not both" in result.output

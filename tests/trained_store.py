@@ -1,0 +1,68 @@
+"""One temp MLflow store holding two short training runs (one exported as @champion on demand),
+built once per test session and shared by test_evaluation, test_runs and test_server:
+training and export are the slow part, and each test only reads the runs or adds its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_dataset
+
+EXPERIMENT = "test-exp"
+QUIET = {"echo": lambda *_: None}
+
+
+@dataclasses.dataclass
+class TrainedStore:
+    """Where the store and data are, and what is in it."""
+
+    uri: str
+    lists: Path
+    dataset: Path
+    run_ids: list[str]
+    onnx: Path | None = None
+
+
+_built: dict[str, TrainedStore] = {}
+
+
+def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> TrainedStore:
+    """The shared store with two 1-epoch runs that differ in batch_size and lr."""
+    if "store" in _built:
+        return _built["store"]
+    from bitmoji_ml.data.dataset import load_dataset
+    from bitmoji_ml.data.lists import write_lists
+    from bitmoji_ml.training import train_job
+
+    folder = tmp_path_factory.mktemp("trained-store")
+    (folder / "mlruns").mkdir()
+    shutil.copy(template_db, folder / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    dataset = make_dataset(folder / "bitmoji")
+    lists = folder / "lists"
+    write_lists(load_dataset(dataset), lists, val_fraction=0.25, seed=0)
+    run_ids = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
+            settings = {"epochs": 1, "threads": 1, **overrides}
+            run_ids.append(train_job("default", None, settings, lists, EXPERIMENT, **QUIET)["run_id"])
+    _built["store"] = TrainedStore(uri, lists, dataset, run_ids)
+    return _built["store"]
+
+
+def exported_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> TrainedStore:
+    """The shared store with its first run exported to ONNX and registered as @champion."""
+    store = trained_store(tmp_path_factory, template_db)
+    if store.onnx is None:
+        from bitmoji_ml.export import export_job
+
+        onnx = Path(store.uri[len("sqlite:///") :]).parent.parent / "m.onnx"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_URI", store.uri)
+            export_job(onnx, run_id=store.run_ids[0], experiment=EXPERIMENT, lists_dir=store.lists, **QUIET)
+        store.onnx = onnx
+    return store
