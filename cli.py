@@ -203,7 +203,7 @@ def predict(
     if not result.paths:
         raise BitmojiError(f"none of the {len(images)} image file(s) in {folder} could be read")
     if kaggle:
-        text = kaggle_csv(result, folder, template or folder.parent / "sample_submission.csv")
+        text = kaggle_csv(result, folder, template or folder.resolve().parent / "sample_submission.csv")
     else:
         text = predictions_csv(result, folder)
     write_text_atomic(output, text)

@@ -72,13 +72,25 @@ def main() -> None:
             args.checkpoint = best_logged_checkpoint(EXPERIMENT, work).path
         checkpoint = read_checkpoint(args.checkpoint)
         onnx_path = work / "bitmoji.onnx"
-        export_job(onnx_path, checkpoint=args.checkpoint, register=False, lists_dir=None, echo=lambda *_: None)
+        export_job(
+            onnx_path, checkpoint=args.checkpoint, register=False, lists_dir=None, echo=lambda *_: None
+        )
         paths = make_image_set(source, work / "images", args.images)
         _, preprocess = model_from_checkpoint(checkpoint)
 
         started = time.perf_counter()
-        command = [sys.executable, str(ROOT / "cli.py"), "predict", str(work / "images"), "--model", str(onnx_path),
-                   "--output", str(work / "predictions.csv"), "--batch-size", str(args.batch_size)]
+        command = [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "predict",
+            str(work / "images"),
+            "--model",
+            str(onnx_path),
+            "--output",
+            str(work / "predictions.csv"),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         wall = time.perf_counter() - started
         internal = float(re.search(r"([\d,]+) images/s", output).group(1).replace(",", ""))
@@ -90,11 +102,17 @@ def main() -> None:
 
         eager = torch_eager(checkpoint, paths, args.batch_size)
     rows = [
-        ["bitmoji predict (decode + onnxruntime, pipelined)", f"{internal:,.0f}", f"{args.images / wall:,.0f}"],
+        [
+            "bitmoji predict (decode + onnxruntime, pipelined)",
+            f"{internal:,.0f}",
+            f"{args.images / wall:,.0f}",
+        ],
         ["decode only (the ceiling)", f"{decode_only:,.0f}", "-"],
         ["PyTorch eager loop, same checkpoint", f"{eager:,.0f}", "-"],
     ]
-    print(f"\n{args.images:,} images of {preprocess.size} px input, {os.cpu_count()} CPU cores, batch {args.batch_size}")
+    print(
+        f"\n{args.images:,} images of {preprocess.size} px input, {os.cpu_count()} CPU cores, batch {args.batch_size}"
+    )
     print(format_table(["path", "images/s", "incl. process start"], rows))
     print(f"bitmoji predict summary: {output.strip()}")
 

@@ -85,10 +85,29 @@ def main() -> None:
     print(f"\nbitmoji train on {data_dir} ({os.cpu_count()} CPU cores)")
     print(
         format_table(
-            ["run", "params", "epochs", "wall s", "train s", f"time to {TARGET:.1%}", "final val acc", "best val acc", "train img/s"],
             [
-                [label, f"{r['params']:,}", r["epochs"], f"{r['wall']:.1f}", f"{r['train']:.1f}", r["to_target"],
-                 f"{r['final']:.2%}", f"{r['best']:.2%}", f"{r['speed']:,.0f}"]
+                "run",
+                "params",
+                "epochs",
+                "wall s",
+                "train s",
+                f"time to {TARGET:.1%}",
+                "final val acc",
+                "best val acc",
+                "train img/s",
+            ],
+            [
+                [
+                    label,
+                    f"{r['params']:,}",
+                    r["epochs"],
+                    f"{r['wall']:.1f}",
+                    f"{r['train']:.1f}",
+                    r["to_target"],
+                    f"{r['final']:.2%}",
+                    f"{r['best']:.2%}",
+                    f"{r['speed']:,.0f}",
+                ]
                 for label, r in rows
             ],
         )

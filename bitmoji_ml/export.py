@@ -23,7 +23,7 @@ from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.files import atomic_path, write_text_atomic
+from bitmoji_ml.files import atomic_path, check_writable, write_text_atomic
 from bitmoji_ml.inference import (
     INPUT_NAME,
     LOGITS_OUTPUT,
@@ -237,8 +237,7 @@ def export_job(
     if quantize not in (None, "int8"):
         raise BitmojiError(f"--quantize supports only int8, got {quantize!r}")
     torch.set_num_threads(os.cpu_count() or 1)
-    with atomic_path(output):  # fails now, not after the export, if `output` is unwritable
-        pass
+    check_writable(output)
     with tempfile.TemporaryDirectory(prefix="bitmoji-export-") as folder:
         work = Path(folder)
         source = load_source(checkpoint, run_id, experiment, work)

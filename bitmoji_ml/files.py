@@ -51,6 +51,17 @@ def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail now, with a clear message, if `path` could not be written later (nothing is created)."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{target.name}.", dir=target.parent):
+            pass
+    except OSError as error:
+        raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     write_files_atomic({path: text.encode("utf-8")})

@@ -113,9 +113,9 @@ def _list_dataset(lists_dir: Path, split: str, digest: str):
         )
 
 
-def default_run_name(config: Any) -> str:
-    """A run name that says the model and its key settings."""
-    return f"{config.model}-{config.image_size or 'auto'}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
+def default_run_name(config: Any, image_size: int) -> str:
+    """A run name that says the model and its key settings, e.g. compact-64px-e20-bs64-adamw-lr0.003."""
+    return f"{config.model}-{image_size}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
 
 
 class RunTracker:

@@ -345,7 +345,7 @@ def train_job(
         f"decoded {len(data.train_labels)} train + {len(data.val_labels)} val images in "
         f"{time.perf_counter() - started:.1f}s; model {config.model} on {device.type}"
     )
-    run_name = run_name or tracking.default_run_name(config)
+    run_name = run_name or tracking.default_run_name(config, preprocess_for(config).size)
     with tracking.RunTracker(experiment_id, run_name, resume_run_id) as tracker:
         echo(f"MLflow run {tracker.run_id} ({tracking.tracking_uri()}, experiment {experiment})")
         parameters = count_parameters(create_model(config.model, preprocess_for(config)))

@@ -315,7 +315,7 @@ def test_failed_atomic_write_leaves_no_file(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(files.os, "fsync", broken_fsync)
     target = tmp_path / "out" / "train.txt"
-    with pytest.raises(OSError):
+    with pytest.raises(BitmojiError, match="No space left"):
         write_text_atomic(target, "data\n")
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no temporary file left behind either
@@ -340,7 +340,7 @@ def test_failed_write_lists_keeps_old_content(tiny_dataset: Path, tmp_path: Path
         return real_replace(src, dst)
 
     monkeypatch.setattr(files.os, "replace", replace_failing_second)
-    with pytest.raises(OSError):
+    with pytest.raises(BitmojiError, match="Input/output error"):
         write_lists(dataset, out, seed=1)
     monkeypatch.undo()
     assert Path(calls[1]).name == "val.txt"

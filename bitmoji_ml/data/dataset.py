@@ -52,9 +52,7 @@ def read_labels(csv_path: Path, image_dir: Path) -> list[Sample]:
         columns = reader.fieldnames or []
         missing = [name for name in REQUIRED_COLUMNS if name not in columns]
         if missing:
-            raise BitmojiError(
-                f"{csv_path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})"
-            )
+            raise BitmojiError(f"{csv_path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})")
         rows = list(reader)
     if not rows:
         raise BitmojiError(f"{csv_path} has no rows")
@@ -87,9 +85,7 @@ def read_labels(csv_path: Path, image_dir: Path) -> list[Sample]:
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name."""
     return sorted(
-        path
-        for path in folder.iterdir()
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
     )
 
 

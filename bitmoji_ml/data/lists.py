@@ -30,9 +30,7 @@ def split_samples(
         raise BitmojiError(f"unknown split {method!r}; use one of {', '.join(SPLITS)}")
     n_val = round(len(samples) * val_fraction)
     if n_val == 0 or n_val == len(samples):
-        raise BitmojiError(
-            f"{len(samples)} images with --val-fraction {val_fraction} leave an empty split"
-        )
+        raise BitmojiError(f"{len(samples)} images with --val-fraction {val_fraction} leave an empty split")
     if method == "head":
         cut = len(samples) - n_val
         return samples[:cut], samples[cut:]
@@ -108,7 +106,8 @@ def write_lists(
     }
     # The digest ignores where the data folder is, so the same data digests the same anywhere.
     portable = "".join(
-        f"{name}:{sample.image_id} {sample.label}\n" for name, part in (("train", train), ("val", val))
+        f"{name}:{sample.image_id} {sample.label}\n"
+        for name, part in (("train", train), ("val", val))
         for sample in part
     ) + "".join(f"test:{path.name}\n" for path in dataset.test)
     manifest = {
