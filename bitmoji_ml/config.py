@@ -19,11 +19,12 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 3e-3
+    lr: float = 2e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine | constant
     label_smoothing: float = 0.1
+    ema: float = 0.99  # decay of the weight average that is evaluated and saved; 0 = off
     patience: int = 0  # epochs without a better val_acc before stopping; 0 = never stop early
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -52,6 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,
         "schedule": "constant",
         "label_smoothing": 0.0,
+        "ema": 0.0,
         "flip": False,
         "shift": 0.0,
         "scale": 0.0,

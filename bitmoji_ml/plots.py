@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bitmoji_ml.data.labels import CLASS_NAMES  # noqa: E402
 
@@ -31,8 +32,9 @@ def learning_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
         acc_axis.plot(epochs, [100 * row[f"{key}_acc"] for row in history], style, label=key)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    loss_axis.legend()
-    acc_axis.legend()
+    for axis in (loss_axis, acc_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.legend()
     return _save(figure, path)
 
 

@@ -180,19 +180,31 @@ def fit(
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     device = select_device(config.device)
     preprocess = preprocess_for(config)
-    model = create_model(config.model, preprocess).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # Channels-last weights: ~1.4x faster convolutions on CPU (oneDNN) as well as on CUDA.
+    model = create_model(config.model, preprocess).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     n_train = len(data.train_labels)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
+    # An exponential moving average of the weights is what gets evaluated and checkpointed:
+    # it is steadier from epoch to epoch than the raw weights.
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True
+        )
+        if config.ema
+        else None
+    )
+    evaluated = ema.module if ema is not None else model
     history: list[dict[str, float]] = []
     best: dict[str, float] | None = None
     best_checkpoint, train_seconds, start_epoch = "", 0.0, 1
     if resume is not None:
-        model.load_state_dict(resume["state_dict"])
+        model.load_state_dict(resume["train_state_dict"])
+        if ema is not None:
+            ema.module.load_state_dict(resume["state_dict"])
+            ema.n_averaged.fill_(resume["ema_updates"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
@@ -232,6 +244,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             scheduler.step()
             seen += len(index)
             loss_sum += loss.item() * len(index)
@@ -241,7 +255,7 @@ def fit(
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
 
-        probabilities = predict_probabilities(model, data.val_images, device)
+        probabilities = predict_probabilities(evaluated, data.val_images, device)
         val_labels = torch.from_numpy(data.val_labels)
         val_loss = F.nll_loss(torch.from_numpy(probabilities).clamp_min(1e-12).log(), val_labels).item()
         predicted = probabilities.argmax(1)
@@ -270,14 +284,16 @@ def fit(
             best = metrics
             best_confusion = np.zeros((2, 2), dtype=np.int64)
             np.add.at(best_confusion, (data.val_labels, predicted), 1)
-            save_checkpoint(workdir / "best.pt", model, **common)
+            save_checkpoint(workdir / "best.pt", evaluated, **common)
             best_checkpoint = tracker.log_epoch(epoch, metrics, workdir / "best.pt")
         else:
             tracker.log_epoch(epoch, metrics, None)
         save_checkpoint(
             workdir / "last.pt",
-            model,
+            evaluated,
             **common,
+            train_state_dict=model.state_dict(),
+            ema_updates=int(ema.n_averaged) if ema is not None else 0,
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
             generator=generator.get_state(),

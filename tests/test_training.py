@@ -14,6 +14,7 @@ import cli
 from bitmoji_ml import training
 from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import model_spec
 from bitmoji_ml.training import train_job
 
 EPOCH_METRICS = {
@@ -70,7 +71,7 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     # The best checkpoint printed for the user is a real file holding that epoch.
     payload = read_checkpoint(result["best_checkpoint"])
     assert payload["epoch"] == result["best_epoch"]
-    assert payload["preprocess"]["size"] == 64
+    assert payload["preprocess"]["size"] == model_spec("compact").preprocess.size
     assert set(payload["config"]) >= {"model", "lr", "epochs"}
 
 

@@ -31,7 +31,7 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "compact": ModelSpec(build_compact, Preprocess(size=64, resize=64), "BatchNorm CNN, 64 px"),
+    "compact": ModelSpec(build_compact, Preprocess(size=72, resize=72), "BatchNorm CNN, 72 px"),
     "seed-cnn": ModelSpec(build_seed_cnn, Preprocess(size=224, resize=256), "the baseline, 224 px"),
     "resnet18": ModelSpec(build_resnet18, Preprocess(size=128, resize=128), "ResNet-18, 128 px"),
 }
