@@ -100,3 +100,27 @@ def tiny_lists(tiny_dataset: Path, tmp_path: Path) -> Path:
     out = tmp_path / "lists"
     write_lists(load_dataset(tiny_dataset), out, val_fraction=0.25, seed=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op thread for a module of tiny-tensor tests: they gain nothing from more, and on
+    a busy 2-core machine extra threads spin against other jobs (a 10 ms forward becomes 1 s)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def follow_tracking_uri_env():
+    """mlflow.set_tracking_uri (called by the code under test) pins a process-wide URI; re-align
+    it with the environment before each test so a test's own store fixture takes effect."""
+    import os
+    import sys
+
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or None)
+    yield

@@ -11,14 +11,7 @@ from bitmoji_ml.augment import augment_batch
 SIZE = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a busy 2-core machine
-    extra threads spin against background jobs (a 10 ms forward becomes 1 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def random_batch(n: int = 8, size: int = SIZE, seed: int = 0) -> torch.Tensor:

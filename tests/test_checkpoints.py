@@ -23,14 +23,7 @@ from bitmoji_ml.models.normalize import Classifier
 PREPROCESS = Preprocess(size=32, resize=36, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a busy 2-core machine
-    extra threads spin against background jobs (a 10 ms forward becomes 1 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -23,6 +23,7 @@ PARAM_NAMES = [
     "weight_decay",
     "schedule",
     "label_smoothing",
+    "ema",
     "patience",
     "seed",
     "device",
@@ -53,7 +54,8 @@ def test_defaults() -> None:
     assert config.epochs == 20
     assert config.batch_size == 64
     assert config.optimizer == "adamw"
-    assert config.lr == 3e-3
+    assert config.lr == 2e-3
+    assert config.ema == 0.99
     assert config.schedule == "onecycle"
     assert config.device == "auto"
     assert config.flip is True

@@ -29,12 +29,13 @@ from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export import export_job
 from bitmoji_ml.inference import OnnxModel
-from bitmoji_ml.models import create_model
+from bitmoji_ml.models import create_model, model_spec
 from bitmoji_ml.training import train_job
 
 EXPERIMENT = "test-exp"
 TOLERANCE = 1e-5
 BATCHES = (1, 7, 64)
+SIZE = model_spec("compact").preprocess.size  # the default model's input side
 FOREIGN_RUN_ID = "f" * 32  # a run id that no test store holds
 
 runner = CliRunner()
@@ -99,7 +100,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
         path,
         model,
         model="compact",
-        preprocess=Preprocess(size=64, resize=64).to_dict(),
+        preprocess=Preprocess(size=SIZE, resize=SIZE).to_dict(),
         epoch=0,
         metrics={"val_acc": 0.5, "val_loss": 0.69},
         config={"model": "compact"},
@@ -217,7 +218,7 @@ def test_exported_graph_passes_checker_and_has_the_documented_interface(trained:
     dims = tensor.shape.dim
     assert len(dims) == 4
     assert dims[0].dim_param and not dims[0].HasField("dim_value"), "batch must be symbolic"
-    assert [d.dim_value for d in dims[1:]] == [64, 64, 3]
+    assert [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
     assert [output.name for output in model.graph.output] == ["prob_male", "logits"]
     assert {opset.domain: opset.version for opset in model.opset_import}[""] >= 17
 
@@ -230,7 +231,7 @@ def test_dynamic_batch(trained: Trained):
     model = OnnxModel.load(trained.output, threads=1)
     torch_model, preprocess = model_from_checkpoint(read_checkpoint(trained.train["best_checkpoint"]))
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 256, size=(130, 64, 64, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, size=(130, SIZE, SIZE, 3), dtype=np.uint8)
     whole = model.predict(images)
     assert whole.shape == (130,) and whole.dtype == np.float32
     for batch in (1, 2, 3, 64, 129):
@@ -364,7 +365,7 @@ def test_quantize_int8_writes_the_int8_model_and_compares(second_export):
     assert rows["fp32"][1].endswith("%") and rows["int8"][1].endswith("%")
     for name in ("fp32", "int8"):
         assert float(rows[name][2].replace(",", "")) > 0, rows[name]  # images/s
-    prob = int8_model.predict(np.zeros((3, 64, 64, 3), dtype=np.uint8))
+    prob = int8_model.predict(np.zeros((3, SIZE, SIZE, 3), dtype=np.uint8))
     assert prob.shape == (3,) and np.all((prob >= 0) & (prob <= 1))
 
 

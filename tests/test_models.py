@@ -25,14 +25,12 @@ from bitmoji_ml.models.normalize import Classifier, Normalize
 BATCH = 2
 
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a busy 2-core machine
-    extra threads spin against background jobs (a 10 ms forward becomes 1 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def release_built_models():
     yield
-    torch.set_num_threads(previous)
     _BUILT.clear()  # seed-cnn alone holds 190 MB of weights
 
 
