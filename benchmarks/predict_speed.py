@@ -23,7 +23,7 @@ import torch
 
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
 from bitmoji_ml.data.cache import decode_all
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export import export_job, quantize_int8
 from bitmoji_ml.inference import find_images
 from bitmoji_ml.paths import EXPERIMENT, resolve_data_dir
 from bitmoji_ml.report import format_table
@@ -56,6 +56,26 @@ def torch_eager(checkpoint: dict, paths: list[Path], batch_size: int) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
+def predict_command(model: Path, work: Path, batch_size: int) -> tuple[float, float, str]:
+    """Run `bitmoji predict` on work/images; (its own images/s, wall seconds, summary line)."""
+    started = time.perf_counter()
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "predict",
+        str(work / "images"),
+        "--model",
+        str(model),
+        "--output",
+        str(work / "predictions.csv"),
+        "--batch-size",
+        str(batch_size),
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+    wall = time.perf_counter() - started
+    return float(re.search(r"([\d,]+) images/s", output).group(1).replace(",", "")), wall, output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
@@ -78,22 +98,13 @@ def main() -> None:
         paths = make_image_set(source, work / "images", args.images)
         _, preprocess = model_from_checkpoint(checkpoint)
 
-        started = time.perf_counter()
-        command = [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "predict",
-            str(work / "images"),
-            "--model",
-            str(onnx_path),
-            "--output",
-            str(work / "predictions.csv"),
-            "--batch-size",
-            str(args.batch_size),
-        ]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        wall = time.perf_counter() - started
-        internal = float(re.search(r"([\d,]+) images/s", output).group(1).replace(",", ""))
+        int8_path = work / "bitmoji.int8.onnx"
+        calibration = find_images(source.parent / "trainimages")[:256]  # as export-onnx: training images
+        quantize_int8(onnx_path, int8_path, decode_all(calibration, preprocess))
+        measured = {
+            name: predict_command(path, work, args.batch_size)
+            for name, path in (("fp32", onnx_path), ("int8", int8_path))
+        }
 
         started = time.perf_counter()
         for start in range(0, len(paths), args.batch_size):
@@ -102,11 +113,9 @@ def main() -> None:
 
         eager = torch_eager(checkpoint, paths, args.batch_size)
     rows = [
-        [
-            "bitmoji predict (decode + onnxruntime, pipelined)",
-            f"{internal:,.0f}",
-            f"{args.images / wall:,.0f}",
-        ],
+        [f"bitmoji predict, {name} model", f"{speed:,.0f}", f"{args.images / wall:,.0f}"]
+        for name, (speed, wall, _) in measured.items()
+    ] + [
         ["decode only (the ceiling)", f"{decode_only:,.0f}", "-"],
         ["PyTorch eager loop, same checkpoint", f"{eager:,.0f}", "-"],
     ]
@@ -114,7 +123,8 @@ def main() -> None:
         f"\n{args.images:,} images of {preprocess.size} px input, {os.cpu_count()} CPU cores, batch {args.batch_size}"
     )
     print(format_table(["path", "images/s", "incl. process start"], rows))
-    print(f"bitmoji predict summary: {output.strip()}")
+    for name, (_, _, summary) in measured.items():
+        print(f"bitmoji predict ({name}): {summary}")
 
 
 if __name__ == "__main__":

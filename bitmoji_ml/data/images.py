@@ -21,6 +21,7 @@ FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BI
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
@@ -109,7 +110,9 @@ def decode_image(path: str | Path, spec: Preprocess) -> np.ndarray:
                 # DCT-domain downscale: decodes at 1/2, 1/4 or 1/8 size when that still covers
                 # the target, which is most of the decode cost saved. Releases the GIL.
                 image.draft("RGB", (spec.resize, spec.resize))
-            image = ImageOps.exif_transpose(image)
+            # exif_transpose copies the image even when there is nothing to rotate: ask first.
+            if image.getexif().get(ORIENTATION_TAG, 1) != 1:
+                image = ImageOps.exif_transpose(image)
             image = _to_rgb(image)
             width, height = image.size
             scale = spec.resize / min(width, height)
