@@ -193,7 +193,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{INPUT_NAME: calibration[i : i + 32]} for i in range(0, len(calibration), 32)])
+            self.batches = iter(
+                [{INPUT_NAME: calibration[i : i + 32]} for i in range(0, len(calibration), 32)]
+            )
 
         def get_next(self):
             return next(self.batches, None)

@@ -67,11 +67,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_files_atomic({path: text.encode("utf-8")})
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    write_files_atomic({path: data})
-
-
 def write_files_atomic(contents: dict[str | Path, bytes]) -> None:
     """Write each file fully and flush it to disk, then rename all of them into place."""
     with atomic_paths(list(contents)) as temps:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -174,11 +173,6 @@ def predict_paths(
             kept += [path for path, good in zip(chunk, ok, strict=True) if good]
     prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
     return Predictions(kept, prob, skipped, time.perf_counter() - started)
-
-
-def read_metadata_json(model: OnnxModel, key: str) -> object:
-    """A JSON-valued metadata entry of the model."""
-    return json.loads(model.metadata[key])
 
 
 def predictions_csv(predictions: Predictions, folder: Path) -> str:

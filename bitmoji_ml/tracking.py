@@ -24,8 +24,6 @@ from bitmoji_ml.errors import BitmojiError
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_MODEL_TYPE = "bitmoji-checkpoint"
 SQLITE_PREFIX = "sqlite:///"
-# Run-level metrics that are not per-epoch; `runs` and the UI read these.
-SUMMARY_METRICS = ("best_val_acc", "best_val_loss", "best_epoch", "train_seconds", "epochs_run")
 
 
 def tracking_uri() -> str:
