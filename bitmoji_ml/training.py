@@ -161,6 +161,17 @@ class ProgressLine:
             sys.stderr.write("\r\033[K")
 
 
+def ema_update(decay: float):
+    """EMA step whose decay ramps up as (1 + n) / (10 + n) to `decay`, so the average is not
+    dominated by the random initial weights in short runs."""
+
+    def update(average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        rate = min(decay, (1 + float(updates)) / (10 + float(updates)))
+        return average * rate + current * (1 - rate)
+
+    return update
+
+
 def is_better(candidate: dict[str, float], best: dict[str, float] | None) -> bool:
     """Higher val_acc wins; on a tie, lower val_loss."""
     if best is None:
@@ -190,9 +201,7 @@ def fit(
     # An exponential moving average of the weights is what gets evaluated and checkpointed:
     # it is steadier from epoch to epoch than the raw weights.
     ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True
-        )
+        torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True)
         if config.ema
         else None
     )
