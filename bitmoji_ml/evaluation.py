@@ -276,9 +276,7 @@ def evaluate_job(
         resolved = _resolve_model(model, run_id, Path(work) / "model")
         onnx_model = OnnxModel.load(resolved.path, threads)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)
-        prob_male = np.concatenate(
-            [onnx_model.predict(images[start : start + BATCH]) for start in range(0, len(images), BATCH)]
-        ).astype(np.float64)
+        prob_male = onnx_model.predict_batched(images, BATCH).astype(np.float64)
         metrics = classification_metrics(data.labels, prob_male)
         matrix = confusion_matrix(data.labels, predicted_classes(prob_male))
         described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")

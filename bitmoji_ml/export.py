@@ -134,7 +134,7 @@ def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: 
         reference = torch.cat(
             [ExportWrapper(model)(torch.from_numpy(images[i : i + 64]))[0] for i in range(0, len(images), 64)]
         ).numpy()
-    exported = np.concatenate([onnx_model.predict(images[i : i + 64]) for i in range(0, len(images), 64)])
+    exported = onnx_model.predict_batched(images)
     delta = float(np.abs(reference - exported).max())
     agree = int(((reference >= 0.5) == (exported >= 0.5)).sum())
     return {"case": name, "images": len(images), "max_abs_diff_prob": delta, "same_class": agree}
@@ -178,7 +178,7 @@ def accuracy_and_speed(onnx_model: OnnxModel, images: np.ndarray, labels: np.nda
     """Validation accuracy and inference images/s (batches of 64, decode excluded)."""
     onnx_model.predict(images[:64])  # warm-up
     started = time.perf_counter()
-    prob = np.concatenate([onnx_model.predict(images[i : i + 64]) for i in range(0, len(images), 64)])
+    prob = onnx_model.predict_batched(images)
     seconds = time.perf_counter() - started
     return float(((prob >= 0.5).astype(int) == labels).mean()), len(images) / seconds
 

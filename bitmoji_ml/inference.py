@@ -78,6 +78,14 @@ class OnnxModel:
         (prob,) = self.session.run([PROB_OUTPUT], {self.input_name: images})
         return prob
 
+    def predict_batched(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """P(male) for any number of decoded images, run `batch_size` at a time."""
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(
+            [self.predict(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+        )
+
 
 def find_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Image files in `folder` (extensions case-insensitive), sorted. Recursive mode follows
