@@ -18,7 +18,7 @@ import torch
 
 import bitmoji_ml
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
-from bitmoji_ml.data.cache import decode_all
+from bitmoji_ml.data.cache import decode_all, load_list
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.data.lists import LIST_FILES, read_list
@@ -169,9 +169,8 @@ def validation_set(lists_dir: Path | None, preprocess: Preprocess) -> tuple[np.n
     """Decoded validation images and labels from `prepare`'s val list, if there is one."""
     if lists_dir is None or not (Path(lists_dir) / LIST_FILES["val"]).is_file():
         return None
-    entries = read_list(Path(lists_dir) / LIST_FILES["val"])
-    images = decode_all([path for path, _ in entries], preprocess)
-    return images, np.array([label for _, label in entries])
+    images, labels, _ = load_list(Path(lists_dir) / LIST_FILES["val"], preprocess)
+    return images, labels
 
 
 def accuracy_and_speed(onnx_model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.config import TrainConfig
-from bitmoji_ml.data.cache import load_images
+from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.lists import LIST_FILES, read_list, read_manifest
+from bitmoji_ml.data.lists import LIST_FILES, read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import create_model, model_spec
 from bitmoji_ml.models.normalize import Classifier
@@ -75,13 +75,10 @@ def preprocess_for(config: TrainConfig) -> Preprocess:
 def load_data(lists_dir: Path, preprocess: Preprocess, disk_cache: bool = False) -> TrainData:
     """Decode the train and val lists once into memory (and into data/cache/ if asked)."""
     manifest = read_manifest(lists_dir)
-    parts = {}
-    for name in ("train", "val"):
-        entries = read_list(Path(lists_dir) / LIST_FILES[name])
-        paths = [path for path, _ in entries]
-        images = load_images(paths, preprocess, CACHE_DIR if disk_cache else None)
-        parts[name] = (images, np.array([label for _, label in entries], dtype=np.int64), paths)
-    return TrainData(*parts["train"][:2], *parts["val"], manifest=manifest)
+    cache = CACHE_DIR if disk_cache else None
+    train_images, train_labels, _ = load_list(Path(lists_dir) / LIST_FILES["train"], preprocess, cache)
+    val = load_list(Path(lists_dir) / LIST_FILES["val"], preprocess, cache)
+    return TrainData(train_images, train_labels, *val, manifest=manifest)
 
 
 def select_device(name: str) -> torch.device:

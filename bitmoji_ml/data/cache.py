@@ -36,6 +36,18 @@ def cache_key(paths: Sequence[Path], spec: Preprocess) -> str:
     return digest.hexdigest()[:20]
 
 
+def load_list(
+    list_path: Path, spec: Preprocess, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """A labelled list from `prepare`, decoded: (images, labels as int64, paths)."""
+    from bitmoji_ml.data.lists import read_list
+
+    entries = read_list(list_path)
+    paths = [path for path, _ in entries]
+    labels = np.array([label for _, label in entries], dtype=np.int64)
+    return load_images(paths, spec, cache_dir), labels, paths
+
+
 def load_images(paths: Sequence[Path], spec: Preprocess, cache_dir: Path | None = None) -> np.ndarray:
     """Decoded images for `paths`; read from / written to `cache_dir` when one is given."""
     if cache_dir is None:
