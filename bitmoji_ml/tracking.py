@@ -3,6 +3,7 @@ best-model lookup and the model registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -95,20 +96,23 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def _list_dataset(lists_dir: Path, split: str, digest: str):
-    entries = read_list(Path(lists_dir) / LIST_FILES[split])
-    frame = pd.DataFrame(
-        {"image": [path.name for path, _ in entries], "label": [label for _, label in entries]}
-    )
+def _labelled_dataset(
+    images: list[str], labels: list[int], source: Path, name: str, digest: str | None = None
+):
+    """An MLflow dataset of (image file name, label) rows."""
+    frame = pd.DataFrame({"image": images, "label": labels})
     with warnings.catch_warnings():  # MLflow's notes on source resolution and integer schemas
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.data.from_pandas(
-            frame,
-            source=str((Path(lists_dir) / LIST_FILES[split]).resolve()),
-            targets="label",
-            name=f"bitmoji-{split}",
-            digest=digest[:16],
+            frame, source=str(Path(source).resolve()), targets="label", name=name, digest=digest
         )
+
+
+def _list_dataset(lists_dir: Path, split: str, digest: str):
+    path = Path(lists_dir) / LIST_FILES[split]
+    entries = read_list(path)
+    images, labels = [image.name for image, _ in entries], [label for _, label in entries]
+    return _labelled_dataset(images, labels, path, f"bitmoji-{split}", digest[:16])
 
 
 def default_run_name(config: Any, image_size: int) -> str:
@@ -225,21 +229,6 @@ class RunTracker:
             }
         )
 
-    def last_checkpoint(self, folder: Path) -> Path:
-        """Download this (resumed) run's last.pt into `folder`."""
-        try:
-            return Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=self.resume_run_id,
-                    artifact_path=f"{CHECKPOINT_DIR}/last.pt",
-                    dst_path=str(folder),
-                )
-            )
-        except Exception as error:
-            raise BitmojiError(
-                f"run {self.resume_run_id} has no checkpoints/last.pt to resume from"
-            ) from error
-
 
 def run_exists(run_id: str) -> bool:
     """Whether the store holds run `run_id`."""
@@ -265,11 +254,13 @@ def download_run_checkpoint(run_id: str, name: str, folder: Path) -> Path:
         raise BitmojiError(f"run {run_id} has no {CHECKPOINT_DIR}/{name}") from error
 
 
+@dataclasses.dataclass
 class BestCheckpoint:
     """The top-ranked logged checkpoint of an experiment, downloaded."""
 
-    def __init__(self, path: Path, run_id: str, model_id: str) -> None:
-        self.path, self.run_id, self.model_id = path, run_id, model_id
+    path: Path
+    run_id: str
+    model_id: str
 
 
 def best_logged_checkpoint(experiment: str, folder: Path) -> BestCheckpoint:
@@ -322,26 +313,6 @@ def log_export(run_id: str, onnx_path: Path, report_path: Path, champion_path: P
     return str(version.version)
 
 
-def champion_onnx(folder: Path) -> Path:
-    """Download the ONNX file of the registered model's @champion version into `folder`."""
-    connect()
-    try:
-        version = MlflowClient().get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
-    except mlflow.exceptions.MlflowException as error:
-        raise BitmojiError(
-            f"no @champion in the registry ({paths.REGISTERED_MODEL}): run `bitmoji export-onnx` first"
-        ) from error
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{paths.REGISTERED_MODEL}@champion", dst_path=str(folder)
-        )
-    )
-    found = sorted(local.rglob("*.onnx"))
-    if not found:
-        raise BitmojiError(f"registered model version {version.version} holds no .onnx file")
-    return found[0]
-
-
 # --- evaluate, runs and ui ----------------------------------------------------------------
 
 EVALUATION_TAG = "evaluation"  # "true" on the runs `bitmoji evaluate` logs
@@ -349,11 +320,15 @@ ONNX_LOGGED_MODEL = "onnx-model"  # the name log_export gives the ONNX logged mo
 UI_HOST = "127.0.0.1"
 
 
+@dataclasses.dataclass
 class ResolvedModel:
     """An ONNX file to evaluate and what MLflow knows about it."""
 
-    def __init__(self, path: Path, label: str, uri: str, model_id: str | None = None, version: str = ""):
-        self.path, self.label, self.uri, self.model_id, self.version = path, label, uri, model_id, version
+    path: Path
+    label: str
+    uri: str
+    model_id: str | None = None
+    version: str = ""
 
 
 def _model_id_from_source(source: str) -> str | None:
@@ -363,13 +338,12 @@ def _model_id_from_source(source: str) -> str | None:
     return None
 
 
-def _download_logged_onnx(model_id: str, folder: Path) -> Path:
-    local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=str(folder))
-    )
+def _download_onnx(artifact_uri: str, folder: Path) -> Path:
+    """Download an MLflow model and return the .onnx file inside it."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(folder)))
     found = sorted(local.rglob("*.onnx"))
     if not found:
-        raise BitmojiError(f"logged model {model_id} holds no .onnx file")
+        raise BitmojiError(f"{artifact_uri} holds no .onnx file")
     return found[0]
 
 
@@ -385,7 +359,7 @@ def run_onnx(run_id: str, folder: Path) -> ResolvedModel:
     )
     if onnx_models:
         model = onnx_models[-1]
-        path = _download_logged_onnx(model.model_id, folder)
+        path = _download_onnx(f"models:/{model.model_id}", folder)
         label = model.tags.get("file", path.name)
         return ResolvedModel(path, label, f"models:/{model.model_id}", model.model_id)
     # An older export may have left only the files under onnx/.
@@ -403,9 +377,15 @@ def run_onnx(run_id: str, folder: Path) -> ResolvedModel:
 
 def champion_model(folder: Path) -> ResolvedModel:
     """The registry's @champion ONNX file, downloaded, with its version and logged model id."""
-    path = champion_onnx(folder)  # also connects and explains a missing champion
+    connect()
     client = MlflowClient()
-    version = client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
+    try:
+        version = client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
+    except mlflow.exceptions.MlflowException as error:
+        raise BitmojiError(
+            f"no @champion in the registry ({paths.REGISTERED_MODEL}): run `bitmoji export-onnx` first"
+        ) from error
+    path = _download_onnx(f"models:/{paths.REGISTERED_MODEL}/{version.version}", folder)
     model_id = getattr(version, "model_id", None) or _model_id_from_source(version.source or "")
     label = path.name
     if model_id:
@@ -415,13 +395,6 @@ def champion_model(folder: Path) -> ResolvedModel:
             model_id = None  # the version points at a model this store no longer has
     uri = f"models:/{paths.REGISTERED_MODEL}/{version.version}"
     return ResolvedModel(path, label, uri, model_id, str(version.version))
-
-
-def _entries_dataset(images: list[str], labels: list[int], source: Path, name: str):
-    frame = pd.DataFrame({"image": images, "label": labels})
-    with warnings.catch_warnings():  # MLflow's notes on source resolution and integer schemas
-        warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(frame, source=str(source.resolve()), targets="label", name=name)
 
 
 def log_evaluation(
@@ -441,7 +414,7 @@ def log_evaluation(
     experiment_id = connect(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({**tags, EVALUATION_TAG: "true"})
-        evaluation_set = _entries_dataset(*dataset)
+        evaluation_set = _labelled_dataset(*dataset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             mlflow.log_input(evaluation_set, context="evaluation")

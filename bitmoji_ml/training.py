@@ -348,10 +348,8 @@ def train_job(
     experiment_id = tracking.connect(experiment)
     resume = None
     if resume_run_id:
-        tracking.RunTracker.get_run(resume_run_id)
         with tempfile.TemporaryDirectory() as folder:
-            tracker = tracking.RunTracker(experiment_id, resume_run_id=resume_run_id)
-            resume = read_checkpoint(tracker.last_checkpoint(Path(folder)))
+            resume = read_checkpoint(tracking.download_run_checkpoint(resume_run_id, "last.pt", Path(folder)))
         config = config_from_dict(
             {
                 **resume["config"],
