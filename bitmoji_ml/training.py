@@ -176,14 +176,58 @@ def is_better(candidate: dict[str, float], best: dict[str, float] | None) -> boo
     return (candidate["val_acc"], -candidate["val_loss"]) > (best["val_acc"], -best["val_loss"])
 
 
+def train_one_epoch(
+    model: Classifier,
+    ema: torch.optim.swa_utils.AveragedModel | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    order: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: ProgressLine,
+) -> tuple[int, float, int]:
+    """One pass over the training images in `order`; returns (images seen, loss sum, correct)."""
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    seen = correct = 0
+    loss_sum = 0.0
+    for start in range(0, len(order), config.batch_size):
+        index = order[start : start + config.batch_size]
+        if len(index) < 2 and seen:  # BatchNorm cannot train on a batch of one
+            continue
+        images = augment_batch(
+            train_images[index], generator, config.flip, config.shift, config.scale, config.jitter
+        ).to(device, non_blocking=True)
+        labels = train_labels[index].to(device, non_blocking=True)
+        with autocast:
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        scheduler.step()
+        seen += len(index)
+        loss_sum += loss.item() * len(index)
+        correct += (logits.argmax(1) == labels).sum().item()
+        progress.update(seen, loss_sum / seen, correct / seen)
+    return seen, loss_sum, correct
+
+
 def fit(
     config: TrainConfig,
     data: TrainData,
     tracker: Tracker,
+    workdir: Path,
     resume: dict[str, Any] | None = None,
     echo=print,
 ) -> TrainResult:
-    """Train `config.model` on `data`, reporting each epoch and checkpoint to `tracker`."""
+    """Train `config.model` on `data`, reporting each epoch and checkpoint to `tracker`;
+    checkpoint files are written in `workdir` before the tracker stores them."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     device = select_device(config.device)
@@ -220,43 +264,27 @@ def fit(
         start_epoch = resume["epoch"] + 1
     train_images = torch.from_numpy(data.train_images)
     train_labels = torch.from_numpy(data.train_labels)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     best_confusion = np.zeros((2, 2), dtype=np.int64)
-    workdir = Path(tempfile.mkdtemp(prefix="bitmoji-train-"))
+    if resume is not None:
+        best_confusion = np.array(resume["best_confusion"], dtype=np.int64)
 
     for epoch in range(start_epoch, config.epochs + 1):
-        model.train()
         started = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
         progress = ProgressLine(epoch, config.epochs, n_train)
-        seen = correct = 0
-        loss_sum = 0.0
-        for start in range(0, n_train, config.batch_size):
-            index = order[start : start + config.batch_size]
-            if len(index) < 2 and seen:  # BatchNorm cannot train on a batch of one
-                continue
-            images = augment_batch(
-                train_images[index],
-                generator,
-                config.flip,
-                config.shift,
-                config.scale,
-                config.jitter,
-            ).to(device, non_blocking=True)
-            labels = train_labels[index].to(device, non_blocking=True)
-            with autocast:
-                logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            scheduler.step()
-            seen += len(index)
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(1) == labels).sum().item()
-            progress.update(seen, loss_sum / seen, correct / seen)
+        seen, loss_sum, correct = train_one_epoch(
+            model,
+            ema,
+            optimizer,
+            scheduler,
+            train_images,
+            train_labels,
+            order,
+            config,
+            generator,
+            device,
+            progress,
+        )
         progress.close()
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
@@ -307,6 +335,7 @@ def fit(
             history=history,
             best=best,
             best_checkpoint=best_checkpoint,
+            best_confusion=best_confusion.tolist(),
             train_seconds=train_seconds,
         )
         tracker.log_checkpoint(workdir / "last.pt")
@@ -322,9 +351,6 @@ def fit(
 
     assert best is not None, "training ran no epoch"
     tracker.log_figures(history, best_confusion)
-    for leftover in workdir.iterdir():
-        leftover.unlink()
-    workdir.rmdir()
     return TrainResult(history, best, best_checkpoint, train_seconds)
 
 
@@ -371,7 +397,8 @@ def train_job(
         parameters = count_parameters(create_model(config.model, preprocess_for(config)))
         tracker.log_start(config, data.manifest, lists_dir, device.type, parameters)
         try:
-            result = fit(config, data, tracker, resume=resume, echo=echo)
+            with tempfile.TemporaryDirectory(prefix="bitmoji-train-") as workdir:
+                result = fit(config, data, tracker, Path(workdir), resume=resume, echo=echo)
         except KeyboardInterrupt:
             echo(
                 f"interrupted: run {tracker.run_id} ends as KILLED; continue it with --resume {tracker.run_id}"
