@@ -17,13 +17,14 @@ import onnx
 import torch
 
 import bitmoji_ml
+from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
 from bitmoji_ml.data.cache import decode_all, load_list
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.files import atomic_path, check_writable, write_text_atomic
+from bitmoji_ml.files import atomic_path, check_writable, write_files_atomic
 from bitmoji_ml.inference import (
     INPUT_NAME,
     LOGITS_OUTPUT,
@@ -238,7 +239,7 @@ def export_job(
     output: Path,
     checkpoint: Path | None = None,
     run_id: str | None = None,
-    experiment: str = "bitmoji-gender",
+    experiment: str = paths.EXPERIMENT,
     lists_dir: Path | None = None,
     quantize: str | None = None,
     register: bool = True,
@@ -273,9 +274,10 @@ def export_job(
                 f"(tolerance {TOLERANCE:.0e}); {output} was not written"
             )
         report_path = output.with_suffix(".parity.json")
-        with atomic_path(output) as tmp:
-            tmp.write_bytes(exported.read_bytes())
-        write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+        # The model and its parity report are renamed into place together.
+        write_files_atomic(
+            {output: exported.read_bytes(), report_path: (json.dumps(report, indent=2) + "\n").encode()}
+        )
         result: dict[str, Any] = {
             "output": str(output),
             "bytes": output.stat().st_size,
@@ -298,7 +300,7 @@ def export_job(
             version = tracking.log_export(source.run_id, output, report_path, champion)
             result["registered_version"] = version
             echo(
-                f"logged to run {source.run_id}; registered {tracking.paths.REGISTERED_MODEL} v{version} as @champion"
+                f"logged to run {source.run_id}; registered {paths.REGISTERED_MODEL} v{version} as @champion"
             )
         elif register:
             echo("not registered: the checkpoint names no MLflow run")
