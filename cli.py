@@ -191,6 +191,7 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be read")] = False,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    from bitmoji_ml.data.labels import predicted_classes
     from bitmoji_ml.files import write_text_atomic
     from bitmoji_ml.inference import OnnxModel, find_images, kaggle_csv, predict_paths, predictions_csv
 
@@ -211,7 +212,7 @@ def predict(
     else:
         text = predictions_csv(result, folder)
     write_text_atomic(output, text)
-    male = float((result.prob_male >= 0.5).mean())
+    male = float(predicted_classes(result.prob_male).mean())
     typer.echo(
         f"{len(result.paths)} images, {male:.1%} male, {len(result.skipped)} skipped, "
         f"{result.seconds:.2f}s, {len(result.paths) / result.seconds:,.0f} images/s -> {output}"

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bitmoji_ml import paths
-from bitmoji_ml.data.labels import CLASS_NAMES
+from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classes
 from bitmoji_ml.errors import BitmojiError
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking import ResolvedModel
 
-THRESHOLD = 0.5  # P(male) at or above this is "male", as in `predict`
 LOG_LOSS_EPSILON = 1e-7  # float32 probabilities reach exactly 0 or 1; clip before the log
 GRID_FACES = 24
 BATCH = 256
@@ -30,11 +29,6 @@ PLOT_FILES = ("confusion_matrix.png", "roc_curve.png", "probability_histogram.pn
 
 
 # --- metrics ------------------------------------------------------------------------------
-
-
-def predicted_classes(prob_male: np.ndarray) -> np.ndarray:
-    """Class indices from P(male)."""
-    return (np.asarray(prob_male) >= THRESHOLD).astype(int)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -186,7 +180,7 @@ def hardest_faces(
         return chosen, f"misclassified: {len(wrong)} of {len(labels)}" + (
             f" (worst {limit} shown)" if len(wrong) > limit else ""
         )
-    chosen = np.argsort(np.abs(prob_male - THRESHOLD), kind="mergesort")[:limit]
+    chosen = np.argsort(np.abs(prob_male - MALE_THRESHOLD), kind="mergesort")[:limit]
     return chosen, f"none misclassified; the {len(chosen)} least confident"
 
 

@@ -21,7 +21,7 @@ from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
 from bitmoji_ml.data.cache import decode_all, load_list
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.labels import CLASS_NAMES
+from bitmoji_ml.data.labels import CLASS_NAMES, predicted_classes
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path, check_writable, write_files_atomic
@@ -137,7 +137,7 @@ def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: 
         ).numpy()
     exported = onnx_model.predict_batched(images)
     delta = float(np.abs(reference - exported).max())
-    agree = int(((reference >= 0.5) == (exported >= 0.5)).sum())
+    agree = int((predicted_classes(reference) == predicted_classes(exported)).sum())
     return {"case": name, "images": len(images), "max_abs_diff_prob": delta, "same_class": agree}
 
 
@@ -180,7 +180,7 @@ def accuracy_and_speed(onnx_model: OnnxModel, images: np.ndarray, labels: np.nda
     started = time.perf_counter()
     prob = onnx_model.predict_batched(images)
     seconds = time.perf_counter() - started
-    return float(((prob >= 0.5).astype(int) == labels).mean()), len(images) / seconds
+    return float((predicted_classes(prob) == labels).mean()), len(images) / seconds
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:

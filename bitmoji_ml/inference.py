@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bitmoji_ml.data.images import IMAGE_EXTENSIONS, ImageError, Preprocess, decode_image
+from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
 from bitmoji_ml.errors import BitmojiError
 
 # metadata_props keys of an exported model; export.py writes them, this module reads them.
@@ -121,22 +122,22 @@ class Predictions:
     seconds: float
 
 
-def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list[bool], list[str]]:
+def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list[str | None]]:
+    """Decoded images and, per path, the error that made it unusable (None when it decoded)."""
     images = np.empty((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
-    ok, errors = [], []
+    errors: list[str | None] = []
     for index, path in enumerate(paths):
         try:
             images[index] = decode_image(path, spec)
-            ok.append(True)
+            errors.append(None)
         except ImageError as error:
-            ok.append(False)
             errors.append(str(error))
-    return images, ok, errors
+    return images, errors
 
 
 def decoded_batches(
     paths: list[Path], spec: Preprocess, batch_size: int, workers: int
-) -> Iterator[tuple[list[Path], np.ndarray, list[bool], list[str]]]:
+) -> Iterator[tuple[list[Path], np.ndarray, list[str | None]]]:
     """Decode batches in a thread pool, a bounded number ahead of the consumer, in order."""
     chunks = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     pending: collections.deque[tuple[list[Path], Future]] = collections.deque()
@@ -166,19 +167,17 @@ def predict_paths(
     probabilities: list[np.ndarray] = []
     skipped: list[tuple[Path, str]] = []
     workers = workers or (os.cpu_count() or 1)
-    for chunk, images, ok, errors in decoded_batches(paths, model.preprocess, batch_size, workers):
-        error_messages = iter(errors)
-        for path, good in zip(chunk, ok, strict=True):
-            if not good:
-                message = next(error_messages)
-                skipped.append((path, message))
-                if on_skip:
-                    on_skip(path, message)
-        if any(ok):
-            mask = np.array(ok)
-            batch = images if mask.all() else images[mask]
-            probabilities.append(model.predict(batch))
-            kept += [path for path, good in zip(chunk, ok, strict=True) if good]
+    for chunk, images, errors in decoded_batches(paths, model.preprocess, batch_size, workers):
+        for path, error in zip(chunk, errors, strict=True):
+            if error is None:
+                kept.append(path)
+                continue
+            skipped.append((path, error))
+            if on_skip:
+                on_skip(path, error)
+        good = np.array([error is None for error in errors])
+        if good.any():
+            probabilities.append(model.predict(images if good.all() else images[good]))
     prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
     return Predictions(kept, prob, skipped, time.perf_counter() - started)
 
@@ -188,7 +187,7 @@ def predictions_csv(predictions: Predictions, folder: Path) -> str:
     lines = ["image_id,is_male,prob_male"]
     for path, prob in zip(predictions.paths, predictions.prob_male, strict=True):
         image_id = path.relative_to(folder).as_posix()
-        lines.append(f"{_csv_field(image_id)},{1 if prob >= 0.5 else -1},{prob:.6f}")
+        lines.append(f"{_csv_field(image_id)},{kaggle_label(prob)},{prob:.6f}")
     return "\n".join(lines) + "\n"
 
 
@@ -214,8 +213,13 @@ def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
     if missing:
         shown = ", ".join(missing[:10]) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
         raise BitmojiError(f"{len(missing)} id(s) of {template.name} have no prediction: {shown}")
-    rows = [f"{_csv_field(image_id)},{1 if by_id[image_id] >= 0.5 else -1}" for image_id in ids]
+    rows = [f"{_csv_field(image_id)},{kaggle_label(by_id[image_id])}" for image_id in ids]
     return "image_id,is_male\n" + "\n".join(rows) + "\n"
+
+
+def kaggle_label(prob_male: float) -> int:
+    """Kaggle's is_male (1 / -1) for one probability."""
+    return index_to_kaggle(int(predicted_classes(prob_male)))
 
 
 def _csv_field(value: str) -> str:
