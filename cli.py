@@ -51,6 +51,9 @@ def main_options(
     ] = False,
 ) -> None:
     """Train, track, export and serve a gender classifier for Bitmoji faces."""
+    from bitmoji_ml.console import configure_logging
+
+    configure_logging()
 
 
 def friendly(command: Callable) -> Callable:
