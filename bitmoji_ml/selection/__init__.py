@@ -1,0 +1,1 @@
+"""Jobs that run many trainings to choose a recipe: cross-validation, label audit, tuning."""

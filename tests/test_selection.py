@@ -1,0 +1,90 @@
+"""Folds and the label audit (no training: the audit reads out-of-fold probabilities)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.selection.audit import (
+    OutOfFold,
+    face_grid,
+    find_label_issues,
+    read_oof_csv,
+    write_issues_csv,
+    write_oof_csv,
+)
+from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
+
+
+def test_folds_are_stratified_disjoint_and_cover_every_image_once() -> None:
+    labels = np.array([0] * 37 + [1] * 23)
+    folds = stratified_folds(labels, folds=5, seed=3)
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+    assert len(folds) == len(labels)  # one fold per image: disjoint and complete by construction
+    for fold in range(5):
+        held_out = labels[folds == fold]
+        # Each class splits as evenly as it can: 37 -> 7 or 8 per fold, 23 -> 4 or 5.
+        assert np.bincount(held_out, minlength=2)[0] in (7, 8)
+        assert np.bincount(held_out, minlength=2)[1] in (4, 5)
+    assert np.array_equal(folds, stratified_folds(labels, folds=5, seed=3))
+    assert not np.array_equal(folds, stratified_folds(labels, folds=5, seed=4))
+
+
+def test_folds_refuse_too_few_images_of_a_class() -> None:
+    with pytest.raises(BitmojiError, match="at least 5 images of each class"):
+        stratified_folds(np.array([0] * 10 + [1] * 3), folds=5, seed=0)
+    with pytest.raises(BitmojiError, match="at least 2"):
+        stratified_folds(np.array([0, 1] * 5), folds=1, seed=0)
+
+
+def test_labelled_entries_join_train_and_val(tiny_lists: Path) -> None:
+    entries = labelled_entries(tiny_lists)
+    train = (tiny_lists / "train.txt").read_text().splitlines()
+    val = (tiny_lists / "val.txt").read_text().splitlines()
+    assert len(entries) == len(train) + len(val)
+    assert len({path for path, _ in entries}) == len(entries)
+
+
+def noisy_oof(flipped: list[int], n: int = 200, seed: int = 0) -> OutOfFold:
+    """Confident, mostly right out-of-fold probabilities whose `flipped` labels are wrong."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n) % 2
+    prob = np.where(truth == 1, rng.uniform(0.85, 0.99, n), rng.uniform(0.01, 0.15, n))
+    prob[flipped] = np.where(truth[flipped] == 1, 0.98, 0.02)  # the models are sure of the truth
+    labels = truth.copy()
+    labels[flipped] = 1 - labels[flipped]
+    return OutOfFold([f"img/{i:04d}.jpg" for i in range(n)], labels, prob, np.arange(n) % 5)
+
+
+def test_audit_finds_labels_flipped_on_purpose() -> None:
+    flipped = [7, 42, 113]
+    issues = find_label_issues(noisy_oof(flipped))
+    found = [int(issue.image_id[:4]) for issue in issues]
+    assert set(flipped) <= set(found)
+    assert set(found[:3]) == set(flipped)  # the flipped ones rank first
+    assert all(a.label_quality <= b.label_quality for a, b in zip(issues, issues[1:], strict=False))
+
+
+def test_oof_csv_round_trip_and_issue_files(tmp_path: Path) -> None:
+    oof = noisy_oof([3])
+    write_oof_csv(oof, tmp_path / "oof.csv")
+    back = read_oof_csv(tmp_path / "oof.csv")
+    assert back.images == oof.images
+    assert np.array_equal(back.labels, oof.labels) and np.array_equal(back.folds, oof.folds)
+    assert np.allclose(back.prob_male, oof.prob_male, atol=1e-6)
+    issues = find_label_issues(back)
+    write_issues_csv(issues, tmp_path / "issues.csv")
+    lines = (tmp_path / "issues.csv").read_text().splitlines()
+    assert lines[0].startswith("rank,image_id,")
+    assert lines[1].split(",")[1] == "0003.jpg"
+    face_grid(issues, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_oof_csv_refuses_other_files(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(BitmojiError, match="not an out-of-fold file"):
+        read_oof_csv(tmp_path / "x.csv")
