@@ -230,9 +230,9 @@ def test_strict_fails_when_a_file_is_skipped_and_writes_nothing(exported: Export
     write_bad_images(folder)
     output = tmp_path / "p.csv"
     result = predict(folder, "--model", exported.onnx, "--output", output, "--strict")
+    assert not output.exists()
     assert f"--strict: 4 file(s) could not be read; {output} was not written" in error_of(result)
     assert len(warnings_of(result)) == 4
-    assert not output.exists()
     output.write_text("the previous predictions\n")
     result = predict(folder, "--model", exported.onnx, "--output", output, "--strict", "--kaggle")
     assert "--strict" in error_of(result)
