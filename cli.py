@@ -77,7 +77,12 @@ def friendly(command: Callable) -> Callable:
 @friendly
 def prepare(
     data_dir: DataDir = None,
-    out: Annotated[Path, typer.Option(help="Where to write the lists")] = paths.LISTS_DIR,
+    lists: Annotated[
+        Path,
+        typer.Option(
+            "--lists", help="Folder to write the lists to (train, export-onnx and evaluate read it)"
+        ),
+    ] = paths.LISTS_DIR,
     val_fraction: Annotated[float, typer.Option(help="Share of labelled images for validation")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 0,
     split: Annotated[
@@ -91,7 +96,7 @@ def prepare(
 
     root = paths.resolve_data_dir(data_dir)
     dataset = load_dataset(root)
-    manifest = write_lists(dataset, out, val_fraction=val_fraction, seed=seed, split=split)
+    manifest = write_lists(dataset, lists, val_fraction=val_fraction, seed=seed, split=split)
     balance = manifest["class_balance"]
     rows = [
         [
@@ -105,7 +110,9 @@ def prepare(
     ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
     typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
     typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
-    typer.echo(f"wrote {out}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})")
+    typer.echo(
+        f"wrote {lists}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})"
+    )
 
 
 def setting(field: str, text: str, *names: str):
@@ -162,7 +169,7 @@ def train(
 @app.command("export-onnx")
 @friendly
 def export_onnx(
-    output: Annotated[Path, typer.Option(help="Where to write the ONNX file")] = paths.ONNX_MODEL,
+    output: Annotated[Path, typer.Option("--output", help="ONNX file to write")] = paths.ONNX_MODEL,
     run_id: Annotated[str | None, typer.Option(help="Export this run's best checkpoint")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Export this checkpoint file")] = None,
     experiment: Experiment = paths.EXPERIMENT,
@@ -171,11 +178,17 @@ def export_onnx(
     register: Annotated[bool, typer.Option(help="Log to the source run and move @champion")] = True,
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
-    if run_id and checkpoint:
-        raise BitmojiError("give --run-id or --checkpoint, not both")
     from bitmoji_ml.export import export_job
 
-    export_job(output, checkpoint, run_id, experiment, lists, quantize, register, echo=typer.echo)
+    export_job(
+        output=output,
+        checkpoint=checkpoint,
+        run_id=run_id,
+        experiment=experiment,
+        lists_dir=lists,
+        quantize=quantize,
+        register=register,
+    )
 
 
 @app.command()
@@ -183,7 +196,7 @@ def export_onnx(
 def predict(
     folder: Annotated[Path, typer.Argument(help="Folder of face images")],
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
-    output: Annotated[Path, typer.Option(help="CSV to write")] = paths.PREDICTIONS_CSV,
+    output: Annotated[Path, typer.Option("--output", help="CSV file to write")] = paths.PREDICTIONS_CSV,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
     threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders")] = False,
@@ -191,9 +204,12 @@ def predict(
     template: Annotated[
         Path | None, typer.Option(help="sample_submission.csv (default: beside FOLDER)")
     ] = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be read")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1, writing nothing, if any file could not be read")
+    ] = False,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    from bitmoji_ml.console import progress
     from bitmoji_ml.data.labels import predicted_classes
     from bitmoji_ml.files import write_text_atomic
     from bitmoji_ml.inference import OnnxModel, find_images, kaggle_csv, predict_paths, predictions_csv
@@ -207,9 +223,14 @@ def predict(
     def warn(path: Path, message: str) -> None:
         typer.echo(f"warning: skipped {message}", err=True)
 
-    result = predict_paths(onnx_model, images, batch_size, threads, on_skip=warn)
+    with progress("predicting", total=len(images)) as advance:
+        result = predict_paths(onnx_model, images, batch_size, threads, on_skip=warn, on_batch=advance)
     if not result.paths:
         raise BitmojiError(f"none of the {len(images)} image file(s) in {folder} could be read")
+    if strict and result.skipped:
+        raise BitmojiError(
+            f"--strict: {len(result.skipped)} file(s) could not be read; {output} was not written"
+        )
     if kaggle:
         text = kaggle_csv(result, folder, template or folder.resolve().parent / "sample_submission.csv")
     else:
@@ -220,8 +241,6 @@ def predict(
         f"{len(result.paths)} images, {male:.1%} male, {len(result.skipped)} skipped, "
         f"{result.seconds:.2f}s, {len(result.paths) / result.seconds:,.0f} images/s -> {output}"
     )
-    if strict and result.skipped:
-        raise BitmojiError(f"--strict: {len(result.skipped)} file(s) could not be read")
 
 
 @app.command()
@@ -236,19 +255,22 @@ def evaluate(
     labels: Annotated[
         Path | None,
         typer.Option(
-            "--list",
+            "--labels",
             help="Labelled set: a list from `prepare` (`<image path> <0|1>` lines) or a CSV in the "
             "train.csv format (image_id,is_male 1/-1) (default: the validation list)",
         ),
     ] = None,
     images: Annotated[
         Path | None,
-        typer.Option(help="Image folder of a --list CSV (default: trainimages/ beside it, else its folder)"),
+        typer.Option(
+            help="Image folder of a --labels CSV (default: trainimages/ beside it, else its folder)"
+        ),
     ] = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Also keep the plots, metrics.json and predictions.csv here")
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Folder to keep the plots, metrics.json and predictions.csv in"),
     ] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow")] = True,
     threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
@@ -256,7 +278,17 @@ def evaluate(
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
     from bitmoji_ml.evaluation import evaluate_job
 
-    evaluate_job(model, run_id, labels, images, lists, experiment, output_dir, log, threads, echo=typer.echo)
+    evaluate_job(
+        model=model,
+        run_id=run_id,
+        labels_file=labels,
+        images_dir=images,
+        lists_dir=lists,
+        experiment=experiment,
+        output_dir=output,
+        log_run=log,
+        threads=threads,
+    )
 
 
 @app.command()

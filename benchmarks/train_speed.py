@@ -69,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bitmoji-bench-") as folder:
         work = Path(folder)
         env = {**os.environ, "BITMOJI_DATA": str(data_dir)}
-        subprocess.run([*BITMOJI, "prepare", "--out", str(work / "lists")], env=env, cwd=ROOT, check=True)
+        subprocess.run([*BITMOJI, "prepare", "--lists", str(work / "lists")], env=env, cwd=ROOT, check=True)
         jobs = [("default", [])]
         if not args.skip_seed:
             jobs.append(("seed-cnn, 1 epoch", ["--preset", "seed-cnn", "--epochs", "1"]))

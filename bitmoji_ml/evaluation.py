@@ -1,19 +1,23 @@
 """`bitmoji evaluate`: score an exported ONNX model on a labelled set, draw the plots, and log
 the result as an MLflow evaluation run.
 
-The metric functions are plain numpy on class indices (1 = male, the positive class) and
-P(male), so they can be checked by hand. Prediction goes through onnxruntime, never torch.
+Metrics come from scikit-learn on class indices (1 = male, the positive class) and P(male).
+Prediction goes through onnxruntime, never torch.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
+import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+from sklearn import metrics as sk
 
 from bitmoji_ml import paths
 from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classes
@@ -22,89 +26,62 @@ from bitmoji_ml.errors import BitmojiError
 if TYPE_CHECKING:
     from bitmoji_ml.tracking import ResolvedModel
 
+logger = logging.getLogger(__name__)
+
 LOG_LOSS_EPSILON = 1e-7  # float32 probabilities reach exactly 0 or 1; clip before the log
 GRID_FACES = 24
 BATCH = 256
+CLASSES = [0, 1]  # female, male: stated so a one-class set still gives a 2x2 matrix
 PLOT_FILES = ("confusion_matrix.png", "roc_curve.png", "probability_histogram.png", "faces.png")
 
 
-# --- metrics ------------------------------------------------------------------------------
+# --- metrics (scikit-learn) -----------------------------------------------------------------
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """2x2 counts, rows = true class, columns = predicted class (index 0 female, 1 male)."""
-    matrix = np.zeros((2, 2), dtype=int)
-    np.add.at(matrix, (np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)), 1)
-    return matrix
+    return sk.confusion_matrix(labels, predicted, labels=CLASSES)
 
 
 def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Share of correct predictions."""
-    return float((np.asarray(labels) == np.asarray(predicted)).mean())
+    return float(sk.accuracy_score(labels, predicted))
 
 
 def precision(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Of the faces called male, the share that are male (0 when none is called male)."""
-    (_, false_pos), (_, true_pos) = confusion_matrix(labels, predicted)
-    return float(true_pos / (true_pos + false_pos)) if true_pos + false_pos else 0.0
+    return float(sk.precision_score(labels, predicted, labels=CLASSES, zero_division=0))
 
 
 def recall(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Of the male faces, the share called male (0 when there are none)."""
-    _, (false_neg, true_pos) = confusion_matrix(labels, predicted)
-    return float(true_pos / (true_pos + false_neg)) if true_pos + false_neg else 0.0
+    return float(sk.recall_score(labels, predicted, labels=CLASSES, zero_division=0))
 
 
 def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Harmonic mean of precision and recall."""
-    p, r = precision(labels, predicted), recall(labels, predicted)
-    return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values))
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
+    """Harmonic mean of precision and recall (0 when both are 0)."""
+    return float(sk.f1_score(labels, predicted, labels=CLASSES, zero_division=0))
 
 
 def roc_auc(labels: np.ndarray, prob_male: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney statistic: the chance that a random male
-    face scores above a random female one, ties counting half. NaN with a single class."""
-    labels, prob_male = np.asarray(labels), np.asarray(prob_male, dtype=np.float64)
-    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
-    if not positives or not negatives:
+    """Area under the ROC curve: the chance that a random male face scores above a random
+    female one, ties counting half. NaN when the set holds a single class."""
+    if len(np.unique(labels)) < 2:
         return float("nan")
-    rank_sum = _average_ranks(prob_male)[labels == 1].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(sk.roc_auc_score(labels, prob_male))
 
 
 def roc_curve(labels: np.ndarray, prob_male: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) from (0, 0) to (1, 1), one point per distinct
     score, thresholds falling."""
-    labels, prob_male = np.asarray(labels), np.asarray(prob_male, dtype=np.float64)
-    order = np.argsort(-prob_male, kind="mergesort")
-    scores, truth = prob_male[order], labels[order] == 1
-    last_of_score = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    true_pos = np.cumsum(truth)[last_of_score]
-    false_pos = np.cumsum(~truth)[last_of_score]
-    positives, negatives = max(int(truth.sum()), 1), max(int((~truth).sum()), 1)
-    return np.r_[0.0, false_pos / negatives], np.r_[0.0, true_pos / positives]
+    fpr, tpr, _ = sk.roc_curve(labels, prob_male, pos_label=1, drop_intermediate=False)
+    return fpr, tpr
 
 
 def log_loss(labels: np.ndarray, prob_male: np.ndarray, epsilon: float = LOG_LOSS_EPSILON) -> float:
     """Mean binary cross-entropy, probabilities clipped to [epsilon, 1 - epsilon]."""
-    labels = np.asarray(labels, dtype=np.float64)
     prob = np.clip(np.asarray(prob_male, dtype=np.float64), epsilon, 1 - epsilon)
-    return float(-(labels * np.log(prob) + (1 - labels) * np.log(1 - prob)).mean())
+    return float(sk.log_loss(labels, prob, labels=CLASSES))
 
 
 def classification_metrics(labels: np.ndarray, prob_male: np.ndarray) -> dict[str, float]:
@@ -135,33 +112,33 @@ class LabelledSet:
     name: str
 
 
-def read_labelled(list_path: Path, images_dir: Path | None = None) -> LabelledSet:
+def read_labelled(labels_file: Path, images_dir: Path | None = None) -> LabelledSet:
     """A `prepare` list (`<path> <0|1>`) or, for a .csv, a train.csv-format file whose images
     are in `images_dir` [default: trainimages/ beside the CSV, else the CSV's folder]."""
     from bitmoji_ml.data.dataset import TRAIN_IMAGES, read_labels
     from bitmoji_ml.data.lists import read_list
 
-    list_path = Path(list_path)
-    if list_path.suffix.lower() == ".csv":
+    labels_file = Path(labels_file)
+    if labels_file.suffix.lower() == ".csv":
         if images_dir is None:
-            beside = list_path.parent / TRAIN_IMAGES
-            images_dir = beside if beside.is_dir() else list_path.parent
-        samples = read_labels(list_path, Path(images_dir))
+            beside = labels_file.parent / TRAIN_IMAGES
+            images_dir = beside if beside.is_dir() else labels_file.parent
+        samples = read_labels(labels_file, Path(images_dir))
         entries = [(sample.path, sample.label) for sample in samples]
     else:
-        if not list_path.is_file():
-            raise BitmojiError(f"list {list_path} not found: run `bitmoji prepare` or pass --list")
-        entries = read_list(list_path)
+        if not labels_file.is_file():
+            raise BitmojiError(f"list {labels_file} not found: run `bitmoji prepare` or pass --labels")
+        entries = read_list(labels_file)
     missing = [str(path) for path, _ in entries if not path.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
-        hint = " (pass --images for the CSV's image folder)" if list_path.suffix.lower() == ".csv" else ""
-        raise BitmojiError(f"{len(missing)} image(s) of {list_path} not found{hint}: {shown}")
+        hint = " (pass --images for the CSV's image folder)" if labels_file.suffix.lower() == ".csv" else ""
+        raise BitmojiError(f"{len(missing)} image(s) of {labels_file} not found{hint}: {shown}")
     return LabelledSet(
         [path for path, _ in entries],
         np.array([label for _, label in entries], dtype=int),
-        list_path,
-        list_path.stem,
+        labels_file,
+        labels_file.stem,
     )
 
 
@@ -182,6 +159,16 @@ def hardest_faces(
         )
     chosen = np.argsort(np.abs(prob_male - MALE_THRESHOLD), kind="mergesort")[:limit]
     return chosen, f"none misclassified; the {len(chosen)} least confident"
+
+
+def predictions_csv(data: LabelledSet, prob_male: np.ndarray) -> str:
+    """`image,label,prob_male` rows through the csv module (paths may hold commas or quotes)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", "label", "prob_male"])
+    for path, label, prob in zip(data.paths, data.labels, prob_male, strict=True):
+        writer.writerow([str(path), int(label), f"{prob:.6f}"])
+    return text.getvalue()
 
 
 def write_files(
@@ -209,10 +196,7 @@ def write_files(
         "confusion_matrix": {"rows_true_columns_predicted": list(CLASS_NAMES), "counts": matrix.tolist()},
     }
     write_text_atomic(folder / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    rows = [
-        f"{path},{label},{prob:.6f}" for path, label, prob in zip(data.paths, labels, prob_male, strict=True)
-    ]
-    write_text_atomic(folder / "predictions.csv", "image,label,prob_male\n" + "\n".join(rows) + "\n")
+    write_text_atomic(folder / "predictions.csv", predictions_csv(data, prob_male))
     return [*written, folder / "metrics.json", folder / "predictions.csv"]
 
 
@@ -232,12 +216,21 @@ def metrics_table(metrics: dict[str, float], matrix: np.ndarray) -> str:
 # --- the job -------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class EvaluationResult:
+    """What `evaluate_job` measured, the files it kept (only with `output_dir`) and the
+    evaluation run it logged (None with `log_run=False`)."""
+
+    metrics: dict[str, float]
+    confusion_matrix: np.ndarray
+    files: list[Path]
+    run_id: str | None
+
+
 def _resolve_model(model: Path | None, run_id: str | None, folder: Path) -> ResolvedModel:
     """--model, else --run-id's export, else the registry's @champion."""
     from bitmoji_ml import tracking
 
-    if model is not None and run_id is not None:
-        raise BitmojiError("give --model or --run-id, not both")
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
@@ -248,24 +241,26 @@ def _resolve_model(model: Path | None, run_id: str | None, folder: Path) -> Reso
 
 
 def evaluate_job(
+    *,
     model: Path | None = None,
     run_id: str | None = None,
-    list_path: Path | None = None,
+    labels_file: Path | None = None,
     images_dir: Path | None = None,
     lists_dir: Path = paths.LISTS_DIR,
     experiment: str = paths.EXPERIMENT,
     output_dir: Path | None = None,
-    log: bool = True,
+    log_run: bool = True,
     threads: int = 0,
-    echo=print,
-) -> dict[str, Any]:
-    """Score a model (file, run's export or @champion) on a labelled set, write the plots and
-    log an evaluation run. Returns the metrics, the confusion matrix and the run id."""
+) -> EvaluationResult:
+    """Score a model (a file, a run's export or @champion) on a labelled set (`labels_file`,
+    default the lists' validation list), keep the plots in `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
     from bitmoji_ml.inference import OnnxModel
 
-    data = read_labelled(list_path or Path(lists_dir) / LIST_FILES["val"], images_dir)
+    if model is not None and run_id is not None:
+        raise BitmojiError("give --model or --run-id, not both")
+    data = read_labelled(labels_file or Path(lists_dir) / LIST_FILES["val"], images_dir)
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, Path(work) / "model")
         onnx_model = OnnxModel.load(resolved.path, threads)
@@ -274,28 +269,27 @@ def evaluate_job(
         metrics = classification_metrics(data.labels, prob_male)
         matrix = confusion_matrix(data.labels, predicted_classes(prob_male))
         described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")
-        echo(f"evaluated {described} on {len(data.paths)} images of {data.source}")
-        echo(metrics_table(metrics, matrix))
+        logger.info("evaluated %s on %d images of %s", described, len(data.paths), data.source)
+        logger.info("%s", metrics_table(metrics, matrix))
 
         folder = Path(output_dir) if output_dir else Path(work) / "files"
         folder.mkdir(parents=True, exist_ok=True)
         files = write_files(folder, data, prob_male, images, metrics)
-        result: dict[str, Any] = {
-            "metrics": metrics,
-            "confusion_matrix": matrix,
-            "files": files,
-            "run_id": None,
-        }
         if output_dir:
-            echo(f"wrote {', '.join(path.name for path in files)} to {folder}")
-        if log:
-            result["run_id"] = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment)
-            echo(
-                f"logged evaluation run {result['run_id']} (eval-{resolved.label}-{data.name}) to {experiment}"
+            logger.info("wrote %s to %s", ", ".join(path.name for path in files), folder)
+        logged_run = None
+        if log_run:
+            logged_run = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment)
+            logger.info(
+                "logged evaluation run %s (eval-%s-%s) to %s",
+                logged_run,
+                resolved.label,
+                data.name,
+                experiment,
             )
         elif not output_dir:
-            echo("plots not kept: pass --output-dir, or leave logging on")
-    return result
+            logger.info("plots not kept: pass --output, or leave logging on")
+    return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run)
 
 
 def _log(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ import torch
 import bitmoji_ml
 from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
+from bitmoji_ml.console import track
 from bitmoji_ml.data.cache import decode_all, load_list
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES, predicted_classes
@@ -36,6 +38,8 @@ from bitmoji_ml.inference import (
 )
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.report import format_table
+
+logger = logging.getLogger(__name__)
 
 OPSET = 20
 TOLERANCE = 1e-5
@@ -129,7 +133,59 @@ def write_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: str) -> dict[str, Any]:
+@dataclasses.dataclass
+class ParityCase:
+    """PyTorch vs onnxruntime on one set of images."""
+
+    case: str
+    images: int
+    max_abs_diff_prob: float
+    same_class: int
+    # (PyTorch P(male), onnxruntime P(male)) of up to three images whose class differs
+    class_flips: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+
+    def failures(self, tolerance: float) -> list[str]:
+        """Which check failed on this case, with its numbers (empty when both passed)."""
+        found = []
+        if self.max_abs_diff_prob > tolerance:
+            found.append(
+                f"prob tolerance on {self.case}: max |Δ prob| {self.max_abs_diff_prob:.2e} > {tolerance:.0e}"
+            )
+        if self.same_class != self.images:
+            flips = ", ".join(f"{torch_p:.6f} vs {onnx_p:.6f}" for torch_p, onnx_p in self.class_flips)
+            within = " (within tolerance)" if self.max_abs_diff_prob <= tolerance else ""
+            found.append(
+                f"class agreement on {self.case}: {self.images - self.same_class} of {self.images} "
+                f"image(s) change class, P(male) PyTorch vs onnxruntime {flips}; "
+                f"max |Δ prob| {self.max_abs_diff_prob:.2e}{within}"
+            )
+        return found
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """Every parity case and the tolerance they were held to; written as `*.parity.json`."""
+
+    tolerance: float
+    cases: list[ParityCase]
+
+    @property
+    def failures(self) -> list[str]:
+        return [failure for case in self.cases for failure in case.failures(self.tolerance)]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "cases": [dataclasses.asdict(case) for case in self.cases],
+        }
+
+
+def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: str) -> ParityCase:
     """PyTorch vs onnxruntime on `images`: max |Δ prob| and class agreement."""
     with torch.no_grad():
         reference = torch.cat(
@@ -137,33 +193,31 @@ def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: 
         ).numpy()
     exported = onnx_model.predict_batched(images)
     delta = float(np.abs(reference - exported).max())
-    agree = int((predicted_classes(reference) == predicted_classes(exported)).sum())
-    return {"case": name, "images": len(images), "max_abs_diff_prob": delta, "same_class": agree}
+    differ = np.nonzero(predicted_classes(reference) != predicted_classes(exported))[0]
+    flips = [(float(reference[i]), float(exported[i])) for i in differ[:3]]
+    return ParityCase(name, len(images), delta, len(images) - len(differ), flips)
 
 
-def parity_report(model: Classifier, onnx_model: OnnxModel, val_images: np.ndarray | None) -> dict[str, Any]:
+def parity_report(model: Classifier, onnx_model: OnnxModel, val_images: np.ndarray | None) -> ParityReport:
     """The parity cases: validation images (when available) and random batches of 1, 7, 64."""
     rng = np.random.default_rng(0)
     size = onnx_model.preprocess.size
-    cases = []
-    if val_images is not None:
-        cases.append(compare(model, onnx_model, val_images, "validation images"))
+    inputs = [] if val_images is None else [("validation images", val_images)]
     for batch in RANDOM_BATCHES:
         images = rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
-        cases.append(compare(model, onnx_model, images, f"random uint8 batch {batch}"))
-    passed = all(c["max_abs_diff_prob"] <= TOLERANCE and c["same_class"] == c["images"] for c in cases)
-    return {"tolerance": TOLERANCE, "passed": passed, "cases": cases}
+        inputs.append((f"random uint8 batch {batch}", images))
+    cases = [compare(model, onnx_model, images, name) for name, images in track(inputs, "parity check")]
+    return ParityReport(TOLERANCE, cases)
 
 
-def parity_table(report: dict[str, Any]) -> str:
+def parity_table(report: ParityReport) -> str:
     """The parity report as a short table."""
     rows = [
-        [c["case"], c["images"], f"{c['max_abs_diff_prob']:.2e}", f"{c['same_class']}/{c['images']}"]
-        for c in report["cases"]
+        [c.case, c.images, f"{c.max_abs_diff_prob:.2e}", f"{c.same_class}/{c.images}"] for c in report.cases
     ]
-    verdict = "PASS" if report["passed"] else "FAIL"
+    verdict = "PASS" if report.passed else "FAIL"
     table = format_table(["parity case", "images", "max |Δ prob|", "same class"], rows)
-    return f"{table}\nparity {verdict} (tolerance {report['tolerance']:.0e})"
+    return f"{table}\nparity {verdict} (tolerance {report.tolerance:.0e})"
 
 
 def validation_set(lists_dir: Path | None, preprocess: Preprocess) -> tuple[np.ndarray, np.ndarray] | None:
@@ -235,7 +289,20 @@ def load_source(
     return ExportSource(read_checkpoint(best.path), best.run_id, f"best logged model {best.model_id}")
 
 
+@dataclasses.dataclass
+class ExportResult:
+    """What `export_job` wrote and where it logged it."""
+
+    output: Path
+    bytes: int
+    report: ParityReport
+    run_id: str | None
+    registered_version: str | None = None
+    int8: dict[str, Any] | None = None  # output, val_acc, fp32_val_acc with --quantize int8
+
+
 def export_job(
+    *,
     output: Path,
     checkpoint: Path | None = None,
     run_id: str | None = None,
@@ -243,20 +310,25 @@ def export_job(
     lists_dir: Path | None = None,
     quantize: str | None = None,
     register: bool = True,
-    echo=print,
-) -> dict[str, Any]:
+) -> ExportResult:
     """`bitmoji export-onnx`: export, check parity, write atomically, log and register."""
+    if run_id and checkpoint:
+        raise BitmojiError("give --run-id or --checkpoint, not both")
     if quantize not in (None, "int8"):
         raise BitmojiError(f"--quantize supports only int8, got {quantize!r}")
+    output = Path(output)
     torch.set_num_threads(os.cpu_count() or 1)
     check_writable(output)
     with tempfile.TemporaryDirectory(prefix="bitmoji-export-") as folder:
         work = Path(folder)
         source = load_source(checkpoint, run_id, experiment, work)
         model, preprocess = model_from_checkpoint(source.payload)
-        echo(
-            f"exporting {source.payload['model']} (epoch {source.payload.get('epoch')}, "
-            f"val acc {source.payload.get('metrics', {}).get('val_acc', float('nan')):.2%}) from {source.description}"
+        logger.info(
+            "exporting %s (epoch %s, val acc %.2f%%) from %s",
+            source.payload["model"],
+            source.payload.get("epoch"),
+            100 * source.payload.get("metrics", {}).get("val_acc", float("nan")),
+            source.description,
         )
         exported = work / "model.onnx"
         export_graph(model, preprocess, exported)
@@ -264,47 +336,47 @@ def export_job(
         onnx_model = OnnxModel.load(exported)
         validation = validation_set(lists_dir, preprocess)
         if validation is None:
-            echo(f"note: no validation list in {lists_dir}; parity runs on random batches only")
+            logger.info("note: no validation list in %s; parity runs on random batches only", lists_dir)
         report = parity_report(model, onnx_model, None if validation is None else validation[0])
-        echo(parity_table(report))
-        if not report["passed"]:
-            worst = max(report["cases"], key=lambda c: c["max_abs_diff_prob"])
-            raise BitmojiError(
-                f"parity failed: max |Δ prob| {worst['max_abs_diff_prob']:.2e} on {worst['case']} "
-                f"(tolerance {TOLERANCE:.0e}); {output} was not written"
-            )
+        logger.info("%s", parity_table(report))
+        if not report.passed:
+            raise BitmojiError(f"parity failed: {'; '.join(report.failures)}; {output} was not written")
         report_path = output.with_suffix(".parity.json")
         # The model and its parity report are renamed into place together.
-        write_files_atomic(
-            {output: exported.read_bytes(), report_path: (json.dumps(report, indent=2) + "\n").encode()}
-        )
-        result: dict[str, Any] = {
-            "output": str(output),
-            "bytes": output.stat().st_size,
-            "report": report,
-            "run_id": source.run_id,
-        }
-        echo(f"wrote {output} ({result['bytes'] / 1024:.0f} KiB) and {report_path}")
+        report_json = json.dumps(report.to_dict(), indent=2) + "\n"
+        write_files_atomic({output: exported.read_bytes(), report_path: report_json.encode()})
+        result = ExportResult(output, output.stat().st_size, report, source.run_id)
+        logger.info("wrote %s (%.0f KiB) and %s", output, result.bytes / 1024, report_path)
 
         champion = output
         if quantize == "int8":
-            champion = _quantize_and_compare(output, source, preprocess, lists_dir, validation, result, echo)
-
-        if register and source.run_id:
-            from bitmoji_ml import tracking
-
-            if checkpoint is not None and not tracking.run_exists(source.run_id):
-                echo(f"not registered: run {source.run_id} of that checkpoint is not in this store")
-                return result
-
-            version = tracking.log_export(source.run_id, output, report_path, champion)
-            result["registered_version"] = version
-            echo(
-                f"logged to run {source.run_id}; registered {paths.REGISTERED_MODEL} v{version} as @champion"
+            int8_summary: dict[str, Any] = {}
+            champion = _quantize_and_compare(
+                output, source, preprocess, lists_dir, validation, int8_summary, logger.info
             )
-        elif register:
-            echo("not registered: the checkpoint names no MLflow run")
+            result.int8 = int8_summary.get("int8")
+        if register:
+            result.registered_version = _register(source, checkpoint, output, report_path, champion)
     return result
+
+
+def _register(
+    source: ExportSource, checkpoint: Path | None, output: Path, report_path: Path, champion: Path
+) -> str | None:
+    """Log the files to the source run and move @champion; the version, or None if not registered."""
+    if not source.run_id:
+        logger.info("not registered: the checkpoint names no MLflow run")
+        return None
+    from bitmoji_ml import tracking
+
+    if checkpoint is not None and not tracking.run_exists(source.run_id):
+        logger.info("not registered: run %s of that checkpoint is not in this store", source.run_id)
+        return None
+    version = tracking.log_export(source.run_id, output, report_path, champion)
+    logger.info(
+        "logged to run %s; registered %s v%s as @champion", source.run_id, paths.REGISTERED_MODEL, version
+    )
+    return version
 
 
 def _quantize_and_compare(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +80,61 @@ def write_files_atomic(contents: dict[str | Path, bytes]) -> None:
                     os.fsync(handle.fileno())
             except OSError as error:
                 raise BitmojiError(f"cannot write {tmp.parent}: {error.strerror or error}") from error
+
+
+def replace_folder_atomic(folder: str | Path, contents: dict[str, bytes]) -> None:
+    """Make `folder` hold exactly `contents` (file name -> bytes) as one set: the files are
+    written into a sibling temporary folder, then the folders are swapped by renames. The old
+    folder is kept until the new one is in place and put back if the swap fails, so a reader
+    sees the old set or the new set, never a mix of both. (A crash between the two renames
+    leaves no `folder`, and the old set in a hidden `.NAME.old-*` sibling.)
+
+    Refuses a folder that holds files of its own (it would be replaced with the set)."""
+    given, folder = Path(folder), Path(folder).resolve()  # a symlinked folder: swap its target
+    _check_replaceable(given, contents)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+    except OSError as error:
+        raise BitmojiError(f"cannot write {given}: {error.strerror or error}") from error
+    old = staging.with_name(staging.name.replace(".new-", ".old-", 1))
+    try:
+        for name, data in contents.items():
+            with open(staging / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
+        if not folder.exists():
+            os.replace(staging, folder)
+            return
+        os.replace(folder, old)
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            os.replace(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        raise BitmojiError(f"cannot write {given}: {error.strerror or error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_replaceable(folder: Path, contents: dict[str, bytes]) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise BitmojiError(f"cannot write {folder}: it is a file, not a folder")
+    if not folder.is_dir():
+        return
+    # Files this function wrote, and temporary files of the earlier file-by-file writes.
+    others = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name not in contents and not fnmatch.fnmatch(entry.name, ".*.tmp")
+    )
+    if others:
+        shown = ", ".join(others[:5]) + (f" (and {len(others) - 5} more)" if len(others) > 5 else "")
+        raise BitmojiError(
+            f"cannot write {folder}: it holds other files ({shown}) that replacing it would remove; "
+            "choose a new or empty folder"
+        )

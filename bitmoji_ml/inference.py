@@ -7,7 +7,9 @@ preprocessing comes from the ONNX file's metadata and the same `decode_image` tr
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -158,8 +160,10 @@ def predict_paths(
     batch_size: int = 256,
     workers: int = 0,
     on_skip: Callable[[Path, str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Predictions:
-    """Decode (in threads) and run `model` over `paths`, pipelined; unreadable files are skipped."""
+    """Decode (in threads) and run `model` over `paths`, pipelined; unreadable files are skipped.
+    `on_batch(n)` is called after each batch with its number of files (for a progress bar)."""
     if batch_size < 1:
         raise BitmojiError("--batch-size must be at least 1")
     started = time.perf_counter()
@@ -178,23 +182,23 @@ def predict_paths(
         good = np.array([error is None for error in errors])
         if good.any():
             probabilities.append(model.predict(images if good.all() else images[good]))
+        if on_batch:
+            on_batch(len(chunk))
     prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
     return Predictions(kept, prob, skipped, time.perf_counter() - started)
 
 
 def predictions_csv(predictions: Predictions, folder: Path) -> str:
     """`image_id,is_male,prob_male` rows; image_id is the path relative to `folder`."""
-    lines = ["image_id,is_male,prob_male"]
-    for path, prob in zip(predictions.paths, predictions.prob_male, strict=True):
-        image_id = path.relative_to(folder).as_posix()
-        lines.append(f"{_csv_field(image_id)},{kaggle_label(prob)},{prob:.6f}")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [path.relative_to(folder).as_posix(), kaggle_label(prob), f"{prob:.6f}"]
+        for path, prob in zip(predictions.paths, predictions.prob_male, strict=True)
+    ]
+    return _csv_text(["image_id", "is_male", "prob_male"], rows)
 
 
 def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
     """`image_id,is_male` for exactly the ids of a sample_submission.csv, in its order."""
-    import csv
-
     if not template.is_file():
         raise BitmojiError(
             f"Kaggle template {template} not found: put sample_submission.csv beside the image "
@@ -213,8 +217,7 @@ def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
     if missing:
         shown = ", ".join(missing[:10]) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
         raise BitmojiError(f"{len(missing)} id(s) of {template.name} have no prediction: {shown}")
-    rows = [f"{_csv_field(image_id)},{kaggle_label(by_id[image_id])}" for image_id in ids]
-    return "image_id,is_male\n" + "\n".join(rows) + "\n"
+    return _csv_text(["image_id", "is_male"], [[image_id, kaggle_label(by_id[image_id])] for image_id in ids])
 
 
 def kaggle_label(prob_male: float) -> int:
@@ -222,7 +225,10 @@ def kaggle_label(prob_male: float) -> int:
     return index_to_kaggle(int(predicted_classes(prob_male)))
 
 
-def _csv_field(value: str) -> str:
-    if any(char in value for char in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+def _csv_text(header: list[str], rows: list[list[object]]) -> str:
+    """CSV through the csv module: fields with commas, quotes or newlines are quoted."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()

@@ -67,7 +67,7 @@ def write_rows(root: Path, header: list[str], rows: list[list[str]]) -> None:
 
 def test_prepare_tiny_dataset(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "lists"
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out))
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out))
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in out.iterdir()) == OUTPUTS
 
@@ -91,9 +91,9 @@ def test_prepare_tiny_dataset(tiny_dataset: Path, tmp_path: Path):
 
 def test_prepare_is_repeatable_and_seeded(tiny_dataset: Path, tmp_path: Path):
     base = ["--data-dir", str(tiny_dataset)]
-    assert prepare(*base, "--out", str(tmp_path / "a")).exit_code == 0
-    assert prepare(*base, "--out", str(tmp_path / "b")).exit_code == 0
-    assert prepare(*base, "--out", str(tmp_path / "c"), "--seed", "7").exit_code == 0
+    assert prepare(*base, "--lists", str(tmp_path / "a")).exit_code == 0
+    assert prepare(*base, "--lists", str(tmp_path / "b")).exit_code == 0
+    assert prepare(*base, "--lists", str(tmp_path / "c"), "--seed", "7").exit_code == 0
     for name in OUTPUTS:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a" / "val.txt").read_bytes() != (tmp_path / "c" / "val.txt").read_bytes()
@@ -101,7 +101,7 @@ def test_prepare_is_repeatable_and_seeded(tiny_dataset: Path, tmp_path: Path):
 
 def test_prepare_head_split(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "lists"
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out), "--split", "head")
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out), "--split", "head")
     assert result.exit_code == 0, result.output
     _, rows = read_rows(tiny_dataset)
     cut = len(rows) - round(len(rows) * 0.2)
@@ -112,7 +112,7 @@ def test_prepare_head_split(tiny_dataset: Path, tmp_path: Path):
 
 def test_prepare_uses_env_variable(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "lists"
-    result = prepare("--out", str(out), env={paths.DATA_ENV: str(tiny_dataset)})
+    result = prepare("--lists", str(out), env={paths.DATA_ENV: str(tiny_dataset)})
     assert result.exit_code == 0, result.output
     assert json.loads((out / MANIFEST).read_text())["data_dir"] == str(tiny_dataset.resolve())
 
@@ -209,7 +209,7 @@ BREAKERS = [
 def test_prepare_bad_input(tiny_dataset: Path, tmp_path: Path, breaker):
     fragments = breaker(tiny_dataset)
     out = tmp_path / "lists"
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out))
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out))
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: ")
     for fragment in fragments:
@@ -220,10 +220,10 @@ def test_prepare_bad_input(tiny_dataset: Path, tmp_path: Path, breaker):
 
 def test_prepare_bad_input_keeps_previous_lists(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "lists"
-    assert prepare("--data-dir", str(tiny_dataset), "--out", str(out)).exit_code == 0
+    assert prepare("--data-dir", str(tiny_dataset), "--lists", str(out)).exit_code == 0
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     duplicate_id(tiny_dataset)
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out), "--seed", "3")
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out), "--seed", "3")
     assert result.exit_code == 1
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
@@ -238,16 +238,16 @@ def test_prepare_bad_input_keeps_previous_lists(tiny_dataset: Path, tmp_path: Pa
 )
 def test_prepare_bad_options(tiny_dataset: Path, tmp_path: Path, options, fragment):
     out = tmp_path / "lists"
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out), *options)
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out), *options)
     assert result.exit_code == 1, result.output
     assert fragment in result.stderr
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_prepare_out_is_a_file(tiny_dataset: Path, tmp_path: Path):
+def test_prepare_lists_is_a_file(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "lists"
     out.write_text("in the way\n")
-    result = prepare("--data-dir", str(tiny_dataset), "--out", str(out))
+    result = prepare("--data-dir", str(tiny_dataset), "--lists", str(out))
     assert result.exit_code == 1, result.output
     assert str(out) in result.stderr
     assert out.read_text() == "in the way\n"
@@ -258,7 +258,7 @@ def test_prepare_without_any_dataset(tmp_path: Path, monkeypatch):
     monkeypatch.delenv(paths.DATA_ENV, raising=False)
     monkeypatch.setattr(paths, "SHARED_DATA", tmp_path / "no-shared")
     monkeypatch.setattr(paths, "LOCAL_DATA", tmp_path / "no-local")
-    result = prepare("--out", str(tmp_path / "lists"))
+    result = prepare("--lists", str(tmp_path / "lists"))
     assert result.exit_code == 1, result.output
     assert "train.csv" in result.stderr and "BITMOJI_DATA" in result.stderr
     assert not (tmp_path / "lists").exists()
@@ -273,7 +273,7 @@ def real_prepare(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     assert (SHARED_DATA / "train.csv").is_file(), f"real dataset expected at {SHARED_DATA}"
     assert BITMOJI.is_file(), f"installed executable expected at {BITMOJI}"
     out = tmp_path_factory.mktemp("real") / "lists"
-    command = [str(BITMOJI), "prepare", "--data-dir", str(SHARED_DATA), "--out", str(out)]
+    command = [str(BITMOJI), "prepare", "--data-dir", str(SHARED_DATA), "--lists", str(out)]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=ROOT
     )
@@ -341,7 +341,7 @@ LAZY_CHECK = textwrap.dedent(
     runner = CliRunner()
     result = runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0 and "prepare" in result.output, result.output
-    result = runner.invoke(cli.app, ["prepare", "--data-dir", data, "--out", str(out)])
+    result = runner.invoke(cli.app, ["prepare", "--data-dir", data, "--lists", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "manifest.json").is_file()
     loaded = sorted({name.split(".")[0] for name in sys.modules} & set(heavy))

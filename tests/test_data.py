@@ -34,6 +34,7 @@ from bitmoji_ml.data.lists import (
     LIST_FILES,
     MANIFEST,
     read_list,
+    read_manifest,
     split_samples,
     write_lists,
 )
@@ -321,21 +322,25 @@ def test_failed_atomic_write_leaves_no_file(tmp_path: Path, monkeypatch):
     assert list(target.parent.iterdir()) == []  # no temporary file left behind either
 
 
-def test_failed_write_lists_keeps_old_content(tiny_dataset: Path, tmp_path: Path, monkeypatch):
+def test_failed_swap_keeps_the_whole_old_set(tiny_dataset: Path, tmp_path: Path, monkeypatch):
+    """Re-running prepare with another seed, the second rename fails: train.txt, val.txt,
+    test.txt and the manifest must all still be the old set (file-by-file renames left a new
+    train.txt beside the old val.txt, so validation images were also training images)."""
     dataset = load_dataset(tiny_dataset)
     out = tmp_path / "lists"
     write_lists(dataset, out, seed=0)
     before = {path.name: path.read_bytes() for path in out.iterdir()}
-    # The seed-1 lists differ, so an overwrite would show.
+    # The seed-1 lists differ, so an overwrite of either list would show.
     write_lists(dataset, tmp_path / "seed1", seed=1)
-    assert (tmp_path / "seed1" / "val.txt").read_bytes() != before["val.txt"]
+    for name in ("train.txt", "val.txt"):
+        assert (tmp_path / "seed1" / name).read_bytes() != before[name]
 
     real_replace = files.os.replace
     calls = []
 
     def replace_failing_second(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:  # train.txt goes through, val.txt fails
+        calls.append((src, dst))
+        if len(calls) == 2:
             raise OSError(5, "Input/output error")
         return real_replace(src, dst)
 
@@ -343,12 +348,55 @@ def test_failed_write_lists_keeps_old_content(tiny_dataset: Path, tmp_path: Path
     with pytest.raises(BitmojiError, match="Input/output error"):
         write_lists(dataset, out, seed=1)
     monkeypatch.undo()
-    assert Path(calls[1]).name == "val.txt"
+    assert len(calls) >= 2
     after = {path.name: path.read_bytes() for path in out.iterdir()}
-    assert sorted(after) == sorted(before)  # no temporary files left
-    assert after["val.txt"] == before["val.txt"]
-    assert after[MANIFEST] == before[MANIFEST]
-    assert after["test.txt"] == before["test.txt"]
+    assert after == before  # train.txt, val.txt, test.txt and manifest.json: the old set
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bitmoji", "lists", "seed1"]
+    assert read_manifest(out)["seed"] == 0  # and it still reads as one consistent set
+
+
+def test_rewrite_swaps_the_folder_and_leaves_nothing_beside_it(tiny_dataset: Path, tmp_path: Path):
+    dataset = load_dataset(tiny_dataset)
+    out = tmp_path / "lists"
+    write_lists(dataset, out, seed=0)
+    write_lists(dataset, out, seed=1)
+    write_lists(dataset, tmp_path / "seed1", seed=1)
+    for name in [*LIST_FILES.values(), MANIFEST]:
+        assert (out / name).read_bytes() == (tmp_path / "seed1" / name).read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bitmoji", "lists", "seed1"]
+
+
+def test_write_lists_refuses_a_folder_holding_other_files(tiny_dataset: Path, tmp_path: Path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.me").write_text("mine\n")
+    with pytest.raises(BitmojiError, match="keep.me"):
+        write_lists(load_dataset(tiny_dataset), out, seed=0)
+    assert [path.name for path in out.iterdir()] == ["keep.me"]
+
+
+def test_list_that_does_not_match_the_manifest_is_refused(tiny_dataset: Path, tmp_path: Path):
+    """A val.txt from another prepare run beside this run's manifest: reading it must fail and
+    say to re-run prepare, whether through read_list, read_manifest or load_list."""
+    from bitmoji_ml.data.cache import load_list
+
+    dataset = load_dataset(tiny_dataset)
+    out = tmp_path / "lists"
+    write_lists(dataset, out, seed=0)
+    write_lists(dataset, tmp_path / "seed1", seed=1)
+    shutil.copy(tmp_path / "seed1" / "val.txt", out / "val.txt")
+    with pytest.raises(BitmojiError, match=r"val.txt does not match .*re-run `bitmoji prepare`"):
+        read_list(out / "val.txt")
+    with pytest.raises(BitmojiError, match="val.txt does not match"):
+        read_manifest(out)
+    with pytest.raises(BitmojiError, match="val.txt does not match"):
+        load_list(out / "val.txt", Preprocess())
+    assert len(read_list(out / "train.txt")) == 32  # the untouched lists still read
+    # The same file outside a prepared folder is a list of one's own: accepted.
+    assert len(read_list(tmp_path / "seed1" / "val.txt")) == 8
+    (out / "train.txt").unlink()
+    with pytest.raises(BitmojiError, match="train.txt .*not found: re-run `bitmoji prepare`"):
+        read_manifest(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,6 +486,31 @@ def test_decode_palette_with_transparency(tmp_path: Path):
     out = decode_image(tmp_path / "pt.png", SMALL)
     assert np.all(out[:7] == 255)
     assert_colour(out[13, 8], (250, 0, 0), tolerance=0)
+
+
+def test_decode_16_bit_greyscale_png_scales_to_8_bits(tmp_path: Path):
+    """A 16-bit PNG whose 8-bit version is known (v * 257): PIL's convert("RGB") clamped every
+    value above 255 to white; decoding must give the 8-bit values back."""
+    eight = np.tile(np.arange(0, 256, 16, dtype=np.uint16), (16, 1))  # 16 x 16, 0..240
+    eight[0, 0] = 255
+    path = tmp_path / "deep.png"
+    Image.fromarray(eight * 257).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode == "I;16"
+    out = decode_image(path, SMALL)
+    assert np.array_equal(out, np.repeat(eight[..., None], 3, axis=2).astype(np.uint8))
+    # Values between two 8-bit levels round to the nearer one.
+    Image.fromarray(np.full((16, 16), 32767 + 129, np.uint16)).save(path)  # 127.99 -> 128
+    assert np.all(decode_image(path, SMALL) == 128)
+
+
+def test_decode_16_bit_png_transparency_becomes_white(tmp_path: Path):
+    pixels = np.full((16, 16), 40 * 257, np.uint16)
+    pixels[:, 8:] = 1000  # the transparent value
+    Image.fromarray(pixels).save(tmp_path / "deep.png", transparency=1000)
+    out = decode_image(tmp_path / "deep.png", SMALL)
+    assert np.all(out[:, :8] == 40)
+    assert np.all(out[:, 8:] == 255)
 
 
 def test_decode_cmyk_jpeg(tmp_path: Path):

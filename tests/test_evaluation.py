@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from trained_store import EXPERIMENT, QUIET, TrainedStore, exported_store
+from trained_store import EXPERIMENT, TrainedStore, exported_store
 from typer.testing import CliRunner
 
 import cli
@@ -117,7 +117,7 @@ def store(tmp_path_factory, mlflow_store_template, monkeypatch) -> TrainedStore:
 def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedStore, tmp_path: Path):
     out = tmp_path / "eval"
     result = evaluation.evaluate_job(
-        model=store.onnx, lists_dir=store.lists, experiment=EXPERIMENT, output_dir=out, threads=1, **QUIET
+        model=store.onnx, lists_dir=store.lists, experiment=EXPERIMENT, output_dir=out, threads=1
     )
     files = {path.name for path in out.iterdir()}
     assert set(evaluation.PLOT_FILES) <= files
@@ -128,11 +128,11 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert len(rows) == 10  # the val list of 40 images at val fraction 0.25
     probs = np.array([float(row["prob_male"]) for row in rows])
     labels = np.array([int(row["label"]) for row in rows])
-    assert result["metrics"]["accuracy"] == pytest.approx(evaluation.accuracy(labels, probs >= 0.5))
-    assert result["confusion_matrix"].sum() == 10
+    assert result.metrics["accuracy"] == pytest.approx(evaluation.accuracy(labels, probs >= 0.5))
+    assert result.confusion_matrix.sum() == 10
 
     client = MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     assert run.info.run_name == "eval-m.onnx-val"
     assert run.info.experiment_id == client.get_experiment_by_name(EXPERIMENT).experiment_id
     tags = run.data.tags
@@ -140,7 +140,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert tags["source_run_id"] == store.run_ids[0]
     assert tags["evaluated_model"] == str(store.onnx.resolve())
     assert tags["model"] == "compact"
-    assert run.data.metrics["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
+    assert run.data.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert set(evaluation.PLOT_FILES) | {"metrics.json", "predictions.csv"} == logged
@@ -150,19 +150,18 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
 def test_evaluate_run_id_links_metrics_to_its_onnx_model(store: TrainedStore, tmp_path: Path):
     result = evaluation.evaluate_job(
         run_id=store.run_ids[0],
-        list_path=store.dataset / "train.csv",
+        labels_file=store.dataset / "train.csv",
         experiment=EXPERIMENT,
         threads=1,
-        **QUIET,
     )
     client = MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     assert run.info.run_name == "eval-m.onnx-train"
-    assert result["metrics"]["images"] == 40
+    assert result.metrics["images"] == 40
     model_id = run.data.tags["evaluated_model_id"]
     assert [model.model_id for model in run.inputs.model_inputs] == [model_id]
     assert client.get_logged_model(model_id).source_run_id == store.run_ids[0]
-    linked = [m for m in client.get_logged_model(model_id).metrics if m.run_id == result["run_id"]]
+    linked = [m for m in client.get_logged_model(model_id).metrics if m.run_id == result.run_id]
     assert {m.key for m in linked} >= {"accuracy", "roc_auc"}
 
 
@@ -181,15 +180,59 @@ def test_evaluate_cli_defaults_to_the_champion(store: TrainedStore, tmp_path: Pa
 
 def test_evaluate_errors_say_what_to_do(store: TrainedStore, tmp_path: Path):
     with pytest.raises(BitmojiError, match=f"export-onnx --run-id {store.run_ids[1]}"):
-        evaluation.evaluate_job(
-            run_id=store.run_ids[1], lists_dir=store.lists, experiment=EXPERIMENT, **QUIET
-        )
+        evaluation.evaluate_job(run_id=store.run_ids[1], lists_dir=store.lists, experiment=EXPERIMENT)
     with pytest.raises(BitmojiError, match="unknown run id"):
-        evaluation.evaluate_job(run_id="0" * 32, lists_dir=store.lists, experiment=EXPERIMENT, **QUIET)
+        evaluation.evaluate_job(run_id="0" * 32, lists_dir=store.lists, experiment=EXPERIMENT)
     with pytest.raises(BitmojiError, match="not found"):
-        evaluation.evaluate_job(model=tmp_path / "none.onnx", lists_dir=store.lists, **QUIET)
+        evaluation.evaluate_job(model=tmp_path / "none.onnx", lists_dir=store.lists)
     result = CliRunner().invoke(
         cli.app, ["evaluate", "--model", str(store.onnx), "--run-id", "x", "--lists", str(store.lists)]
     )
     assert result.exit_code == 1
     assert "not both" in result.output
+
+
+def test_evaluate_cli_labels_file_and_output_folder_with_commas_and_quotes_in_paths(
+    store: TrainedStore, tmp_path: Path
+):
+    """`--labels FILE --output DIR --no-log`: predictions.csv is real CSV, so image paths with
+    a comma or a quote read back intact (it was written unquoted, one column per comma)."""
+    folder = tmp_path / 'odd, "names"'
+    folder.mkdir()
+    sources = sorted((store.dataset / "trainimages").iterdir())[:4]
+    names = ["a, b.jpg", 'say "hi".jpg', 'both, "x".jpg', "plain.jpg"]
+    lines = []
+    for index, (source, name) in enumerate(zip(sources, names, strict=True)):
+        shutil.copy(source, folder / name)
+        lines.append(f"{folder / name} {index % 2}\n")
+    labels_file = tmp_path / "odd.txt"
+    labels_file.write_text("".join(lines))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        cli.app,
+        ["evaluate", "--model", str(store.onnx), "--labels", str(labels_file), "--output", str(out)]
+        + ["--no-log", "--threads", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "on 4 images of" in result.output
+    with open(out / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["image"] for row in rows] == [str(folder / name) for name in names]
+    assert [row["label"] for row in rows] == ["0", "1", "0", "1"]
+    assert all(0 <= float(row["prob_male"]) <= 1 for row in rows)
+
+
+def test_metrics_agree_with_the_hand_written_definitions_on_random_data():
+    """scikit-learn's numbers are the textbook ones: AUC as the share of (male, female) pairs
+    ranked right (ties half), log loss as the mean cross-entropy."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    probs = np.round(rng.random(200), 2)  # rounding makes ties
+    male, female = probs[labels == 1], probs[labels == 0]
+    pairs = (male[:, None] > female[None, :]).sum() + 0.5 * (male[:, None] == female[None, :]).sum()
+    assert evaluation.roc_auc(labels, probs) == pytest.approx(pairs / (len(male) * len(female)))
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    expected = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+    assert evaluation.log_loss(labels, probs) == pytest.approx(expected)
+    matrix = evaluation.confusion_matrix(labels, probs >= 0.5)
+    assert matrix.sum() == 200 and matrix[1, 1] == ((labels == 1) & (probs >= 0.5)).sum()

@@ -4,9 +4,11 @@ seconds); the tests share it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -27,7 +29,7 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export import ExportResult, export_job
 from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import create_model, model_spec
 from bitmoji_ml.training import train_job
@@ -45,6 +47,23 @@ def quiet(*_: Any) -> None:
     pass
 
 
+@contextlib.contextmanager
+def logged_lines():
+    """The messages the library logs (at INFO and above) while the block runs."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("bitmoji_ml")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 @dataclasses.dataclass
 class Trained:
     """The module's tiny run, its store and its first export."""
@@ -53,7 +72,7 @@ class Trained:
     uri: str
     lists: Path
     train: dict[str, Any]
-    export: dict[str, Any]
+    export: ExportResult
     output: Path
     printed: list[str]
     champion_after_first: Any  # the registry's @champion version right after the first export
@@ -81,8 +100,8 @@ def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template
             "default", None, {"epochs": 1, "batch_size": 16, "threads": 1}, lists, EXPERIMENT, echo=quiet
         )
         output = root / "models" / "bitmoji.onnx"
-        printed: list[str] = []
-        result = export_job(output, experiment=EXPERIMENT, lists_dir=lists, echo=printed.append)
+        with logged_lines() as printed:
+            result = export_job(output=output, experiment=EXPERIMENT, lists_dir=lists)
         champion = MlflowClient(tracking_uri=uri).get_model_version_by_alias(
             paths.REGISTERED_MODEL, "champion"
         )
@@ -195,10 +214,10 @@ def error_of(result) -> str:
 
 def test_export_writes_model_and_passing_parity_report(trained: Trained):
     assert trained.output.is_file()
-    assert trained.export["output"] == str(trained.output)
-    assert trained.export["run_id"] == trained.run_id
+    assert trained.export.output == trained.output
+    assert trained.export.run_id == trained.run_id
     report = assert_parity_report(trained.output.with_suffix(".parity.json"), with_validation=True)
-    assert report == trained.export["report"]
+    assert report == trained.export.report.to_dict()
     validation = report["cases"][0]
     assert validation["images"] == 10  # the tiny lists: 40 labelled images, val fraction 0.25
     printed = "\n".join(trained.printed)
@@ -306,20 +325,55 @@ def test_parity_failure_is_an_error_and_writes_nothing(
     output.parent.mkdir()
     fresh = tmp_path / "fresh" / "model.onnx"
     with pytest.raises(BitmojiError, match="parity failed"):
-        export_job(fresh, checkpoint=random_checkpoint, register=False, echo=quiet)
+        export_job(output=fresh, checkpoint=random_checkpoint, register=False)
     assert not fresh.exists(), "a failed export must not create the output file"
     output.write_bytes(b"the previous, good model")
     with pytest.raises(BitmojiError) as caught:
-        export_job(output, checkpoint=random_checkpoint, register=False, echo=quiet)
+        export_job(output=output, checkpoint=random_checkpoint, register=False)
     message = str(caught.value)
-    assert "parity failed" in message
+    assert "parity failed: prob tolerance on random uint8 batch 1" in message
     assert "was not written" in message and str(output) in message
-    delta = float(re.search(r"max \|Δ prob\| (\S+) on", message).group(1))
+    delta = float(re.search(r"max \|Δ prob\| (\S+) > 1e-05", message).group(1))
     assert delta > TOLERANCE
-    assert "tolerance 1e-05" in message
     # The previous model is untouched; no report, no temporary file.
     assert list(output.parent.iterdir()) == [output]
     assert output.read_bytes() == b"the previous, good model"
+
+
+def test_class_flip_within_tolerance_is_reported_as_a_class_failure(tmp_path: Path, monkeypatch):
+    """PyTorch says P(male) = 0.5 exactly (male), onnxruntime 0.499999 (female): |Δ prob| is
+    within tolerance but the class flips. The message must name the class check, the case and
+    the numbers, not report the (passing) largest |Δ prob| as the reason."""
+    model = create_model("compact").eval()
+    with torch.no_grad():
+        model.net[-1].weight.zero_()  # equal logits: P(male) is exactly 0.5 for every image
+        model.net[-1].bias.zero_()
+    checkpoint = tmp_path / "undecided.pt"
+    save_checkpoint(
+        checkpoint,
+        model,
+        model="compact",
+        preprocess=Preprocess(size=SIZE, resize=SIZE).to_dict(),
+        epoch=0,
+        metrics={},
+        config={"model": "compact"},
+    )
+    real_predict = OnnxModel.predict_batched
+
+    def slightly_lower(self, images, batch_size=64):
+        return real_predict(self, images, batch_size) - np.float32(1e-6)
+
+    monkeypatch.setattr(OnnxModel, "predict_batched", slightly_lower)
+    output = tmp_path / "m.onnx"
+    with pytest.raises(BitmojiError) as caught:
+        export_job(output=output, checkpoint=checkpoint, register=False)
+    message = str(caught.value)
+    assert message.startswith("parity failed: class agreement on random uint8 batch 1: ")
+    assert "1 of 1 image(s) change class, P(male) PyTorch vs onnxruntime 0.500000 vs 0.499999" in message
+    assert "class agreement on random uint8 batch 64: 64 of 64 image(s)" in message
+    assert "(within tolerance)" in message
+    assert "prob tolerance" not in message
+    assert not output.exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,7 +381,7 @@ def test_parity_failure_is_an_error_and_writes_nothing(
 
 
 def test_export_logs_to_the_run_and_registers_champion(trained: Trained):
-    assert trained.export["registered_version"] == "1"
+    assert trained.export.registered_version == "1"
     champion = trained.champion_after_first
     assert str(champion.version) == "1"
     assert champion.run_id == trained.run_id

@@ -46,6 +46,7 @@ GOOD = [
     "cmyk.jpg",
     "exif.jpg",
     "with, comma.png",
+    'with "quotes", and a comma.png',
 ]
 BAD = ["corrupt.png", "truncated.jpg", "zero.jpg", "text.jpg"]
 
@@ -86,7 +87,7 @@ def exported(tmp_path_factory) -> Exported:
         config={"model": "compact"},
     )
     output = folder / "bitmoji.onnx"
-    export_job(output, checkpoint=checkpoint, register=False, lists_dir=None, echo=lambda *_: None)
+    export_job(output=output, checkpoint=checkpoint, register=False, lists_dir=None)
     return Exported(output, checkpoint, model, preprocess)
 
 
@@ -117,6 +118,7 @@ def write_good_images(folder: Path, seed: int = 0) -> list[str]:
     exif[0x0112] = 6  # rotate 90 degrees on display
     face(1, rng).resize((72, 48)).save(folder / "exif.jpg", quality=95, exif=exif)
     face(0, rng).save(folder / "with, comma.png")
+    face(1, rng).save(folder / 'with "quotes", and a comma.png')
     (folder / "notes.txt").write_text("not an image extension: ignored, not skipped\n")
     assert Image.open(folder / "cmyk.jpg").mode == "CMYK"
     assert Image.open(folder / "palette.png").mode == "P"
@@ -198,7 +200,9 @@ def test_predictions_equal_pytorch_for_every_kind_of_image(exported: Exported, t
     assert f"{len(names)} images" in result.stdout
     assert "0 skipped" in result.stdout
     assert str(output) in result.stdout
-    assert '"with, comma.png"' in output.read_text()  # quoted, and read back intact above
+    text = output.read_text()
+    assert '"with, comma.png"' in text  # quoted, and read back intact above
+    assert '"with ""quotes"", and a comma.png"' in text
 
 
 def test_bad_files_are_skipped_with_one_warning_each(exported: Exported, tmp_path: Path):
@@ -220,17 +224,37 @@ def test_bad_files_are_skipped_with_one_warning_each(exported: Exported, tmp_pat
     assert_rows_match_pytorch(exported, folder, rows)
 
 
-def test_strict_fails_when_a_file_is_skipped(exported: Exported, tmp_path: Path):
+def test_strict_fails_when_a_file_is_skipped_and_writes_nothing(exported: Exported, tmp_path: Path):
     folder = tmp_path / "images"
     write_good_images(folder)
     write_bad_images(folder)
-    result = predict(folder, "--model", exported.onnx, "--output", tmp_path / "p.csv", "--strict")
-    assert "--strict: 4 file(s) could not be read" in error_of(result)
+    output = tmp_path / "p.csv"
+    result = predict(folder, "--model", exported.onnx, "--output", output, "--strict")
+    assert not output.exists()
+    assert f"--strict: 4 file(s) could not be read; {output} was not written" in error_of(result)
     assert len(warnings_of(result)) == 4
+    output.write_text("the previous predictions\n")
+    result = predict(folder, "--model", exported.onnx, "--output", output, "--strict", "--kaggle")
+    assert "--strict" in error_of(result)
+    assert output.read_text() == "the previous predictions\n"
     clean = tmp_path / "clean"
     write_good_images(clean)
     result = predict(clean, "--model", exported.onnx, "--output", tmp_path / "q.csv", "--strict")
     assert result.exit_code == 0, result.output
+
+
+def test_on_batch_reports_every_file_once_per_batch(exported: Exported, tmp_path: Path):
+    """The progress callback of predict_paths: one call per batch, skipped files included."""
+    from bitmoji_ml.inference import OnnxModel, find_images, predict_paths
+
+    folder = tmp_path / "images"
+    write_good_images(folder)
+    write_bad_images(folder)
+    paths = find_images(folder)
+    counts: list[int] = []
+    result = predict_paths(OnnxModel.load(exported.onnx, 1), paths, 5, 1, on_batch=counts.append)
+    assert counts == [5] * (len(paths) // 5) + ([len(paths) % 5] if len(paths) % 5 else [])
+    assert len(result.paths) + len(result.skipped) == len(paths)
 
 
 def test_nothing_readable_is_an_error_and_keeps_the_old_output(exported: Exported, tmp_path: Path):
@@ -278,7 +302,7 @@ def kaggle_folder(tmp_path: Path) -> tuple[Path, list[str]]:
     folder = tmp_path / "bitmoji" / "testimages"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(3)
-    names = [f"{index:04d}.jpg" for index in range(12)]
+    names = [f"{index:04d}.jpg" for index in range(11)] + ['0011, "odd".jpg']  # CSV needs quoting
     for index, name in enumerate(names):
         face(index % 2, rng).save(folder / name, quality=95)
     ids = [names[i] for i in rng.permutation(len(names))][:-1]

@@ -63,6 +63,6 @@ def exported_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) 
         onnx = Path(store.uri[len("sqlite:///") :]).parent.parent / "m.onnx"
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_URI", store.uri)
-            export_job(onnx, run_id=store.run_ids[0], experiment=EXPERIMENT, lists_dir=store.lists, **QUIET)
+            export_job(output=onnx, run_id=store.run_ids[0], experiment=EXPERIMENT, lists_dir=store.lists)
         store.onnx = onnx
     return store

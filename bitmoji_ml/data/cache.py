@@ -10,12 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bitmoji_ml.console import track
 from bitmoji_ml.data.images import Preprocess, decode_image
 from bitmoji_ml.files import atomic_path
 
 
-def decode_all(paths: Sequence[Path], spec: Preprocess, workers: int | None = None) -> np.ndarray:
-    """Decode `paths` in a thread pool (PIL releases the GIL while decoding), in order."""
+def decode_all(
+    paths: Sequence[Path], spec: Preprocess, workers: int | None = None, description: str = "decoding"
+) -> np.ndarray:
+    """Decode `paths` in a thread pool (PIL releases the GIL while decoding), in order, with a
+    progress bar on a terminal."""
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     images = np.empty((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
 
@@ -23,7 +27,8 @@ def decode_all(paths: Sequence[Path], spec: Preprocess, workers: int | None = No
         images[index] = decode_image(paths[index], spec)
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(decode_into, range(len(paths))))
+        for _ in track(pool.map(decode_into, range(len(paths))), description, total=len(paths)):
+            pass
     return images
 
 

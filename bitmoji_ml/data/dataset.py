@@ -7,6 +7,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bitmoji_ml.console import track
 from bitmoji_ml.data.images import IMAGE_EXTENSIONS, ImageError, check_image
 from bitmoji_ml.data.labels import KAGGLE_LABELS, kaggle_to_index
 from bitmoji_ml.errors import BitmojiError
@@ -100,7 +101,8 @@ def check_images(paths: list[Path], workers: int = 4) -> None:
         return None
 
     with ThreadPoolExecutor(workers) as pool:
-        problems = [message for message in pool.map(problem, paths) if message]
+        checked = track(pool.map(problem, paths), "checking images", total=len(paths))
+        problems = [message for message in checked if message]
     if problems:
         raise BitmojiError(_problems(f"{len(problems)} unusable image(s)", problems))
 

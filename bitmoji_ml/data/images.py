@@ -90,6 +90,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB from any mode; transparent pixels become white, as a face sticker is shown."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: PIL's convert() clamps values at 255 (a 16-bit photo turns white);
+        # scale 0..65535 to 0..255 instead. Older PIL opens such PNGs in mode "I" (32-bit).
+        pixels = np.asarray(image, dtype=np.int64)
+        grey = Image.fromarray(((np.clip(pixels, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
+        transparent = image.info.get("transparency")
+        if isinstance(transparent, int):
+            alpha = Image.fromarray(np.where(pixels == transparent, 0, 255).astype(np.uint8))
+            return _to_rgb(Image.merge("LA", (grey, alpha)))
+        return grey.convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

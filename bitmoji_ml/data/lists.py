@@ -12,7 +12,7 @@ from pathlib import Path
 from bitmoji_ml.data.dataset import TRAIN_CSV, Dataset, Sample
 from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.files import write_files_atomic
+from bitmoji_ml.files import replace_folder_atomic
 
 LIST_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 MANIFEST = "manifest.json"
@@ -60,12 +60,16 @@ def format_list(samples: list[Sample]) -> str:
 
 
 def read_list(path: str | Path, labelled: bool = True) -> list[tuple[Path, int]]:
-    """Parse a list file into (image path, label) pairs; label is -1 for an unlabelled list."""
+    """Parse a list file into (image path, label) pairs; label is -1 for an unlabelled list.
+
+    A list beside a manifest.json must have the digest the manifest records for it."""
     path = Path(path)
     if not path.is_file():
         raise BitmojiError(f"list {path} not found: run `bitmoji prepare` first")
+    data = path.read_bytes()
+    _check_digest(path, data)
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         if not labelled:
@@ -97,7 +101,8 @@ def _sha256(data: bytes) -> str:
 def write_lists(
     dataset: Dataset, out_dir: Path, val_fraction: float = 0.2, seed: int = 0, split: str = "stratified"
 ) -> dict:
-    """Split, then write train/val/test lists and manifest.json atomically; return the manifest."""
+    """Split, then write train/val/test lists and manifest.json as one set (the folder is
+    swapped atomically); return the manifest."""
     train, val = split_samples(dataset.train, val_fraction, seed, split)
     texts = {
         "train": format_list(train),
@@ -121,15 +126,51 @@ def write_lists(
         "csv_sha256": _sha256((dataset.root / TRAIN_CSV).read_bytes()),
         "files": {LIST_FILES[name]: _sha256(text.encode()) for name, text in texts.items()},
     }
-    files = {out_dir / LIST_FILES[name]: text.encode() for name, text in texts.items()}
-    files[out_dir / MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    write_files_atomic(files)
+    files = {LIST_FILES[name]: text.encode() for name, text in texts.items()}
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    # The lists and manifest are one set: the whole folder is swapped, never file by file.
+    replace_folder_atomic(out_dir, files)
     return manifest
 
 
 def read_manifest(lists_dir: Path) -> dict:
-    """The manifest written by `prepare`, or a clear error if there is none."""
+    """The manifest written by `prepare`, after checking that every list it names is there
+    with the recorded digest; a clear error otherwise."""
     path = Path(lists_dir) / MANIFEST
     if not path.is_file():
         raise BitmojiError(f"{path} not found: run `bitmoji prepare` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    manifest = _load_manifest(path)
+    for name in manifest.get("files", {}):
+        if not (path.parent / name).is_file():
+            raise BitmojiError(f"{path.parent / name} (named in {path}) not found: re-run `bitmoji prepare`")
+        _check_digest(path.parent / name, (path.parent / name).read_bytes(), manifest)
+    return manifest
+
+
+def _load_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BitmojiError(
+            f"{path} is not a readable manifest ({error}): re-run `bitmoji prepare`"
+        ) from error
+    if not isinstance(manifest, dict):
+        raise BitmojiError(f"{path} is not a readable manifest: re-run `bitmoji prepare`")
+    return manifest
+
+
+def _check_digest(path: Path, data: bytes, manifest: dict | None = None) -> None:
+    """Refuse a list whose bytes differ from what the manifest beside it recorded: a list
+    from another `prepare` run (or edited) must not be mixed with this one."""
+    if manifest is None:
+        manifest_path = path.parent / MANIFEST
+        if not manifest_path.is_file():
+            return  # a list of one's own, not written by `prepare`
+        manifest = _load_manifest(manifest_path)
+    expected = manifest.get("files", {}).get(path.name)
+    if expected is not None and _sha256(data) != expected:
+        raise BitmojiError(
+            f"{path} does not match {path.parent / MANIFEST} (sha256 {_sha256(data)[:12]}, manifest "
+            f"{str(expected)[:12]}): the lists are not one `prepare` run's set (edited, or a "
+            "half-finished write); re-run `bitmoji prepare`"
+        )
