@@ -20,7 +20,9 @@ from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classe
 from bitmoji_ml.errors import BitmojiError
 
 if TYPE_CHECKING:
-    from bitmoji_ml.tracking import ResolvedModel
+    from bitmoji_ml.tracking.evaluations import EvaluationRun
+    from bitmoji_ml.tracking.registry import ResolvedModel
+    from bitmoji_ml.tracking.store import Store
 
 LOG_LOSS_EPSILON = 1e-7  # float32 probabilities reach exactly 0 or 1; clip before the log
 GRID_FACES = 24
@@ -232,19 +234,22 @@ def metrics_table(metrics: dict[str, float], matrix: np.ndarray) -> str:
 # --- the job -------------------------------------------------------------------------------
 
 
-def _resolve_model(model: Path | None, run_id: str | None, folder: Path) -> ResolvedModel:
+def _resolve_model(
+    model: Path | None, run_id: str | None, folder: Path, store: Store | None
+) -> ResolvedModel:
     """--model, else --run-id's export, else the registry's @champion."""
-    from bitmoji_ml import tracking
+    from bitmoji_ml.tracking import registry
+    from bitmoji_ml.tracking.store import Store
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
-        return tracking.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+        return registry.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
-        return tracking.run_onnx(run_id, folder)
-    return tracking.champion_model(folder)
+        return registry.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
+    return registry.champion_model(store or Store.open(), folder=folder)
 
 
 def evaluate_job(
@@ -258,6 +263,8 @@ def evaluate_job(
     log: bool = True,
     threads: int = 0,
     echo=print,
+    *,
+    store: Store | None = None,
 ) -> dict[str, Any]:
     """Score a model (file, run's export or @champion) on a labelled set, write the plots and
     log an evaluation run. Returns the metrics, the confusion matrix and the run id."""
@@ -267,7 +274,7 @@ def evaluate_job(
 
     data = read_labelled(list_path or Path(lists_dir) / LIST_FILES["val"], images_dir)
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
-        resolved = _resolve_model(model, run_id, Path(work) / "model")
+        resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)
         prob_male = onnx_model.predict_batched(images, BATCH).astype(np.float64)
@@ -289,9 +296,10 @@ def evaluate_job(
         if output_dir:
             echo(f"wrote {', '.join(path.name for path in files)} to {folder}")
         if log:
-            result["run_id"] = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment)
+            logged = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment, store)
+            result["run_id"] = logged.run_id
             echo(
-                f"logged evaluation run {result['run_id']} (eval-{resolved.label}-{data.name}) to {experiment}"
+                f"logged evaluation run {logged.run_id} (eval-{resolved.label}-{data.name}) to {logged.experiment}"
             )
         elif not output_dir:
             echo("plots not kept: pass --output-dir, or leave logging on")
@@ -305,8 +313,11 @@ def _log(
     metrics: dict[str, float],
     folder: Path,
     experiment: str,
-) -> str:
-    from bitmoji_ml import tracking
+    store: Store | None,
+) -> EvaluationRun:
+    from bitmoji_ml.tracking.datasets import labelled_files
+    from bitmoji_ml.tracking.evaluations import log_evaluation
+    from bitmoji_ml.tracking.store import Store
 
     tags = {
         "evaluated_model": resolved.uri,
@@ -320,7 +331,19 @@ def _log(
         tags["model_version"] = resolved.version
     # NaN (AUC of a one-class set) is not a value MLflow's SQL stores accept everywhere.
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
-    dataset = ([path.name for path in data.paths], data.labels.tolist(), data.source, f"bitmoji-{data.name}")
-    return tracking.log_evaluation(
-        experiment, f"eval-{resolved.label}-{data.name}", finite, folder, tags, resolved.model_id, dataset
+    dataset = labelled_files(
+        split=data.name,
+        source=data.source,
+        images=[path.name for path in data.paths],
+        labels=data.labels.tolist(),
+    )
+    return log_evaluation(
+        store or Store.open(),
+        experiment=experiment,
+        run_name=f"eval-{resolved.label}-{data.name}",
+        metrics=finite,
+        folder=folder,
+        tags=tags,
+        model_id=resolved.model_id,
+        dataset=dataset,
     )

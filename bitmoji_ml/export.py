@@ -220,18 +220,28 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
 
 
 def load_source(
-    checkpoint: Path | None, run_id: str | None, experiment: str, download_dir: Path
+    checkpoint: Path | None,
+    run_id: str | None,
+    experiment: str,
+    download_dir: Path,
+    *,
+    store: Any = None,
+    lists_dir: Path | None = None,
 ) -> ExportSource:
-    """The checkpoint to export: a file, a run's best, or the experiment's best logged model."""
+    """The checkpoint to export: a file, a run's best, or the best logged model of the
+    experiment among those scored on the validation list in `lists_dir`."""
     if checkpoint is not None:
         payload = read_checkpoint(checkpoint)
         return ExportSource(payload, payload.get("mlflow_run_id"), f"checkpoint {checkpoint}")
-    from bitmoji_ml import tracking
+    from bitmoji_ml.tracking.registry import best_logged_checkpoint
+    from bitmoji_ml.tracking.runs import download_run_checkpoint
 
     if run_id is not None:
-        path = tracking.download_run_checkpoint(run_id, "best.pt", download_dir)
+        path = download_run_checkpoint(store, run_id=run_id, name="best.pt", folder=download_dir)
         return ExportSource(read_checkpoint(path), run_id, f"run {run_id} best checkpoint")
-    best = tracking.best_logged_checkpoint(experiment, download_dir)
+    best = best_logged_checkpoint(
+        store, experiment=experiment, lists_dir=Path(lists_dir or paths.LISTS_DIR), folder=download_dir
+    )
     return ExportSource(read_checkpoint(best.path), best.run_id, f"best logged model {best.model_id}")
 
 
@@ -244,15 +254,21 @@ def export_job(
     quantize: str | None = None,
     register: bool = True,
     echo=print,
+    *,
+    store: Any = None,
 ) -> dict[str, Any]:
     """`bitmoji export-onnx`: export, check parity, write atomically, log and register."""
     if quantize not in (None, "int8"):
         raise BitmojiError(f"--quantize supports only int8, got {quantize!r}")
     torch.set_num_threads(os.cpu_count() or 1)
     check_writable(output)
+    if store is None and (checkpoint is None or register):
+        from bitmoji_ml.tracking.store import Store
+
+        store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-export-") as folder:
         work = Path(folder)
-        source = load_source(checkpoint, run_id, experiment, work)
+        source = load_source(checkpoint, run_id, experiment, work, store=store, lists_dir=lists_dir)
         model, preprocess = model_from_checkpoint(source.payload)
         echo(
             f"exporting {source.payload['model']} (epoch {source.payload.get('epoch')}, "
@@ -291,14 +307,16 @@ def export_job(
             champion = _quantize_and_compare(output, source, preprocess, lists_dir, validation, result, echo)
 
         if register and source.run_id:
-            from bitmoji_ml import tracking
+            from bitmoji_ml.tracking.registry import log_export
 
-            if checkpoint is not None and not tracking.run_exists(source.run_id):
+            if checkpoint is not None and not store.run_exists(source.run_id):
                 echo(f"not registered: run {source.run_id} of that checkpoint is not in this store")
                 return result
 
-            version = tracking.log_export(source.run_id, output, report_path, champion)
-            result["registered_version"] = version
+            registration = log_export(
+                store, run_id=source.run_id, onnx_path=output, report_path=report_path, champion_path=champion
+            )
+            version = result["registered_version"] = registration.version
             echo(
                 f"logged to run {source.run_id}; registered {paths.REGISTERED_MODEL} v{version} as @champion"
             )

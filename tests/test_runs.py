@@ -1,4 +1,4 @@
-"""`bitmoji runs`: ordering and differing params on plain run dicts, then the command on a
+"""`bitmoji runs`: ordering and differing params on plain RunRecords, then the command on a
 store with two real training runs, which must be comparable (same names everywhere)."""
 
 from __future__ import annotations
@@ -11,21 +11,22 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import comparison
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.listing import RunRecord
 
 
-def run(run_id: str, acc: float | None, loss: float | None, evaluation: bool = False, **params) -> dict:
+def run(run_id: str, acc: float | None, loss: float | None, evaluation: bool = False, **params) -> RunRecord:
     metrics = {
         key: value for key, value in (("best_val_acc", acc), ("best_val_loss", loss)) if value is not None
     }
-    return {
-        "run_id": run_id,
-        "name": f"name-{run_id}",
-        "status": "FINISHED",
-        "start_time": 0,
-        "params": {"model": "compact", **params},
-        "metrics": metrics,
-        "tags": {"model": "compact", **({"evaluation": "true"} if evaluation else {})},
-    }
+    return RunRecord(
+        run_id=run_id,
+        name=f"name-{run_id}",
+        status="FINISHED",
+        start_time=0,
+        params={"model": "compact", **params},
+        metrics=metrics,
+        tags={"model": "compact", **({"evaluation": "true"} if evaluation else {})},
+    )
 
 
 def test_sorted_by_val_acc_then_lower_loss_and_unfinished_last():
@@ -35,7 +36,7 @@ def test_sorted_by_val_acc_then_lower_loss_and_unfinished_last():
         run("c", 0.95, 0.40),
         run("d", 0.90, 0.20),
     ]
-    assert [r["run_id"] for r in comparison.sort_runs(runs)] == ["c", "d", "a", "b"]
+    assert [r.run_id for r in comparison.sort_runs(runs)] == ["c", "d", "a", "b"]
 
 
 def test_differing_params_include_keys_missing_from_some_runs():
@@ -50,7 +51,7 @@ def test_differing_params_include_keys_missing_from_some_runs():
 
 def test_runs_table_shows_differing_params_after_fixed_columns():
     runs = [run("aaaaaaaaaa", 0.8, 0.5, lr="0.003"), run("bbbbbbbbbb", 0.9, 0.4, lr="0.01")]
-    runs[0]["metrics"].update(epochs_run=20.0, train_seconds=61.7)
+    runs[0].metrics.update(epochs_run=20.0, train_seconds=61.7)
     headers, rows = comparison.runs_table(runs)
     assert headers == [
         "run",
@@ -85,7 +86,7 @@ def test_compare_table_is_transposed_and_marks_differences():
 
 def test_select_runs_by_prefix():
     runs = [run("abc1", 0.9, 0.3), run("abd2", 0.8, 0.3)]
-    assert [r["run_id"] for r in comparison.select_runs(runs, ["abd", "abc1"])] == ["abd2", "abc1"]
+    assert [r.run_id for r in comparison.select_runs(runs, ["abd", "abc1"])] == ["abd2", "abc1"]
     with pytest.raises(BitmojiError, match="matches 2 runs"):
         comparison.select_runs(runs, ["ab"])
     with pytest.raises(BitmojiError, match="no run 'zz'"):
