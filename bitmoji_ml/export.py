@@ -233,11 +233,12 @@ def load_source(
     if checkpoint is not None:
         payload = read_checkpoint(checkpoint)
         return ExportSource(payload, payload.get("mlflow_run_id"), f"checkpoint {checkpoint}")
+    from bitmoji_ml.tracking.names import BEST_CHECKPOINT
     from bitmoji_ml.tracking.registry import best_logged_checkpoint
     from bitmoji_ml.tracking.runs import download_run_checkpoint
 
     if run_id is not None:
-        path = download_run_checkpoint(store, run_id=run_id, name="best.pt", folder=download_dir)
+        path = download_run_checkpoint(store, run_id=run_id, name=BEST_CHECKPOINT, folder=download_dir)
         return ExportSource(read_checkpoint(path), run_id, f"run {run_id} best checkpoint")
     best = best_logged_checkpoint(
         store, experiment=experiment, lists_dir=Path(lists_dir or paths.LISTS_DIR), folder=download_dir

@@ -371,11 +371,12 @@ class _LoopTracker:
 
     def log_figures(self, history: list[dict[str, float]], confusion: np.ndarray) -> None:
         from bitmoji_ml import plots
+        from bitmoji_ml.tracking.names import PLOTS_DIR
 
         with tempfile.TemporaryDirectory() as folder:
             plots.learning_curves(history, Path(folder) / "learning_curves.png")
             plots.confusion_matrix_plot(confusion, Path(folder) / "confusion_matrix.png")
-            self.run.log_artifacts(Path(folder), "plots")
+            self.run.log_artifacts(Path(folder), PLOTS_DIR)
 
 
 def train_job(
@@ -395,6 +396,7 @@ def train_job(
     from bitmoji_ml.checkpoints import read_checkpoint
     from bitmoji_ml.config import build_config, config_from_dict
     from bitmoji_ml.models import count_parameters
+    from bitmoji_ml.tracking.names import LAST_CHECKPOINT
     from bitmoji_ml.tracking.runs import TrainingRun, default_run_name, download_run_checkpoint
     from bitmoji_ml.tracking.store import Store
 
@@ -404,7 +406,9 @@ def train_job(
     if resume_run_id:
         with tempfile.TemporaryDirectory() as folder:
             resume = read_checkpoint(
-                download_run_checkpoint(store, run_id=resume_run_id, name="last.pt", folder=Path(folder))
+                download_run_checkpoint(
+                    store, run_id=resume_run_id, name=LAST_CHECKPOINT, folder=Path(folder)
+                )
             )
         config = config_from_dict(
             {

@@ -3,6 +3,8 @@ store with two real training runs, which must be comparable (same names everywhe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 from trained_store import EXPERIMENT, TrainedStore, trained_store
@@ -11,7 +13,11 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import comparison
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.tracking.listing import RunRecord
+from bitmoji_ml.tracking.datasets import labelled_files
+from bitmoji_ml.tracking.evaluations import log_evaluation
+from bitmoji_ml.tracking.listing import RunRecord, experiment_runs
+from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.tracking.store import Store
 
 
 def run(run_id: str, acc: float | None, loss: float | None, evaluation: bool = False, **params) -> RunRecord:
@@ -147,3 +153,41 @@ def test_runs_without_an_experiment_is_a_clear_error(mlflow_store: str):
     result = CliRunner().invoke(cli.app, ["runs", "--compare"])
     assert result.exit_code == 1
     assert "--compare needs run ids" in result.output
+
+
+def test_evaluation_runs_have_an_experiment_of_their_own(mlflow_store: str, tmp_path: Path):
+    store = Store.open()
+    training = store.client.create_run(store.experiment_id(EXPERIMENT), run_name="compact-run")
+    store.client.log_metric(training.info.run_id, "best_val_acc", 0.9)
+    store.client.set_terminated(training.info.run_id)
+    # An evaluation run of an older version, logged among the training runs with the tag.
+    legacy = store.client.create_run(store.experiment_id(EXPERIMENT), tags={"evaluation": "true"})
+    store.client.set_terminated(legacy.info.run_id)
+    scored = tmp_path / "val.txt"
+    scored.write_text("a.jpg 1\n")
+    dataset = labelled_files(split="val", source=scored, images=["a.jpg"], labels=[1])
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "metrics.json").write_text("{}")
+    logged = log_evaluation(
+        store,
+        experiment=EXPERIMENT,
+        run_name="eval-m.onnx-val",
+        metrics={"accuracy": 1.0},
+        folder=files,
+        tags={},
+        model_id=None,
+        dataset=dataset,
+    )
+    assert logged.experiment == evaluation_experiment(EXPERIMENT) == f"{EXPERIMENT}-evaluations"
+    assert store.client.get_run(logged.run_id).info.experiment_id == store.find_experiment(logged.experiment)
+
+    found = experiment_runs(store, experiment=EXPERIMENT)
+    assert [run.run_id for run in found.training] == [training.info.run_id]
+    assert {run.run_id for run in found.evaluations} == {legacy.info.run_id, logged.run_id}
+    result = CliRunner().invoke(cli.app, ["runs", "--experiment", EXPERIMENT])
+    assert result.exit_code == 0, result.output
+    assert "1 training runs in test-exp" in result.output and "2 evaluation run(s)" in result.output
+    result = CliRunner().invoke(cli.app, ["runs", "--experiment", EXPERIMENT, "--evaluations"])
+    assert result.exit_code == 0, result.output
+    assert "eval-m.onnx-val" in result.output and "compact-run" not in result.output

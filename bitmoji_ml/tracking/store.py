@@ -24,8 +24,13 @@ from bitmoji_ml.errors import BitmojiError
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SQLITE_PREFIX = "sqlite:///"
-# An unreachable server should fail in seconds, not after minutes of retries.
-FAIL_FAST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# An unreachable server should fail in seconds, not after minutes of retries; downloads of a
+# checkpoint or model draw no progress bars of their own.
+ENVIRONMENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def tracking_uri() -> str:
@@ -64,7 +69,7 @@ class Store:
         uri = uri or tracking_uri()
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        for key, value in FAIL_FAST_ENV.items():
+        for key, value in ENVIRONMENT_DEFAULTS.items():
             os.environ.setdefault(key, value)
         if uri == paths.DEFAULT_TRACKING_URI:
             paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
