@@ -92,10 +92,10 @@ def test_training_lineage_train_and_val_have_their_own_digests_and_only_val_metr
         "bitmoji-train": (files["train.txt"][:16], {"training"}),
         "bitmoji-val": (files["val.txt"][:16], {"validation"}),
     }
-    (checkpoint,) = client.search_logged_models(
-        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    (checkpoint,) = client.search_logged_models(  # one epoch, one best checkpoint
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND model_type = '{CHECKPOINT_MODEL_TYPE}'",
     )
-    assert checkpoint.model_type == CHECKPOINT_MODEL_TYPE
     assert checkpoint.model_id in {output.model_id for output in run.outputs.model_outputs}
     linked = {
         metric.key: (metric.dataset_name, metric.dataset_digest, metric.step) for metric in checkpoint.metrics
