@@ -335,7 +335,7 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
-    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C."""
+    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP."""
     from bitmoji_ml import serving
     from bitmoji_ml.tracking.names import evaluation_experiment
     from bitmoji_ml.tracking.store import Store

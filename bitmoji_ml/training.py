@@ -425,7 +425,7 @@ def train_job(
         f"decoded {len(data.train_labels)} train + {len(data.val_labels)} val images in "
         f"{time.perf_counter() - started:.1f}s; model {config.model} on {device.type}"
     )
-    run_name = run_name or default_run_name(config, preprocess_for(config).size)
+    run_name = run_name or default_run_name(config, image_size=preprocess_for(config).size)
     with TrainingRun(
         store, experiment_id=experiment_id, run_name=run_name, resume_run_id=resume_run_id
     ) as run:

@@ -60,7 +60,7 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def default_run_name(config: Any, image_size: int) -> str:
+def default_run_name(config: Any, *, image_size: int) -> str:
     """A run name that says the model and its key settings, e.g. compact-64px-e20-bs64-adamw-lr0.003."""
     return f"{config.model}-{image_size}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
 
