@@ -157,9 +157,13 @@ def train(
 ) -> None:
     """Train a model on the prepared lists, tracked in MLflow."""
     overrides = {key: value for key, value in locals().items() if key not in NOT_CONFIG}
+    from bitmoji_ml.tracking.store import Store
     from bitmoji_ml.training import train_job
 
-    result = train_job(preset, config, overrides, lists, experiment, run_name, resume, echo=typer.echo)
+    store = Store.open()
+    result = train_job(
+        preset, config, overrides, lists, experiment, run_name, resume, echo=typer.echo, store=store
+    )
     typer.echo(
         f"run {result['run_id']}  best val acc {result['best_val_acc']:.2%} (epoch {result['best_epoch']})"
     )
@@ -179,7 +183,9 @@ def export_onnx(
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
     from bitmoji_ml.export import export_job
+    from bitmoji_ml.tracking.store import Store
 
+    store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
     export_job(
         output=output,
         checkpoint=checkpoint,
@@ -188,6 +194,7 @@ def export_onnx(
         lists_dir=lists,
         quantize=quantize,
         register=register,
+        store=store,
     )
 
 
@@ -277,7 +284,9 @@ def evaluate(
 ) -> None:
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
     from bitmoji_ml.evaluation import evaluate_job
+    from bitmoji_ml.tracking.store import Store
 
+    store = Store.open() if model is None or log else None  # a file, not logged: no MLflow
     evaluate_job(
         model=model,
         run_id=run_id,
@@ -288,6 +297,7 @@ def evaluate(
         output_dir=output,
         log_run=log,
         threads=threads,
+        store=store,
     )
 
 
@@ -307,19 +317,22 @@ def runs(
     """Table of the experiment's training runs, best validation accuracy first.
 
     `bitmoji runs --compare ID ID ...` shows those runs field by field."""
-    from bitmoji_ml import comparison, tracking
+    from bitmoji_ml import comparison
     from bitmoji_ml.report import format_table
+    from bitmoji_ml.tracking.listing import experiment_runs
+    from bitmoji_ml.tracking.store import Store
 
     if compare and not ids:
         raise BitmojiError(
             "--compare needs run ids: `bitmoji runs --compare ID ID` (ids from `bitmoji runs`)"
         )
-    found = tracking.experiment_runs(experiment)
-    evaluation_runs = [run for run in found if comparison.is_evaluation(run)]
-    listed = evaluation_runs if evaluations else [run for run in found if not comparison.is_evaluation(run)]
+    store = Store.open()
+    found = experiment_runs(store, experiment=experiment)
     if compare:  # any runs side by side, training or evaluation
-        typer.echo(format_table(*comparison.compare_table(comparison.select_runs(found, ids))))
+        chosen = comparison.select_runs(found.training + found.evaluations, ids)
+        typer.echo(format_table(*comparison.compare_table(chosen)))
         return
+    listed = found.evaluations if evaluations else found.training
     if ids:
         listed = comparison.select_runs(listed, ids)
     kind = "evaluation runs" if evaluations else "training runs"
@@ -330,10 +343,10 @@ def runs(
     typer.echo(format_table(*table(listed)))
     note = (
         ""
-        if evaluations or not evaluation_runs
-        else f"; {len(evaluation_runs)} evaluation run(s): --evaluations"
+        if evaluations or not found.evaluations
+        else f"; {len(found.evaluations)} evaluation run(s): --evaluations"
     )
-    typer.echo(f"{len(listed)} {kind} in {experiment} ({tracking.tracking_uri()}){note}")
+    typer.echo(f"{len(listed)} {kind} in {experiment} ({store.uri}){note}")
 
 
 @app.command()
@@ -342,22 +355,26 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
-    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C."""
-    from bitmoji_ml import tracking
+    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP."""
+    from bitmoji_ml import serving
+    from bitmoji_ml.tracking.names import evaluation_experiment
+    from bitmoji_ml.tracking.store import Store
 
-    command = tracking.ui_command(port)
-    tracking.check_port_free(port)
-    base, experiment_url = tracking.ui_urls(port, experiment)
-    typer.echo(f"MLflow UI for {tracking.tracking_uri()} at {base}  (Ctrl-C to stop)")
-    if experiment_url:
-        typer.echo(f"experiment {experiment}: {experiment_url}")
-    else:
-        typer.echo(f"experiment {experiment} has no runs yet (run `bitmoji train`)")
-    code = tracking.serve_ui(command)
-    if code is None:
-        typer.echo("stopped the MLflow UI")
-    elif code != 0:
-        raise BitmojiError(f"the MLflow UI exited with code {code} (see its messages above)")
+    store = Store.open()
+    command = serving.mlflow_ui_command(uri=store.uri, artifact_root=store.artifact_root, port=port)
+    serving.check_port_free(port=port)
+    typer.echo(f"MLflow UI for {store.uri} at {serving.local_url(port)}  (Ctrl-C to stop)")
+    for kind, name in (("training runs", experiment), ("evaluation runs", evaluation_experiment(experiment))):
+        experiment_id = store.find_experiment(name)
+        if experiment_id is not None:
+            typer.echo(f"{kind} ({name}): {serving.runs_page_url(port=port, experiment_id=experiment_id)}")
+        elif name == experiment:
+            typer.echo(f"experiment {experiment} has no runs yet (run `bitmoji train`)")
+    stopped = serving.run_in_foreground(command)
+    if stopped.stopped_by:
+        typer.echo(f"stopped the MLflow UI ({stopped.stopped_by})")
+    elif stopped.code != 0:
+        raise BitmojiError(f"the MLflow UI exited with code {stopped.code} (see its messages above)")
 
 
 NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}

@@ -25,7 +25,7 @@ from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
 from bitmoji_ml.data.cache import decode_all
 from bitmoji_ml.export import export_job, quantize_int8
 from bitmoji_ml.inference import decoded_batches, find_images
-from bitmoji_ml.paths import EXPERIMENT, resolve_data_dir
+from bitmoji_ml.paths import EXPERIMENT, LISTS_DIR, resolve_data_dir
 from bitmoji_ml.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,9 +87,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bitmoji-predict-bench-") as folder:
         work = Path(folder)
         if args.checkpoint is None:
-            from bitmoji_ml.tracking import best_logged_checkpoint
+            from bitmoji_ml.tracking.registry import best_logged_checkpoint
+            from bitmoji_ml.tracking.store import Store
 
-            args.checkpoint = best_logged_checkpoint(EXPERIMENT, work).path
+            best = best_logged_checkpoint(
+                Store.open(), experiment=EXPERIMENT, lists_dir=LISTS_DIR, folder=work
+            )
+            args.checkpoint = best.path
         checkpoint = read_checkpoint(args.checkpoint)
         onnx_path = work / "bitmoji.onnx"
         export_job(

@@ -24,7 +24,9 @@ from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classe
 from bitmoji_ml.errors import BitmojiError
 
 if TYPE_CHECKING:
-    from bitmoji_ml.tracking import ResolvedModel
+    from bitmoji_ml.tracking.evaluations import EvaluationRun
+    from bitmoji_ml.tracking.registry import ResolvedModel
+    from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -227,17 +229,20 @@ class EvaluationResult:
     run_id: str | None
 
 
-def _resolve_model(model: Path | None, run_id: str | None, folder: Path) -> ResolvedModel:
+def _resolve_model(
+    model: Path | None, run_id: str | None, folder: Path, store: Store | None
+) -> ResolvedModel:
     """--model, else --run-id's export, else the registry's @champion."""
-    from bitmoji_ml import tracking
+    from bitmoji_ml.tracking import registry
+    from bitmoji_ml.tracking.store import Store
 
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
-        return tracking.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+        return registry.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
-        return tracking.run_onnx(run_id, folder)
-    return tracking.champion_model(folder)
+        return registry.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
+    return registry.champion_model(store or Store.open(), folder=folder)
 
 
 def evaluate_job(
@@ -251,6 +256,7 @@ def evaluate_job(
     output_dir: Path | None = None,
     log_run: bool = True,
     threads: int = 0,
+    store: Store | None = None,
 ) -> EvaluationResult:
     """Score a model (a file, a run's export or @champion) on a labelled set (`labels_file`,
     default the lists' validation list), keep the plots in `output_dir` and/or log them."""
@@ -262,7 +268,7 @@ def evaluate_job(
         raise BitmojiError("give --model or --run-id, not both")
     data = read_labelled(labels_file or Path(lists_dir) / LIST_FILES["val"], images_dir)
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
-        resolved = _resolve_model(model, run_id, Path(work) / "model")
+        resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)
         prob_male = onnx_model.predict_batched(images, BATCH).astype(np.float64)
@@ -279,13 +285,14 @@ def evaluate_job(
             logger.info("wrote %s to %s", ", ".join(path.name for path in files), folder)
         logged_run = None
         if log_run:
-            logged_run = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment)
+            logged = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment, store)
+            logged_run = logged.run_id
             logger.info(
                 "logged evaluation run %s (eval-%s-%s) to %s",
-                logged_run,
+                logged.run_id,
                 resolved.label,
                 data.name,
-                experiment,
+                logged.experiment,
             )
         elif not output_dir:
             logger.info("plots not kept: pass --output, or leave logging on")
@@ -299,8 +306,11 @@ def _log(
     metrics: dict[str, float],
     folder: Path,
     experiment: str,
-) -> str:
-    from bitmoji_ml import tracking
+    store: Store | None,
+) -> EvaluationRun:
+    from bitmoji_ml.tracking.datasets import labelled_files
+    from bitmoji_ml.tracking.evaluations import log_evaluation
+    from bitmoji_ml.tracking.store import Store
 
     tags = {
         "evaluated_model": resolved.uri,
@@ -314,7 +324,19 @@ def _log(
         tags["model_version"] = resolved.version
     # NaN (AUC of a one-class set) is not a value MLflow's SQL stores accept everywhere.
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
-    dataset = ([path.name for path in data.paths], data.labels.tolist(), data.source, f"bitmoji-{data.name}")
-    return tracking.log_evaluation(
-        experiment, f"eval-{resolved.label}-{data.name}", finite, folder, tags, resolved.model_id, dataset
+    dataset = labelled_files(
+        split=data.name,
+        source=data.source,
+        images=[path.name for path in data.paths],
+        labels=data.labels.tolist(),
+    )
+    return log_evaluation(
+        store or Store.open(),
+        experiment=experiment,
+        run_name=f"eval-{resolved.label}-{data.name}",
+        metrics=finite,
+        folder=folder,
+        tags=tags,
+        model_id=resolved.model_id,
+        dataset=dataset,
     )

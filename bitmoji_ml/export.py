@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -38,6 +38,9 @@ from bitmoji_ml.inference import (
 )
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.report import format_table
+
+if TYPE_CHECKING:
+    from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -274,18 +277,29 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
 
 
 def load_source(
-    checkpoint: Path | None, run_id: str | None, experiment: str, download_dir: Path
+    checkpoint: Path | None,
+    run_id: str | None,
+    experiment: str,
+    download_dir: Path,
+    *,
+    store: Store | None = None,
+    lists_dir: Path | None = None,
 ) -> ExportSource:
-    """The checkpoint to export: a file, a run's best, or the experiment's best logged model."""
+    """The checkpoint to export: a file, a run's best, or the best logged model of the
+    experiment among those scored on the validation list in `lists_dir`."""
     if checkpoint is not None:
         payload = read_checkpoint(checkpoint)
         return ExportSource(payload, payload.get("mlflow_run_id"), f"checkpoint {checkpoint}")
-    from bitmoji_ml import tracking
+    from bitmoji_ml.tracking.names import BEST_CHECKPOINT
+    from bitmoji_ml.tracking.registry import best_logged_checkpoint
+    from bitmoji_ml.tracking.runs import download_run_checkpoint
 
     if run_id is not None:
-        path = tracking.download_run_checkpoint(run_id, "best.pt", download_dir)
+        path = download_run_checkpoint(store, run_id=run_id, name=BEST_CHECKPOINT, folder=download_dir)
         return ExportSource(read_checkpoint(path), run_id, f"run {run_id} best checkpoint")
-    best = tracking.best_logged_checkpoint(experiment, download_dir)
+    best = best_logged_checkpoint(
+        store, experiment=experiment, lists_dir=Path(lists_dir or paths.LISTS_DIR), folder=download_dir
+    )
     return ExportSource(read_checkpoint(best.path), best.run_id, f"best logged model {best.model_id}")
 
 
@@ -310,6 +324,7 @@ def export_job(
     lists_dir: Path | None = None,
     quantize: str | None = None,
     register: bool = True,
+    store: Store | None = None,
 ) -> ExportResult:
     """`bitmoji export-onnx`: export, check parity, write atomically, log and register."""
     if run_id and checkpoint:
@@ -319,9 +334,13 @@ def export_job(
     output = Path(output)
     torch.set_num_threads(os.cpu_count() or 1)
     check_writable(output)
+    if store is None and (checkpoint is None or register):
+        from bitmoji_ml.tracking.store import Store
+
+        store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-export-") as folder:
         work = Path(folder)
-        source = load_source(checkpoint, run_id, experiment, work)
+        source = load_source(checkpoint, run_id, experiment, work, store=store, lists_dir=lists_dir)
         model, preprocess = model_from_checkpoint(source.payload)
         logger.info(
             "exporting %s (epoch %s, val acc %.2f%%) from %s",
@@ -356,23 +375,38 @@ def export_job(
             )
             result.int8 = int8_summary.get("int8")
         if register:
-            result.registered_version = _register(source, checkpoint, output, report_path, champion)
+            result.registered_version = _register(
+                store,
+                source=source,
+                checkpoint=checkpoint,
+                output=output,
+                report_path=report_path,
+                champion=champion,
+            )
     return result
 
 
 def _register(
-    source: ExportSource, checkpoint: Path | None, output: Path, report_path: Path, champion: Path
+    store: Store,
+    *,
+    source: ExportSource,
+    checkpoint: Path | None,
+    output: Path,
+    report_path: Path,
+    champion: Path,
 ) -> str | None:
     """Log the files to the source run and move @champion; the version, or None if not registered."""
     if not source.run_id:
         logger.info("not registered: the checkpoint names no MLflow run")
         return None
-    from bitmoji_ml import tracking
+    from bitmoji_ml.tracking.registry import log_export
 
-    if checkpoint is not None and not tracking.run_exists(source.run_id):
+    if checkpoint is not None and not store.run_exists(source.run_id):
         logger.info("not registered: run %s of that checkpoint is not in this store", source.run_id)
         return None
-    version = tracking.log_export(source.run_id, output, report_path, champion)
+    version = log_export(
+        store, run_id=source.run_id, onnx_path=output, report_path=report_path, champion_path=champion
+    ).version
     logger.info(
         "logged to run %s; registered %s v%s as @champion", source.run_id, paths.REGISTERED_MODEL, version
     )

@@ -1,7 +1,7 @@
 """The training loop: decode the lists once, augment on tensors, train, validate, checkpoint.
 
 Reads top to bottom: `load_data` -> `fit` (one loop over epochs and batches). Everything MLflow
-is behind the `tracker` argument (see tracking.RunTracker).
+is behind the `tracker` argument (see tracking.runs.TrainingRun).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ EVAL_BATCH = 256
 
 
 class Tracker(Protocol):
-    """What the loop reports to (MLflow in practice; see tracking.RunTracker)."""
+    """What the loop reports to (MLflow in practice; see tracking.runs.TrainingRun)."""
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None) -> str: ...
     def log_checkpoint(self, path: Path) -> str: ...
@@ -354,6 +354,31 @@ def fit(
     return TrainResult(history, best, best_checkpoint, train_seconds)
 
 
+class _LoopTracker:
+    """fit's tracker calls on a tracking.runs.TrainingRun (a bridge until fit calls the run
+    directly)."""
+
+    def __init__(self, run: Any, model_name: str) -> None:
+        self.run, self.model_name, self.run_id = run, model_name, run.run_id
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None) -> str:
+        return self.run.log_epoch(
+            epoch=epoch, metrics=metrics, best_checkpoint=best_checkpoint, model_name=self.model_name
+        )
+
+    def log_checkpoint(self, path: Path) -> str:
+        return self.run.log_checkpoint(path)
+
+    def log_figures(self, history: list[dict[str, float]], confusion: np.ndarray) -> None:
+        from bitmoji_ml import plots
+        from bitmoji_ml.tracking.names import PLOTS_DIR
+
+        with tempfile.TemporaryDirectory() as folder:
+            plots.learning_curves(history, Path(folder) / "learning_curves.png")
+            plots.confusion_matrix_plot(confusion, Path(folder) / "confusion_matrix.png")
+            self.run.log_artifacts(Path(folder), PLOTS_DIR)
+
+
 def train_job(
     preset: str,
     config_file: Path | None,
@@ -363,19 +388,28 @@ def train_job(
     run_name: str | None = None,
     resume_run_id: str | None = None,
     echo=print,
+    *,
+    store: Any = None,
 ) -> dict[str, Any]:
     """`bitmoji train`: check the store, build the config, decode the data, train in an MLflow
     run. Everything that can fail on user input fails before the run is created."""
-    from bitmoji_ml import tracking
     from bitmoji_ml.checkpoints import read_checkpoint
     from bitmoji_ml.config import build_config, config_from_dict
     from bitmoji_ml.models import count_parameters
+    from bitmoji_ml.tracking.names import LAST_CHECKPOINT
+    from bitmoji_ml.tracking.runs import TrainingRun, default_run_name, download_run_checkpoint
+    from bitmoji_ml.tracking.store import Store
 
-    experiment_id = tracking.connect(experiment)
+    store = store or Store.open()
+    experiment_id = store.experiment_id(experiment)
     resume = None
     if resume_run_id:
         with tempfile.TemporaryDirectory() as folder:
-            resume = read_checkpoint(tracking.download_run_checkpoint(resume_run_id, "last.pt", Path(folder)))
+            resume = read_checkpoint(
+                download_run_checkpoint(
+                    store, run_id=resume_run_id, name=LAST_CHECKPOINT, folder=Path(folder)
+                )
+            )
         config = config_from_dict(
             {
                 **resume["config"],
@@ -391,22 +425,38 @@ def train_job(
         f"decoded {len(data.train_labels)} train + {len(data.val_labels)} val images in "
         f"{time.perf_counter() - started:.1f}s; model {config.model} on {device.type}"
     )
-    run_name = run_name or tracking.default_run_name(config, preprocess_for(config).size)
-    with tracking.RunTracker(experiment_id, run_name, resume_run_id) as tracker:
-        echo(f"MLflow run {tracker.run_id} ({tracking.tracking_uri()}, experiment {experiment})")
+    run_name = run_name or default_run_name(config, image_size=preprocess_for(config).size)
+    with TrainingRun(
+        store, experiment_id=experiment_id, run_name=run_name, resume_run_id=resume_run_id
+    ) as run:
+        echo(f"MLflow run {run.run_id} ({store.uri}, experiment {experiment})")
         parameters = count_parameters(create_model(config.model, preprocess_for(config)))
-        tracker.log_start(config, data.manifest, lists_dir, device.type, parameters)
+        tags = {
+            "model": config.model,
+            "torch_version": torch.__version__,
+            "device": device.type,
+            "parameters": str(parameters),
+        }
+        run.log_start(params=config.to_params(), tags=tags, lists_dir=lists_dir, manifest=data.manifest)
+        tracker = _LoopTracker(run, config.model)
         try:
             with tempfile.TemporaryDirectory(prefix="bitmoji-train-") as workdir:
                 result = fit(config, data, tracker, Path(workdir), resume=resume, echo=echo)
         except KeyboardInterrupt:
-            echo(
-                f"interrupted: run {tracker.run_id} ends as KILLED; continue it with --resume {tracker.run_id}"
-            )
+            echo(f"interrupted: run {run.run_id} ends as KILLED; continue it with --resume {run.run_id}")
             raise
-        tracker.log_summary(result.best, result.train_seconds, len(result.history))
+        best = result.best
+        run.log_summary(
+            {
+                "best_val_acc": best["val_acc"],
+                "best_val_loss": best["val_loss"],
+                "best_epoch": best["epoch"],
+                "train_seconds": result.train_seconds,
+                "epochs_run": len(result.history),
+            }
+        )
     return {
-        "run_id": tracker.run_id,
+        "run_id": run.run_id,
         "best_val_acc": result.best["val_acc"],
         "best_epoch": int(result.best["epoch"]),
         "best_checkpoint": result.best_checkpoint,

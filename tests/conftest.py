@@ -112,15 +112,3 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def follow_tracking_uri_env():
-    """mlflow.set_tracking_uri (called by the code under test) pins a process-wide URI; re-align
-    it with the environment before each test so a test's own store fixture takes effect."""
-    import os
-    import sys
-
-    if "mlflow" in sys.modules:
-        sys.modules["mlflow"].set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or None)
-    yield

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import evaluation
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.names import evaluation_experiment
 
 # Eight faces (1 = male): P(male) >= 0.5 calls male, so predictions are 1 1 0 1 0 0 0 1.
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 1])
@@ -134,7 +135,8 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     client = MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.run_name == "eval-m.onnx-val"
-    assert run.info.experiment_id == client.get_experiment_by_name(EXPERIMENT).experiment_id
+    evaluations = client.get_experiment_by_name(evaluation_experiment(EXPERIMENT))
+    assert run.info.experiment_id == evaluations.experiment_id  # not among the training runs
     tags = run.data.tags
     assert tags["evaluation"] == "true"
     assert tags["source_run_id"] == store.run_ids[0]

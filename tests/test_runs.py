@@ -1,7 +1,9 @@
-"""`bitmoji runs`: ordering and differing params on plain run dicts, then the command on a
+"""`bitmoji runs`: ordering and differing params on plain RunRecords, then the command on a
 store with two real training runs, which must be comparable (same names everywhere)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -11,21 +13,26 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import comparison
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.datasets import labelled_files
+from bitmoji_ml.tracking.evaluations import log_evaluation
+from bitmoji_ml.tracking.listing import RunRecord, experiment_runs
+from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.tracking.store import Store
 
 
-def run(run_id: str, acc: float | None, loss: float | None, evaluation: bool = False, **params) -> dict:
+def run(run_id: str, acc: float | None, loss: float | None, evaluation: bool = False, **params) -> RunRecord:
     metrics = {
         key: value for key, value in (("best_val_acc", acc), ("best_val_loss", loss)) if value is not None
     }
-    return {
-        "run_id": run_id,
-        "name": f"name-{run_id}",
-        "status": "FINISHED",
-        "start_time": 0,
-        "params": {"model": "compact", **params},
-        "metrics": metrics,
-        "tags": {"model": "compact", **({"evaluation": "true"} if evaluation else {})},
-    }
+    return RunRecord(
+        run_id=run_id,
+        name=f"name-{run_id}",
+        status="FINISHED",
+        start_time=0,
+        params={"model": "compact", **params},
+        metrics=metrics,
+        tags={"model": "compact", **({"evaluation": "true"} if evaluation else {})},
+    )
 
 
 def test_sorted_by_val_acc_then_lower_loss_and_unfinished_last():
@@ -35,7 +42,7 @@ def test_sorted_by_val_acc_then_lower_loss_and_unfinished_last():
         run("c", 0.95, 0.40),
         run("d", 0.90, 0.20),
     ]
-    assert [r["run_id"] for r in comparison.sort_runs(runs)] == ["c", "d", "a", "b"]
+    assert [r.run_id for r in comparison.sort_runs(runs)] == ["c", "d", "a", "b"]
 
 
 def test_differing_params_include_keys_missing_from_some_runs():
@@ -50,7 +57,7 @@ def test_differing_params_include_keys_missing_from_some_runs():
 
 def test_runs_table_shows_differing_params_after_fixed_columns():
     runs = [run("aaaaaaaaaa", 0.8, 0.5, lr="0.003"), run("bbbbbbbbbb", 0.9, 0.4, lr="0.01")]
-    runs[0]["metrics"].update(epochs_run=20.0, train_seconds=61.7)
+    runs[0].metrics.update(epochs_run=20.0, train_seconds=61.7)
     headers, rows = comparison.runs_table(runs)
     assert headers == [
         "run",
@@ -85,7 +92,7 @@ def test_compare_table_is_transposed_and_marks_differences():
 
 def test_select_runs_by_prefix():
     runs = [run("abc1", 0.9, 0.3), run("abd2", 0.8, 0.3)]
-    assert [r["run_id"] for r in comparison.select_runs(runs, ["abd", "abc1"])] == ["abd2", "abc1"]
+    assert [r.run_id for r in comparison.select_runs(runs, ["abd", "abc1"])] == ["abd2", "abc1"]
     with pytest.raises(BitmojiError, match="matches 2 runs"):
         comparison.select_runs(runs, ["ab"])
     with pytest.raises(BitmojiError, match="no run 'zz'"):
@@ -146,3 +153,41 @@ def test_runs_without_an_experiment_is_a_clear_error(mlflow_store: str):
     result = CliRunner().invoke(cli.app, ["runs", "--compare"])
     assert result.exit_code == 1
     assert "--compare needs run ids" in result.output
+
+
+def test_evaluation_runs_have_an_experiment_of_their_own(mlflow_store: str, tmp_path: Path):
+    store = Store.open()
+    training = store.client.create_run(store.experiment_id(EXPERIMENT), run_name="compact-run")
+    store.client.log_metric(training.info.run_id, "best_val_acc", 0.9)
+    store.client.set_terminated(training.info.run_id)
+    # An evaluation run of an older version, logged among the training runs with the tag.
+    legacy = store.client.create_run(store.experiment_id(EXPERIMENT), tags={"evaluation": "true"})
+    store.client.set_terminated(legacy.info.run_id)
+    scored = tmp_path / "val.txt"
+    scored.write_text("a.jpg 1\n")
+    dataset = labelled_files(split="val", source=scored, images=["a.jpg"], labels=[1])
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "metrics.json").write_text("{}")
+    logged = log_evaluation(
+        store,
+        experiment=EXPERIMENT,
+        run_name="eval-m.onnx-val",
+        metrics={"accuracy": 1.0},
+        folder=files,
+        tags={},
+        model_id=None,
+        dataset=dataset,
+    )
+    assert logged.experiment == evaluation_experiment(EXPERIMENT) == f"{EXPERIMENT}-evaluations"
+    assert store.client.get_run(logged.run_id).info.experiment_id == store.find_experiment(logged.experiment)
+
+    found = experiment_runs(store, experiment=EXPERIMENT)
+    assert [run.run_id for run in found.training] == [training.info.run_id]
+    assert {run.run_id for run in found.evaluations} == {legacy.info.run_id, logged.run_id}
+    result = CliRunner().invoke(cli.app, ["runs", "--experiment", EXPERIMENT])
+    assert result.exit_code == 0, result.output
+    assert "1 training runs in test-exp" in result.output and "2 evaluation run(s)" in result.output
+    result = CliRunner().invoke(cli.app, ["runs", "--experiment", EXPERIMENT, "--evaluations"])
+    assert result.exit_code == 0, result.output
+    assert "eval-m.onnx-val" in result.output and "compact-run" not in result.output

@@ -1,9 +1,13 @@
 """A real `mlflow server` on a loopback port over a store with two short runs, asked through its
-REST API; and the `bitmoji ui` command line, built and checked without starting a server."""
+REST API; a real `bitmoji ui` stopped by a signal, which must leave no server process behind;
+and the `bitmoji ui` command line and links, checked without starting a server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,16 +17,22 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 from trained_store import EXPERIMENT, trained_store
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import tracking
+from bitmoji_ml import serving
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.tracking.store import artifact_root
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 60
+STOP_SECONDS = 60
 
 
 def free_port() -> int:
@@ -70,7 +80,7 @@ def test_live_server_serves_the_runs_params_and_metric_history(
     ]
     log = tmp_path / "server.log"
     with open(log, "w") as output:
-        process = tracking.start_server(command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
+        process = serving.start_process_group(command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
         try:
             experiment = wait_until_answering(process, port, log)
             found = call(port, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -93,15 +103,87 @@ def test_live_server_serves_the_runs_params_and_metric_history(
                 assert history["metrics"][0]["value"] == pytest.approx(metrics["val_acc"])
             assert batch_sizes == ["16", "8"]
         finally:
-            tracking.stop_process_group(process, timeout=15)
+            serving.stop_process_group(process, timeout=15)
     assert process.returncode is not None
     with socket.socket() as client:
         assert client.connect_ex((HOST, port)) != 0, "something still listens after the stop"
-    tracking.check_port_free(port)  # and `bitmoji ui` could start there right away
+    serving.check_port_free(port=port)  # and `bitmoji ui` could start there right away
+
+
+def processes() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, process group); zombies excluded."""
+    listed = subprocess.run(
+        ["ps", "-e", "-o", "pid=,ppid=,pgid=,stat="], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    found = {}
+    for line in listed.splitlines():
+        pid, ppid, pgid, stat = line.split()[:4]
+        if not stat.startswith("Z"):
+            found[int(pid)] = (int(ppid), int(pgid))
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """The processes started, directly or not, by `root`."""
+    table, found, frontier = processes(), set(), {root}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_for_ui(process: subprocess.Popen, port: int, log: Path) -> None:
+    """Return once the UI answers /health; fail if `bitmoji ui` exits or takes too long."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bitmoji ui exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=5) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the UI did not answer within {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_ui_stopped_by_a_signal_leaves_no_server_process_and_frees_the_port(
+    stop: signal.Signals, mlflow_store: str, tmp_path: Path
+):
+    port = free_port()
+    log = tmp_path / "ui.log"
+    groups: set[int] = set()
+    with open(log, "w") as output:
+        ui = subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "ui", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_ui(ui, port, log)
+            started = descendants(ui.pid)
+            groups = {processes()[pid][1] for pid in started} - {ui.pid}
+            assert started and groups, "bitmoji ui started no server process of its own"
+            ui.send_signal(stop)
+            assert ui.wait(timeout=STOP_SECONDS) == 0, log.read_text()[-3000:]
+            left = {pid for pid, (_, group) in processes().items() if pid in started or group in groups}
+            assert not left, f"server processes left after {stop.name}: {sorted(left)}"
+            assert f"stopped the MLflow UI ({stop.name})" in log.read_text()
+        finally:  # never leak a server, even when the test fails
+            for group in groups | {ui.pid}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            ui.wait(timeout=STOP_SECONDS)
+    serving.check_port_free(port=port)
 
 
 def test_ui_command_line_for_the_sqlite_store():
-    command = tracking.ui_command(5001, "sqlite:////tmp/store/mlflow.db")
+    uri = "sqlite:////tmp/store/mlflow.db"
+    command = serving.mlflow_ui_command(uri=uri, artifact_root=artifact_root(uri), port=5001)
     assert command[:4] == [sys.executable, "-m", "mlflow", "ui"]
     options = dict(zip(command[4::2], command[5::2], strict=True))
     assert options == {
@@ -112,23 +194,38 @@ def test_ui_command_line_for_the_sqlite_store():
         "--workers": "1",
     }
     with pytest.raises(BitmojiError, match="already a server"):
-        tracking.ui_command(5001, "http://127.0.0.1:5000")
+        serving.mlflow_ui_command(uri="http://127.0.0.1:5000", artifact_root=None, port=5001)
 
 
-def test_ui_prints_the_experiment_link_and_refuses_a_busy_port(
-    tmp_path_factory, mlflow_store_template, monkeypatch
-):
-    store = trained_store(tmp_path_factory, mlflow_store_template)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+def ui_scripts() -> list[Path]:
+    """The MLflow UI's main JavaScript bundle(s) as installed."""
+    return sorted(
+        (Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("main.*.js")
+    )
+
+
+def test_ui_links_open_the_runs_tables_of_training_and_evaluation_runs(mlflow_store: str, monkeypatch):
+    client = MlflowClient(tracking_uri=mlflow_store)
+    training_id = client.create_experiment(EXPERIMENT)
+    evaluations_id = client.create_experiment(evaluation_experiment(EXPERIMENT))
     started = []
-    monkeypatch.setattr(tracking, "serve_ui", lambda command: started.append(command))
+    monkeypatch.setattr(
+        serving, "run_in_foreground", lambda command: started.append(command) or serving.ServerExit(0)
+    )
     port = free_port()
     result = CliRunner().invoke(cli.app, ["ui", "--port", str(port), "--experiment", EXPERIMENT])
     assert result.exit_code == 0, result.output
-    experiment_id = tracking.experiment_id_or_error(EXPERIMENT)
-    assert f"http://127.0.0.1:{port}/#/experiments/{experiment_id}" in result.output
+    for experiment_id in (training_id, evaluations_id):
+        url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        assert url in result.output.split()
     assert started and started[0][-4:] == ["--port", str(port), "--workers", "1"]
+    # The installed UI routes that address: an experiment's runs tab, and the ML (not GenAI) view.
+    bundle = "".join(path.read_text() for path in ui_scripts())
+    assert '"/experiments/:experimentId/runs"' in bundle
+    assert '"workflowType"' in bundle and 'MACHINE_LEARNING="machine_learning"' in bundle
 
+
+def test_ui_refuses_a_busy_port(mlflow_store: str):
     with socket.socket() as busy:
         busy.bind((HOST, 0))
         busy.listen()

@@ -35,6 +35,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
         return _built["store"]
     from bitmoji_ml.data.dataset import load_dataset
     from bitmoji_ml.data.lists import write_lists
+    from bitmoji_ml.tracking.store import Store
     from bitmoji_ml.training import train_job
 
     folder = tmp_path_factory.mktemp("trained-store")
@@ -44,12 +45,12 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
     dataset = make_dataset(folder / "bitmoji")
     lists = folder / "lists"
     write_lists(load_dataset(dataset), lists, val_fraction=0.25, seed=0)
-    run_ids = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
-            settings = {"epochs": 1, "threads": 1, **overrides}
-            run_ids.append(train_job("default", None, settings, lists, EXPERIMENT, **QUIET)["run_id"])
+    run_ids, store = [], Store.open(uri)
+    for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
+        settings = {"epochs": 1, "threads": 1, **overrides}
+        run_ids.append(
+            train_job("default", None, settings, lists, EXPERIMENT, **QUIET, store=store)["run_id"]
+        )
     _built["store"] = TrainedStore(uri, lists, dataset, run_ids)
     return _built["store"]
 
@@ -59,10 +60,15 @@ def exported_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) 
     store = trained_store(tmp_path_factory, template_db)
     if store.onnx is None:
         from bitmoji_ml.export import export_job
+        from bitmoji_ml.tracking.store import Store
 
         onnx = Path(store.uri[len("sqlite:///") :]).parent.parent / "m.onnx"
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("MLFLOW_TRACKING_URI", store.uri)
-            export_job(output=onnx, run_id=store.run_ids[0], experiment=EXPERIMENT, lists_dir=store.lists)
+        export_job(
+            output=onnx,
+            run_id=store.run_ids[0],
+            experiment=EXPERIMENT,
+            lists_dir=store.lists,
+            store=Store.open(store.uri),
+        )
         store.onnx = onnx
     return store

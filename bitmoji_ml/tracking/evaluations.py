@@ -1,0 +1,67 @@
+"""The MLflow runs `bitmoji evaluate` logs.
+
+They go to an experiment of their own, `<experiment>-evaluations` (names.evaluation_experiment),
+so the training experiment's runs table and charts show training runs only; each carries the
+tag `evaluation=true` as well. An evaluation run has the scored set as its dataset input and,
+when the model is a logged model, that model as a model input, with every metric linked to
+the model and the dataset: the model's page in the UI lists its evaluations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mlflow.entities import LoggedModelInput, Metric
+from mlflow.tracking.context.registry import resolve_tags
+
+from bitmoji_ml.tracking.datasets import LabelledFiles
+from bitmoji_ml.tracking.names import EVALUATION_TAG, evaluation_experiment
+from bitmoji_ml.tracking.runs import end_status, now_ms
+from bitmoji_ml.tracking.store import Store
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationRun:
+    """Where an evaluation was logged."""
+
+    run_id: str
+    experiment: str
+
+
+def log_evaluation(
+    store: Store,
+    *,
+    experiment: str,
+    run_name: str,
+    metrics: dict[str, float],
+    folder: Path,
+    tags: dict[str, str],
+    model_id: str | None,
+    dataset: LabelledFiles,
+) -> EvaluationRun:
+    """One finished evaluation run in the evaluations experiment of `experiment`: tags, the
+    scored dataset (and logged model) as inputs, metrics linked to both, and every file of
+    `folder` as artifacts."""
+    name = evaluation_experiment(experiment)
+    client = store.client
+    run = client.create_run(
+        store.experiment_id(name), run_name=run_name, tags={**resolve_tags(), **tags, EVALUATION_TAG: "true"}
+    )
+    run_id, failure = run.info.run_id, None
+    try:
+        models = [LoggedModelInput(model_id)] if model_id else None
+        client.log_inputs(run_id, datasets=[dataset.as_input("evaluation")], models=models)
+        timestamp = now_ms()
+        linked = {"model_id": model_id, "dataset_name": dataset.name, "dataset_digest": dataset.digest}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), timestamp, 0, **linked) for key, value in metrics.items()],
+        )
+        client.log_artifacts(run_id, str(folder))
+    except BaseException as error:
+        failure = type(error)
+        raise
+    finally:
+        client.set_terminated(run_id, status=end_status(failure))
+    return EvaluationRun(run_id, name)

@@ -1,0 +1,197 @@
+"""The MLflow run of `bitmoji train` (`TrainingRun`) and the checkpoints it keeps.
+
+Lineage: the run has the train and val lists as dataset inputs (each with its own digest);
+only the `val_*` metrics are linked to the validation dataset; every new best checkpoint is a
+logged model (an output of the run) whose `val_*` metrics are linked to it at the epoch, so
+`search_logged_models` ranks checkpoints by their score on a given validation list.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus, RunTag
+from mlflow.tracking.context.registry import resolve_tags
+
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.datasets import LabelledFiles, list_dataset
+from bitmoji_ml.tracking.names import CHECKPOINT_DIR, CHECKPOINT_MODEL_TYPE
+from bitmoji_ml.tracking.store import Store, local_path
+
+VALIDATION_PREFIX = "val_"  # metrics measured on the validation list
+
+
+def end_status(kind: type[BaseException] | None) -> str:
+    """How a run ends: FINISHED, KILLED on Ctrl-C, FAILED on any other exception."""
+    if kind is None:
+        status = RunStatus.FINISHED
+    elif issubclass(kind, KeyboardInterrupt):
+        status = RunStatus.KILLED
+    else:
+        status = RunStatus.FAILED
+    return RunStatus.to_string(status)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def environment_tags() -> dict[str, str]:
+    """Where a run ran: Python version, CPU count and (in a git checkout) the commit."""
+    tags = {"python": platform.python_version(), "cpu_count": str(os.cpu_count())}
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def default_run_name(config: Any, *, image_size: int) -> str:
+    """A run name that says the model and its key settings, e.g. compact-64px-e20-bs64-adamw-lr0.003."""
+    return f"{config.model}-{image_size}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
+
+
+class TrainingRun:
+    """One MLflow run of `bitmoji train`: a context manager that ends the run FINISHED, FAILED,
+    or KILLED on Ctrl-C, plus the logging calls the training loop makes."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        experiment_id: str,
+        run_name: str | None = None,
+        resume_run_id: str | None = None,
+    ):
+        self.store = store
+        self.experiment_id = experiment_id
+        self.run_name = run_name
+        self.resume_run_id = resume_run_id
+        self.run_id = ""
+        self._artifact_uri = ""
+        self._datasets: dict[str, LabelledFiles] = {}
+
+    def __enter__(self) -> TrainingRun:
+        client = self.store.client
+        if self.resume_run_id:
+            run = self.store.get_run(self.resume_run_id)
+            if run.info.experiment_id != self.experiment_id:
+                raise BitmojiError(f"run {self.resume_run_id} belongs to another experiment")
+            client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        else:
+            run = client.create_run(self.experiment_id, run_name=self.run_name, tags=resolve_tags())
+        self.run_id, self._artifact_uri = run.info.run_id, run.info.artifact_uri
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.store.client.set_terminated(self.run_id, status=end_status(kind))
+
+    def log_start(
+        self, *, params: dict[str, str], tags: dict[str, str], lists_dir: Path, manifest: dict
+    ) -> None:
+        """A new run gets `params`, `tags` (plus environment_tags() and the data digest) and the
+        train and val lists as dataset inputs; a resumed run only (re)links the datasets."""
+        self._datasets = {
+            split: list_dataset(lists_dir=lists_dir, manifest=manifest, split=split)
+            for split in ("train", "val")
+        }
+        if not self.resume_run_id:
+            tags = {**environment_tags(), "data_digest": manifest.get("digest", ""), **tags}
+            self.store.client.log_batch(
+                self.run_id,
+                params=[Param(key, str(value)) for key, value in params.items()],
+                tags=[RunTag(key, str(value)) for key, value in tags.items()],
+            )
+        inputs = [self._datasets["train"].as_input("training"), self._datasets["val"].as_input("validation")]
+        self.store.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_resume(self, *, changed: dict[str, str], run_name: str) -> None:
+        """After --resume with allowed changes: tag `resumed.<key>` = new value (params are
+        immutable, so the original params stay) and rename the run to `run_name`."""
+        self.store.client.log_batch(
+            self.run_id, tags=[RunTag(f"resumed.{key}", str(value)) for key, value in changed.items()]
+        )
+        self.store.client.update_run(self.run_id, name=run_name)
+
+    def log_epoch(
+        self, *, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None, model_name: str
+    ) -> str:
+        """The epoch's metrics at step = epoch. A new best checkpoint is logged first, as a run
+        artifact and as a logged model whose val_* metrics are linked to it. Returns where
+        best.pt lives ("" when `best_checkpoint` is None)."""
+        location, model_id = "", None
+        if best_checkpoint is not None:
+            location = self.log_checkpoint(best_checkpoint)
+            model_id = self._checkpoint_model(epoch=epoch, path=best_checkpoint, model_name=model_name)
+        self.store.client.log_batch(self.run_id, metrics=self._epoch_metrics(epoch, metrics, model_id))
+        if model_id is not None:
+            self.store.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+        return location
+
+    def _epoch_metrics(self, epoch: int, metrics: dict[str, float], model_id: str | None) -> list[Metric]:
+        """val_* are linked to the validation dataset (and the checkpoint); the rest (train_*,
+        lr, timings) belong to the run alone."""
+        timestamp, val = now_ms(), self._datasets.get("val")
+        linked = {"model_id": model_id}
+        if val is not None:
+            linked.update(dataset_name=val.name, dataset_digest=val.digest)
+        return [
+            Metric(
+                key, float(value), timestamp, epoch, **(linked if key.startswith(VALIDATION_PREFIX) else {})
+            )
+            for key, value in metrics.items()
+            if key != "epoch"
+        ]
+
+    def _checkpoint_model(self, *, epoch: int, path: Path, model_name: str) -> str:
+        client = self.store.client
+        model = client.create_logged_model(
+            self.experiment_id,
+            name=f"{model_name}-best",
+            source_run_id=self.run_id,
+            tags={"model": model_name, "step": str(epoch)},
+            params={"epoch": str(epoch)},
+            model_type=CHECKPOINT_MODEL_TYPE,
+        )
+        client.log_model_artifact(model.model_id, str(path))
+        client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=epoch)])
+        return model.model_id
+
+    def log_checkpoint(self, path: Path) -> str:
+        """Log `path` under checkpoints/ of the run; return where it now lives."""
+        self.store.client.log_artifact(self.run_id, str(path), CHECKPOINT_DIR)
+        return local_path(f"{self._artifact_uri}/{CHECKPOINT_DIR}/{Path(path).name}")
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        """Every file of `folder` under `artifact_path` of the run (e.g. plots/)."""
+        self.store.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Run-level results (no step), for sorting runs."""
+        timestamp = now_ms()
+        self.store.client.log_batch(
+            self.run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+        )
+
+
+def download_run_checkpoint(store: Store, *, run_id: str, name: str, folder: Path) -> Path:
+    """checkpoints/`name` of run `run_id`, downloaded into `folder`."""
+    store.get_run(run_id)  # an unknown run is its own error
+    try:
+        return Path(store.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", str(folder)))
+    except Exception as error:
+        raise BitmojiError(f"run {run_id} has no {CHECKPOINT_DIR}/{name}") from error

@@ -1,0 +1,145 @@
+"""The MLflow store a command works with: one `Store` per command, opened once, passed down.
+
+It holds the URI and an `MlflowClient` bound to it; nothing here sets MLflow's process-wide
+tracking URI, except `Store.process_default()` for the one MLflow call that reads only that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from bitmoji_ml import paths
+from bitmoji_ml.errors import BitmojiError
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SQLITE_PREFIX = "sqlite:///"
+# An unreachable server should fail in seconds, not after minutes of retries; downloads of a
+# checkpoint or model draw no progress bars of their own.
+ENVIRONMENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the project's SQLite store under mlruns/."""
+    return os.environ.get(TRACKING_URI_ENV) or paths.DEFAULT_TRACKING_URI
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in an `artifacts/` folder beside the database."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return (Path(uri[len(SQLITE_PREFIX) :]).parent / "artifacts").resolve().as_uri()
+
+
+def local_path(uri: str) -> str:
+    """A file:// artifact URI as a plain path; other URIs unchanged."""
+    return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """An MLflow tracking store and a client bound to it (the registry lives in the same store)."""
+
+    uri: str
+    client: MlflowClient
+
+    @classmethod
+    def open(cls, uri: str | None = None) -> Store:
+        """`uri`, else $MLFLOW_TRACKING_URI, else the project default; fails fast with a
+        BitmojiError when the store cannot be reached or opened."""
+        uri = uri or tracking_uri()
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        for key, value in ENVIRONMENT_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        if uri == paths.DEFAULT_TRACKING_URI:
+            paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
+        except Exception as error:  # any failure to reach or open the store
+            raise BitmojiError(
+                f"cannot use the MLflow tracking store {uri!r}: {_first_line(error)}. Fix or unset "
+                f"{TRACKING_URI_ENV} (the default is {paths.DEFAULT_TRACKING_URI})."
+            ) from error
+        return cls(uri, client)
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Where new experiments keep their artifacts (None: the server decides)."""
+        return artifact_root(self.uri)
+
+    def find_experiment(self, name: str) -> str | None:
+        """The id of experiment `name`, or None when the store has none of that name."""
+        found = self.client.get_experiment_by_name(name)
+        return None if found is None else found.experiment_id
+
+    def experiment_id(self, name: str, *, create: bool = True) -> str:
+        """The id of experiment `name`; created when missing, or with `create=False` a
+        BitmojiError saying there are no runs yet."""
+        found = self.find_experiment(name)
+        if found is not None:
+            return found
+        if not create:
+            raise BitmojiError(f"no runs yet: experiment {name!r} does not exist (run `bitmoji train`)")
+        return self.client.create_experiment(name, artifact_location=self.artifact_root)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run `run_id`, or a clear error if the store has no such run."""
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as error:
+            raise BitmojiError(f"unknown run id {run_id!r} in {self.uri}") from error
+
+    def run_exists(self, run_id: str) -> bool:
+        """Whether the store holds run `run_id`."""
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
+
+    def download(self, *, artifact_uri: str, folder: Path) -> Path:
+        """Download `artifact_uri` (runs:/, models:/, file://...) of this store into `folder`."""
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=artifact_uri, dst_path=str(folder), tracking_uri=self.uri, registry_uri=self.uri
+            )
+        )
+
+    @contextlib.contextmanager
+    def process_default(self) -> Iterator[None]:
+        """Make this store MLflow's process-wide tracking URI for the duration of the block,
+        then restore the previous URI and $MLFLOW_TRACKING_URI (which MLflow rewrites).
+
+        Only for MLflow code that ignores the client's URI; see registry.register_champion."""
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        environment = os.environ.get(TRACKING_URI_ENV)
+        try:
+            with _use_tracking_uri(self.uri):
+                yield
+        finally:
+            if environment is None:
+                os.environ.pop(TRACKING_URI_ENV, None)
+            else:
+                os.environ[TRACKING_URI_ENV] = environment
