@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from trained_store import EXPERIMENT, QUIET, TrainedStore, exported_store, trained_store
+from trained_store import EXPERIMENT, TrainedStore, exported_store, trained_store
 
 from bitmoji_ml import evaluation
 from bitmoji_ml.data.dataset import load_dataset
