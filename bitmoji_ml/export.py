@@ -36,6 +36,7 @@ from bitmoji_ml.inference import (
 )
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.report import format_table
+from bitmoji_ml.training.evaluate import predict_probabilities
 
 OPSET = 20
 TOLERANCE = 1e-5
@@ -131,10 +132,7 @@ def write_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: str) -> dict[str, Any]:
     """PyTorch vs onnxruntime on `images`: max |Δ prob| and class agreement."""
-    with torch.no_grad():
-        reference = torch.cat(
-            [ExportWrapper(model)(torch.from_numpy(images[i : i + 64]))[0] for i in range(0, len(images), 64)]
-        ).numpy()
+    reference = predict_probabilities(model, images, torch.device("cpu"))[:, 1]
     exported = onnx_model.predict_batched(images)
     delta = float(np.abs(reference - exported).max())
     agree = int((predicted_classes(reference) == predicted_classes(exported)).sum())
@@ -229,7 +227,9 @@ def load_source(
     from bitmoji_ml import tracking
 
     if run_id is not None:
-        path = tracking.download_run_checkpoint(run_id, "best.pt", download_dir)
+        path = tracking.download_run_checkpoint(
+            tracking.Store.open(), run_id=run_id, name="best.pt", folder=download_dir
+        )
         return ExportSource(read_checkpoint(path), run_id, f"run {run_id} best checkpoint")
     best = tracking.best_logged_checkpoint(experiment, download_dir)
     return ExportSource(read_checkpoint(best.path), best.run_id, f"best logged model {best.model_id}")

@@ -6,19 +6,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from bitmoji_ml import paths, plots
+from bitmoji_ml import paths
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
 
@@ -86,14 +83,24 @@ def experiment_id_or_error(experiment: str) -> str:
     return found.experiment_id
 
 
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """The tracking store of one command (shim of the contract's tracking.store.Store)."""
+
+    uri: str
+    client: MlflowClient
+
+    @classmethod
+    def open(cls, uri: str | None = None) -> Store:
+        """$MLFLOW_TRACKING_URI (or `uri`), else the project default; fails fast."""
+        if uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+        connect()
+        return cls(tracking_uri(), MlflowClient(tracking_uri=tracking_uri()))
+
+    def experiment_id(self, name: str, *, create: bool = True) -> str:
+        """The id of experiment `name`, created when missing (or an error when `create` is off)."""
+        return connect(name) if create else experiment_id_or_error(name)
 
 
 def _labelled_dataset(
@@ -115,24 +122,26 @@ def _list_dataset(lists_dir: Path, split: str, digest: str):
     return _labelled_dataset(images, labels, path, f"bitmoji-{split}", digest[:16])
 
 
-def default_run_name(config: Any, image_size: int) -> str:
-    """A run name that says the model and its key settings, e.g. compact-64px-e20-bs64-adamw-lr0.003."""
-    return f"{config.model}-{image_size}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
-
-
-class RunTracker:
+class TrainingRun:
     """One MLflow run of `bitmoji train`: a context manager that ends the run as FINISHED,
     FAILED or KILLED (Ctrl-C), plus the logging calls the training loop makes."""
 
-    def __init__(self, experiment_id: str, run_name: str | None = None, resume_run_id: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        experiment_id: str,
+        run_name: str | None = None,
+        resume_run_id: str | None = None,
+    ):
+        self.store = store
         self.experiment_id = experiment_id
         self.run_name = run_name
         self.resume_run_id = resume_run_id
         self.run_id = ""
-        self.model_name = ""
         self.val_dataset = None
 
-    def __enter__(self) -> RunTracker:
+    def __enter__(self) -> TrainingRun:
         if self.resume_run_id:
             run = self.get_run(self.resume_run_id)
             if run.info.experiment_id != self.experiment_id:
@@ -155,35 +164,30 @@ class RunTracker:
         except mlflow.exceptions.MlflowException as error:
             raise BitmojiError(f"unknown run id {run_id!r} in {tracking_uri()}") from error
 
-    def log_start(self, config: Any, manifest: dict, lists_dir: Path, device: str, parameters: int) -> None:
-        """Params, tags and dataset inputs, once per new run."""
-        import torch
-
-        self.model_name = config.model
+    def log_start(
+        self, *, params: dict[str, str], tags: dict[str, str], lists_dir: Path, manifest: dict
+    ) -> None:
+        """Params, tags and dataset inputs for a new run; a resumed run only gets the datasets."""
         digest = manifest.get("digest", "")
         self.val_dataset = _list_dataset(lists_dir, "val", digest)
         if self.resume_run_id:
             return
-        mlflow.log_params(config.to_params())
-        tags = {
-            "model": config.model,
-            "torch_version": torch.__version__,
-            "cpu_count": str(os.cpu_count()),
-            "device": device,
-            "python": platform.python_version(),
-            "data_digest": digest,
-            "parameters": str(parameters),
-        }
-        commit = _git_commit()
-        if commit:
-            tags["git_commit"] = commit
+        mlflow.log_params(params)
         mlflow.set_tags(tags)
         with warnings.catch_warnings():  # MLflow's hint about integer columns in the schema
             warnings.simplefilter("ignore", UserWarning)
             mlflow.log_input(_list_dataset(lists_dir, "train", digest), context="training")
             mlflow.log_input(self.val_dataset, context="validation")
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None) -> str:
+    def log_resume(self, *, changed: dict[str, str], run_name: str) -> None:
+        """Settings changed by --resume as `resumed.<key>` tags (params are immutable) and the
+        run renamed to `run_name`."""
+        mlflow.set_tags({f"resumed.{key}": value for key, value in changed.items()})
+        MlflowClient().set_tag(self.run_id, "mlflow.runName", run_name)
+
+    def log_epoch(
+        self, *, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None, model_name: str
+    ) -> str:
         """The per-epoch metrics at step = epoch. A new best checkpoint is logged first as an
         MLflow logged model, and the epoch's metrics are linked to it, so that
         search_logged_models ranks checkpoints across runs. Returns the best's location."""
@@ -193,11 +197,11 @@ class RunTracker:
             return ""
         location = self.log_checkpoint(best_checkpoint)
         model = mlflow.initialize_logged_model(
-            name=f"{self.model_name}-best",
+            name=f"{model_name}-best",
             source_run_id=self.run_id,
             model_type=CHECKPOINT_MODEL_TYPE,
             params={"epoch": str(epoch)},
-            tags={"model": self.model_name, "step": str(epoch)},
+            tags={"model": model_name, "step": str(epoch)},
             experiment_id=self.experiment_id,
         )
         MlflowClient().log_model_artifact(model.model_id, str(best_checkpoint))
@@ -210,24 +214,13 @@ class RunTracker:
         mlflow.log_artifact(str(path), CHECKPOINT_DIR)
         return local_path(mlflow.get_artifact_uri(f"{CHECKPOINT_DIR}/{path.name}"))
 
-    def log_figures(self, history: list[dict[str, float]], confusion: np.ndarray) -> None:
-        """Learning curves and the best epoch's validation confusion matrix as PNG artifacts."""
-        with tempfile.TemporaryDirectory() as folder:
-            plots.learning_curves(history, Path(folder) / "learning_curves.png")
-            plots.confusion_matrix_plot(confusion, Path(folder) / "confusion_matrix.png")
-            mlflow.log_artifacts(folder, "plots")
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        """Every file of `folder` under `artifact_path` of the run."""
+        mlflow.log_artifacts(str(folder), artifact_path)
 
-    def log_summary(self, best: dict[str, float], train_seconds: float, epochs_run: int) -> None:
+    def log_summary(self, metrics: dict[str, float]) -> None:
         """Run-level results, for sorting runs."""
-        mlflow.log_metrics(
-            {
-                "best_val_acc": best["val_acc"],
-                "best_val_loss": best["val_loss"],
-                "best_epoch": best["epoch"],
-                "train_seconds": train_seconds,
-                "epochs_run": epochs_run,
-            }
-        )
+        mlflow.log_metrics(metrics)
 
 
 def run_exists(run_id: str) -> bool:
@@ -240,10 +233,9 @@ def run_exists(run_id: str) -> bool:
     return True
 
 
-def download_run_checkpoint(run_id: str, name: str, folder: Path) -> Path:
+def download_run_checkpoint(store: Store, *, run_id: str, name: str, folder: Path) -> Path:
     """Download checkpoints/`name` of run `run_id` into `folder`."""
-    connect()
-    RunTracker.get_run(run_id)
+    TrainingRun.get_run(run_id)
     try:
         return Path(
             mlflow.artifacts.download_artifacts(
@@ -351,7 +343,7 @@ def run_onnx(run_id: str, folder: Path) -> ResolvedModel:
     """The ONNX model `export-onnx` logged to run `run_id` (the newest export), downloaded."""
     connect()
     client = MlflowClient()
-    run = RunTracker.get_run(run_id)
+    run = TrainingRun.get_run(run_id)
     logged = [client.get_logged_model(output.model_id) for output in run.outputs.model_outputs]
     onnx_models = sorted(
         (model for model in logged if model.name == ONNX_LOGGED_MODEL),
