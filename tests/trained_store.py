@@ -49,7 +49,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
             settings = {"epochs": 1, "threads": 1, **overrides}
-            run_ids.append(train_job("default", None, settings, lists, EXPERIMENT, **QUIET)["run_id"])
+            run_ids.append(train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings).run_id)
     _built["store"] = TrainedStore(uri, lists, dataset, run_ids)
     return _built["store"]
 
