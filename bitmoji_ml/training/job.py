@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from bitmoji_ml.training.loop import TrainResult, fit
 from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
 from bitmoji_ml.training.state import TrainState, new_train_state
+
+if TYPE_CHECKING:  # mlflow loads only when a run starts
+    from bitmoji_ml import tracking
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +74,9 @@ def train_job(
     experiment_id = store.experiment_id(experiment)
     requested = requested_values(preset, config_file, overrides)
     manifest = read_manifest(lists_dir)
-    resume = None
-    if resume_run_id:
-        resume = load_resume(store, resume_run_id, requested, manifest, lists_dir, run_name)
+    resume = (
+        load_resume(store, resume_run_id, requested, manifest, lists_dir, run_name) if resume_run_id else None
+    )
     config = resume.config if resume else resolve_config(config_from_dict(requested))
     torch.set_num_threads(config.threads)
     data = decode(lists_dir, manifest, config)
@@ -83,31 +86,28 @@ def train_job(
         store, experiment_id=experiment_id, run_name=name, resume_run_id=resume_run_id
     ) as run:
         logger.info("MLflow run %s (%s, experiment %s)", run.run_id, store.uri, experiment)
-        run.log_start(
-            params=config.to_params(),
-            tags=run_tags(config, manifest, state),
-            lists_dir=lists_dir,
-            manifest=manifest,
-        )
-        if resume and (resume.changed or resume.run_name != resume.saved_run_name):
-            run.log_resume(changed=resume.changed, run_name=name)
+        log_start(run, config, manifest, state, lists_dir, resume)
         header = checkpoint_header(config, manifest, run.run_id, name)
         result = train_in_run(config, data, state, run, header)
         run.log_summary(summary_metrics(result))
-    best = result.best
     return TrainJobResult(
-        run.run_id,
-        best["val_acc"],
-        int(best["epoch"]),
-        result.best_checkpoint,
-        result.train_seconds,
-        result.history,
-        config,
+        run_id=run.run_id,
+        best_val_acc=result.best["val_acc"],
+        best_epoch=int(result.best["epoch"]),
+        best_checkpoint=result.best_checkpoint,
+        train_seconds=result.train_seconds,
+        history=result.history,
+        config=config,
     )
 
 
 def load_resume(
-    store: Any, run_id: str, requested: dict[str, Any], manifest: dict, lists_dir: Path, run_name: str | None
+    store: tracking.Store,
+    run_id: str,
+    requested: dict[str, Any],
+    manifest: dict,
+    lists_dir: Path,
+    run_name: str | None,
 ) -> Resume:
     """Download the run's last.pt and check it against the lists and the requested settings."""
     from bitmoji_ml import tracking
@@ -158,8 +158,23 @@ def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> 
     return state
 
 
+def log_start(
+    run: tracking.TrainingRun,
+    config: TrainConfig,
+    manifest: dict,
+    state: TrainState,
+    lists_dir: Path,
+    resume: Resume | None,
+) -> None:
+    """Params, tags and datasets of a new run; for a resumed one, what --resume changed."""
+    tags = run_tags(config, manifest, state)
+    run.log_start(params=config.to_params(), tags=tags, lists_dir=lists_dir, manifest=manifest)
+    if resume and (resume.changed or resume.run_name != resume.saved_run_name):
+        run.log_resume(changed=resume.changed, run_name=resume.run_name)
+
+
 def train_in_run(
-    config: TrainConfig, data: TrainData, state: TrainState, run: Any, header: dict
+    config: TrainConfig, data: TrainData, state: TrainState, run: tracking.TrainingRun, header: dict
 ) -> TrainResult:
     """`fit` in a scratch folder the run's artifacts are copied from."""
     try:
