@@ -71,7 +71,9 @@ def is_better(candidate: dict[str, float], best: dict[str, float] | None) -> boo
     return (candidate["val_acc"], -candidate["val_loss"]) > (best["val_acc"], -best["val_loss"])
 
 
-def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig):
+def train_step(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step at the schedule's learning rate; returns (logits, objective)."""
     lr = config.lr * state.schedule.factor(state.step)
     for group in state.optimizer.param_groups:
