@@ -152,7 +152,11 @@ def train(
     experiment: Experiment = paths.EXPERIMENT,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: model + settings)")] = None,
     resume: Annotated[
-        str | None, typer.Option(help="Continue this MLflow run from its last checkpoint")
+        str | None,
+        typer.Option(
+            help="Continue this MLflow run from its last checkpoint; --epochs, --patience, --device, "
+            "--threads and --disk-cache may change, the rest must match it"
+        ),
     ] = None,
 ) -> None:
     """Train a model on the prepared lists, tracked in MLflow."""
@@ -162,12 +166,17 @@ def train(
 
     store = Store.open()
     result = train_job(
-        preset, config, overrides, lists, experiment, run_name, resume, echo=typer.echo, store=store
+        lists_dir=lists,
+        experiment=experiment,
+        preset=preset,
+        config_file=config,
+        overrides=overrides,
+        run_name=run_name,
+        resume_run_id=resume,
+        store=store,
     )
-    typer.echo(
-        f"run {result['run_id']}  best val acc {result['best_val_acc']:.2%} (epoch {result['best_epoch']})"
-    )
-    typer.echo(f"best checkpoint: {result['best_checkpoint']}")
+    typer.echo(f"run {result.run_id}  best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch})")
+    typer.echo(f"best checkpoint: {result.best_checkpoint}")
 
 
 @app.command("export-onnx")

@@ -74,6 +74,16 @@ def build_config(
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Defaults, then the preset, then the TOML file, then command-line overrides."""
+    return config_from_dict(requested_values(preset, config_file, overrides))
+
+
+def requested_values(
+    preset: str = "default",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values the preset, the TOML file and the overrides set (None overrides are unset),
+    later ones winning; not yet checked (see `config_from_dict`)."""
     if preset not in PRESETS:
         raise BitmojiError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     values: dict[str, Any] = dict(PRESETS[preset])
@@ -87,7 +97,7 @@ def build_config(
         except (OSError, UnicodeDecodeError) as error:
             raise BitmojiError(f"cannot read config file {config_file}: {error}") from error
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    return config_from_dict(values)
+    return values
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

@@ -38,6 +38,7 @@ from bitmoji_ml.inference import (
 )
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.report import format_table
+from bitmoji_ml.training.evaluate import predict_probabilities
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
@@ -190,10 +191,7 @@ class ParityReport:
 
 def compare(model: Classifier, onnx_model: OnnxModel, images: np.ndarray, name: str) -> ParityCase:
     """PyTorch vs onnxruntime on `images`: max |Δ prob| and class agreement."""
-    with torch.no_grad():
-        reference = torch.cat(
-            [ExportWrapper(model)(torch.from_numpy(images[i : i + 64]))[0] for i in range(0, len(images), 64)]
-        ).numpy()
+    reference = predict_probabilities(model, images, torch.device("cpu"))[:, 1]
     exported = onnx_model.predict_batched(images)
     delta = float(np.abs(reference - exported).max())
     differ = np.nonzero(predicted_classes(reference) != predicted_classes(exported))[0]

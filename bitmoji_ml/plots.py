@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter  # noqa: E402
 
 from bitmoji_ml.data.labels import CLASS_NAMES  # noqa: E402
 
@@ -23,19 +23,35 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train against validation."""
+ACCURACY_CEILING = 0.9999  # 100 % is infinitely far up a logit axis: plot it here
+
+
+def learning_curve_figure(history: Sequence[dict[str, float]], best_epoch: int) -> plt.Figure:
+    """Cross-entropy (train and val, both without label smoothing) and accuracy per epoch.
+
+    Accuracy uses a logit axis, on which 90, 99 and 99.9 % are evenly spaced, so the top
+    of the curve stays readable; the best epoch is marked on both panels."""
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "-o"), ("val", "-s")):
         loss_axis.plot(epochs, [row[f"{key}_loss"] for row in history], style, label=key)
-        acc_axis.plot(epochs, [100 * row[f"{key}_acc"] for row in history], style, label=key)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    acc_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+        accuracy = np.clip([row[f"{key}_acc"] for row in history], 1 - ACCURACY_CEILING, ACCURACY_CEILING)
+        acc_axis.plot(epochs, accuracy, style, label=key)
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy (no label smoothing)", title="loss", yscale="log")
+    acc_axis.set_yscale("logit")
+    acc_axis.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
+    acc_axis.yaxis.set_minor_formatter(NullFormatter())
+    acc_axis.set(xlabel="epoch", ylabel="accuracy (logit scale)", title="accuracy")
     for axis in (loss_axis, acc_axis):
+        axis.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
-    return _save(figure, path)
+    return figure
+
+
+def learning_curves(history: Sequence[dict[str, float]], path: Path, *, best_epoch: int) -> Path:
+    """`learning_curve_figure` saved as a PNG."""
+    return _save(learning_curve_figure(history, best_epoch), path)
 
 
 def confusion_matrix_plot(matrix: np.ndarray, path: Path, title: str = "validation") -> Path:

@@ -11,9 +11,11 @@ import torch
 
 from bitmoji_ml.checkpoints import (
     FORMAT_VERSION,
+    TRAIN_STATE,
     model_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    train_state_of,
 )
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
@@ -190,9 +192,9 @@ def test_pickled_module_inside_a_checkpoint_dict_is_refused(tmp_path: Path) -> N
         read_checkpoint(path)
 
 
-@pytest.mark.parametrize("missing", ["model", "state_dict"])
+@pytest.mark.parametrize("missing", ["model", "state_dict", "preprocess"])
 def test_dict_without_required_key_is_refused(tmp_path: Path, missing: str) -> None:
-    payload = {**fields(), "state_dict": create_model("compact").state_dict()}
+    payload = {**fields(), "format": FORMAT_VERSION, "state_dict": create_model("compact").state_dict()}
     del payload[missing]
     path = tmp_path / "partial.pt"
     torch.save(payload, path)
@@ -217,6 +219,71 @@ def test_unknown_model_name_is_refused_naming_it(tmp_path: Path) -> None:
     assert "'vit-huge'" in message
     for known in MODELS:
         assert known in message
+
+
+# --------------------------------------------------------------------------------------------
+# Format versions
+
+
+def saved_with_format(path: Path, version: object, **extra) -> Path:
+    """A checkpoint as save_checkpoint writes it, with its format entry set to `version`."""
+    save_checkpoint(path, trained_like_model(), **fields(**extra))
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format": version}, path)
+    return path
+
+
+def test_a_dict_without_format_version_is_refused_as_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.pt"
+    torch.save({**fields(), "state_dict": create_model("compact").state_dict()}, path)
+    with pytest.raises(BitmojiError, match="not a bitmoji checkpoint .it has no format version"):
+        read_checkpoint(path)
+
+
+def test_a_newer_format_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    path = saved_with_format(tmp_path / "future.pt", FORMAT_VERSION + 1)
+    with pytest.raises(BitmojiError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert f"format {FORMAT_VERSION + 1}" in message and f"({FORMAT_VERSION})" in message
+    assert "upgrade bitmoji-ml" in message
+
+
+@pytest.mark.parametrize("version", [0, -1, "2", 1.5, True, None])
+def test_a_malformed_format_entry_is_refused(tmp_path: Path, version: object) -> None:
+    path = saved_with_format(tmp_path / "odd.pt", version)
+    with pytest.raises(BitmojiError, match="not a bitmoji checkpoint .format"):
+        read_checkpoint(path)
+
+
+def test_a_format_1_best_checkpoint_still_rebuilds_its_model(tmp_path: Path) -> None:
+    # Format 1 (round 1) had the same model entries: its best.pt files still export.
+    path = saved_with_format(tmp_path / "old-best.pt", 1)
+    model, preprocess = model_from_checkpoint(read_checkpoint(path))
+    batch = images(2)
+    with torch.no_grad():
+        assert torch.equal(model(batch), trained_like_model()(batch))
+    assert preprocess == PREPROCESS
+
+
+def test_a_format_1_last_checkpoint_cannot_be_resumed(tmp_path: Path) -> None:
+    path = saved_with_format(tmp_path / "old-last.pt", 1, history=[], optimizer={})
+    with pytest.raises(BitmojiError, match="format 1; resuming needs format 2"):
+        train_state_of(read_checkpoint(path), "run x's last.pt")
+
+
+def test_a_best_checkpoint_has_no_training_state_to_resume(saved: tuple[Path, Classifier]) -> None:
+    path, _ = saved
+    with pytest.raises(BitmojiError, match="no training state"):
+        train_state_of(read_checkpoint(path), str(path))
+
+
+def test_the_training_state_is_found_in_a_last_checkpoint(tmp_path: Path) -> None:
+    state = {"epoch": 3, "history": [{"epoch": 3}], "generator": torch.Generator().get_state()}
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, create_model("compact"), **fields(**{TRAIN_STATE: state}))
+    found = train_state_of(read_checkpoint(path), "last.pt")
+    assert found["epoch"] == 3 and torch.equal(found["generator"], state["generator"])
 
 
 # --------------------------------------------------------------------------------------------

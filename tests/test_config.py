@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bitmoji_ml.config import PRESETS, TrainConfig, build_config, config_from_dict
+from bitmoji_ml.config import PRESETS, TrainConfig, build_config, config_from_dict, requested_values
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import MODELS
 
@@ -144,6 +144,16 @@ def test_overrides_alone_over_preset() -> None:
     config = build_config("seed-cnn", overrides={"flip": True, "epochs": None})
     assert config.flip is True
     assert config.epochs == 10
+
+
+def test_requested_values_hold_only_what_was_set(tmp_path: Path) -> None:
+    # --resume compares these with the checkpoint: a default must not count as a request.
+    assert requested_values() == {}
+    assert requested_values(overrides={"epochs": 30, "lr": None}) == {"epochs": 30}
+    config_file = write_toml(tmp_path, "seed = 7\nepochs = 3\n")
+    values = requested_values("seed-cnn", config_file, {"epochs": 5})
+    assert values == {**PRESETS["seed-cnn"], "seed": 7, "epochs": 5}
+    assert build_config("seed-cnn", config_file, {"epochs": 5}) == config_from_dict(values)
 
 
 def test_toml_integer_for_float_field_becomes_float(tmp_path: Path) -> None:

@@ -96,9 +96,8 @@ def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template
     write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        train = train_job(
-            "default", None, {"epochs": 1, "batch_size": 16, "threads": 1}, lists, EXPERIMENT, echo=quiet
-        )
+        settings = {"epochs": 1, "batch_size": 16, "threads": 1}
+        train = dataclasses.asdict(train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings))
         output = root / "models" / "bitmoji.onnx"
         with logged_lines() as printed:
             result = export_job(output=output, experiment=EXPERIMENT, lists_dir=lists)

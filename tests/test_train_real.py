@@ -15,8 +15,8 @@ def test_default_model_reaches_99_percent_on_real_data(shared_data: Path, tmp_pa
     lists = tmp_path / "lists"
     manifest = write_lists(load_dataset(shared_data), lists)
     assert manifest["counts"] == {"train": 2400, "val": 600, "test": 1084}
-    result = train_job("default", None, {}, lists, "integration", echo=print)
-    assert result["best_val_acc"] >= 0.99
-    run = MlflowClient().get_run(result["run_id"])
+    result = train_job(lists_dir=lists, experiment="integration")
+    assert result.best_val_acc >= 0.99
+    run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["best_val_acc"] == result["best_val_acc"]
+    assert run.data.metrics["best_val_acc"] == result.best_val_acc

@@ -12,7 +12,6 @@ import pytest
 from conftest import make_dataset
 
 EXPERIMENT = "test-exp"
-QUIET = {"echo": lambda *_: None}
 
 
 @dataclasses.dataclass
@@ -48,9 +47,8 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
     run_ids, store = [], Store.open(uri)
     for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
         settings = {"epochs": 1, "threads": 1, **overrides}
-        run_ids.append(
-            train_job("default", None, settings, lists, EXPERIMENT, **QUIET, store=store)["run_id"]
-        )
+        result = train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings, store=store)
+        run_ids.append(result.run_id)
     _built["store"] = TrainedStore(uri, lists, dataset, run_ids)
     return _built["store"]
 

@@ -13,7 +13,6 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus, RunTag
 from mlflow.tracking.context.registry import resolve_tags
@@ -58,11 +57,6 @@ def environment_tags() -> dict[str, str]:
     if commit:
         tags["git_commit"] = commit
     return tags
-
-
-def default_run_name(config: Any, *, image_size: int) -> str:
-    """A run name that says the model and its key settings, e.g. compact-64px-e20-bs64-adamw-lr0.003."""
-    return f"{config.model}-{image_size}px-e{config.epochs}-bs{config.batch_size}-{config.optimizer}-lr{config.lr:g}"
 
 
 class TrainingRun:

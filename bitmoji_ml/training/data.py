@@ -1,0 +1,35 @@
+"""The training data: the train and val lists decoded once into memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitmoji_ml.data.cache import load_list
+from bitmoji_ml.data.images import Preprocess
+from bitmoji_ml.data.lists import LIST_FILES
+from bitmoji_ml.paths import CACHE_DIR
+
+
+@dataclasses.dataclass
+class TrainData:
+    """Decoded images (uint8 NHWC) and labels for the train and validation lists."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    manifest: dict[str, Any]
+
+
+def load_data(
+    lists_dir: Path, manifest: dict[str, Any], preprocess: Preprocess, disk_cache: bool = False
+) -> TrainData:
+    """Decode the train and val lists once into memory (and into data/cache/ if asked)."""
+    cache = CACHE_DIR if disk_cache else None
+    train_images, train_labels, _ = load_list(Path(lists_dir) / LIST_FILES["train"], preprocess, cache)
+    val_images, val_labels, _ = load_list(Path(lists_dir) / LIST_FILES["val"], preprocess, cache)
+    return TrainData(train_images, train_labels, val_images, val_labels, manifest)

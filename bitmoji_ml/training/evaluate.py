@@ -1,0 +1,57 @@
+"""Batched inference and validation metrics for a PyTorch classifier. Training validates with
+`evaluate`; `export.py` compares PyTorch with onnxruntime through `predict_probabilities`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix
+
+from bitmoji_ml.models.normalize import Classifier
+
+INFERENCE_BATCH = 256  # images per forward pass when only predicting
+PROBABILITY_FLOOR = 1e-12  # a probability of exactly 0 would make the log loss infinite
+
+
+@torch.no_grad()
+def predict_probabilities(model: Classifier, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """P(class) for uint8 NHWC images, in eval mode, `INFERENCE_BATCH` at a time; shape (N, 2)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), INFERENCE_BATCH):
+        batch = torch.from_numpy(images[start : start + INFERENCE_BATCH]).to(device)
+        outputs.append(torch.softmax(model(batch).float(), dim=1).cpu())
+    return torch.cat(outputs).numpy()
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """A model's predictions on a labelled set and what they score."""
+
+    loss: float  # mean cross-entropy (no label smoothing)
+    accuracy: float
+    probabilities: np.ndarray  # (N, 2)
+    confusion: np.ndarray  # 2x2 counts, rows = true class, columns = predicted class
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """The loss and accuracy as metrics named `<prefix>_loss` and `<prefix>_acc`."""
+        return {f"{prefix}_loss": self.loss, f"{prefix}_acc": self.accuracy}
+
+
+def evaluate(
+    model: Classifier, images: np.ndarray, labels: np.ndarray, device: torch.device
+) -> EvaluationResult:
+    """Loss, accuracy, probabilities and confusion matrix of `model` on `images`."""
+    probabilities = predict_probabilities(model, images, device)
+    log_probabilities = torch.from_numpy(probabilities).clamp_min(PROBABILITY_FLOOR).log()
+    loss = F.nll_loss(log_probabilities, torch.from_numpy(labels)).item()
+    predicted = probabilities.argmax(1)
+    return EvaluationResult(
+        loss=loss,
+        accuracy=float((predicted == labels).mean()),
+        probabilities=probabilities,
+        confusion=confusion_matrix(labels, predicted, labels=[0, 1]).astype(np.int64),
+    )

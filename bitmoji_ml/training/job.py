@@ -1,0 +1,221 @@
+"""`bitmoji train`: resolve the config (or continue a run under the resume policy), decode the
+lists, build the training state, and train inside one MLflow run. Everything that can fail on
+user input fails before the run is created."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bitmoji_ml.checkpoints import read_checkpoint, train_state_of
+from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
+from bitmoji_ml.data.lists import read_manifest
+from bitmoji_ml.models import count_parameters
+from bitmoji_ml.training.data import TrainData, load_data
+from bitmoji_ml.training.loop import TrainResult, fit
+from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
+from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
+from bitmoji_ml.training.state import TrainState, new_train_state
+
+if TYPE_CHECKING:  # mlflow loads only when a run starts
+    from bitmoji_ml.tracking.runs import TrainingRun
+    from bitmoji_ml.tracking.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainJobResult:
+    """What `bitmoji train` reports."""
+
+    run_id: str
+    best_val_acc: float
+    best_epoch: int
+    best_checkpoint: str  # local path of the best epoch's best.pt in the run's artifacts
+    train_seconds: float
+    history: list[dict[str, float]]
+    config: TrainConfig  # as resolved: the image size, device and threads actually used
+
+
+@dataclasses.dataclass
+class Resume:
+    """What `--resume` continues: the run's last.pt, checked against the resume policy."""
+
+    config: TrainConfig
+    changed: dict[str, str]  # settings that differ from the checkpoint, new values
+    train_state: dict[str, Any]
+    run_name: str
+    saved_run_name: str
+
+
+def train_job(
+    *,
+    lists_dir: Path,
+    experiment: str,
+    preset: str = "default",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    resume_run_id: str | None = None,
+    store: Store | None = None,
+) -> TrainJobResult:
+    """Train a new run, or continue run `resume_run_id` from its last checkpoint."""
+    from bitmoji_ml.tracking.runs import TrainingRun
+    from bitmoji_ml.tracking.store import Store
+
+    store = store or Store.open()
+    experiment_id = store.experiment_id(experiment)
+    requested = requested_values(preset, config_file, overrides)
+    manifest = read_manifest(lists_dir)
+    resume = (
+        load_resume(store, resume_run_id, requested, manifest, lists_dir, run_name) if resume_run_id else None
+    )
+    config = resume.config if resume else resolve_config(config_from_dict(requested))
+    torch.set_num_threads(config.threads)
+    data = decode(lists_dir, manifest, config)
+    state = build_state(config, data, resume)
+    name = resume.run_name if resume else run_name or default_run_name(config)
+    with TrainingRun(store, experiment_id=experiment_id, run_name=name, resume_run_id=resume_run_id) as run:
+        logger.info("MLflow run %s (%s, experiment %s)", run.run_id, store.uri, experiment)
+        log_start(run, config, manifest, state, lists_dir, resume)
+        header = checkpoint_header(config, manifest, run.run_id, name)
+        result = train_in_run(config, data, state, run, header)
+        run.log_summary(summary_metrics(result))
+    return TrainJobResult(
+        run_id=run.run_id,
+        best_val_acc=result.best["val_acc"],
+        best_epoch=int(result.best["epoch"]),
+        best_checkpoint=result.best_checkpoint,
+        train_seconds=result.train_seconds,
+        history=result.history,
+        config=config,
+    )
+
+
+def load_resume(
+    store: Store,
+    run_id: str,
+    requested: dict[str, Any],
+    manifest: dict,
+    lists_dir: Path,
+    run_name: str | None,
+) -> Resume:
+    """Download the run's last.pt and check it against the lists and the requested settings."""
+    from bitmoji_ml.tracking.names import LAST_CHECKPOINT
+    from bitmoji_ml.tracking.runs import download_run_checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = download_run_checkpoint(store, run_id=run_id, name=LAST_CHECKPOINT, folder=Path(folder))
+        payload = read_checkpoint(path)
+    train_state = train_state_of(payload, f"run {run_id}'s last.pt")
+    check_same_lists(
+        saved_digest=payload.get("data_digest", ""),
+        digest=manifest.get("digest", ""),
+        lists_dir=lists_dir,
+        run_id=run_id,
+    )
+    saved = config_from_dict(payload["config"])
+    resumed = resume_config(saved, requested)
+    check_resumable(saved=saved, config=resumed.config, epochs_done=train_state["epoch"], run_id=run_id)
+    saved_name = payload.get("run_name", "")
+    name = resumed_run_name(saved=saved, config=resumed.config, saved_name=saved_name, requested=run_name)
+    return Resume(resumed.config, resumed.changed, train_state, name, saved_name)
+
+
+def decode(lists_dir: Path, manifest: dict, config: TrainConfig) -> TrainData:
+    """The lists decoded at the config's input size."""
+    started = time.perf_counter()
+    data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache)
+    logger.info(
+        "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads",
+        len(data.train_labels),
+        len(data.val_labels),
+        time.perf_counter() - started,
+        config.model,
+        config.device,
+        config.threads,
+    )
+    return data
+
+
+def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> TrainState:
+    """A fresh training state, or the resumed one with its schedule re-planned to the epochs."""
+    steps_per_epoch = math.ceil(len(data.train_labels) / config.batch_size)
+    state = new_train_state(config, preprocess_for(config), torch.device(config.device), steps_per_epoch)
+    if resume is not None:
+        state.load_state_dict(resume.train_state)
+        state.schedule = state.schedule.replanned(
+            end_step=config.epochs * steps_per_epoch, at_step=state.step
+        )
+    return state
+
+
+def log_start(
+    run: TrainingRun,
+    config: TrainConfig,
+    manifest: dict,
+    state: TrainState,
+    lists_dir: Path,
+    resume: Resume | None,
+) -> None:
+    """Params, tags and datasets of a new run; for a resumed one, what --resume changed."""
+    tags = run_tags(config, state)
+    run.log_start(params=config.to_params(), tags=tags, lists_dir=lists_dir, manifest=manifest)
+    if resume and (resume.changed or resume.run_name != resume.saved_run_name):
+        run.log_resume(changed=resume.changed, run_name=resume.run_name)
+
+
+def train_in_run(
+    config: TrainConfig, data: TrainData, state: TrainState, run: TrainingRun, header: dict
+) -> TrainResult:
+    """`fit` in a scratch folder the run's artifacts are copied from."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="bitmoji-train-") as workdir:
+            return fit(
+                config=config, data=data, state=state, tracker=run, workdir=Path(workdir), header=header
+            )
+    except KeyboardInterrupt:
+        logger.info(
+            "interrupted: run %s ends as KILLED; continue it with --resume %s", run.run_id, run.run_id
+        )
+        raise
+
+
+def checkpoint_header(config: TrainConfig, manifest: dict, run_id: str, run_name: str) -> dict[str, Any]:
+    """What every checkpoint of the run carries besides weights, metrics and training state."""
+    return {
+        "model": config.model,
+        "config": dataclasses.asdict(config),
+        "preprocess": preprocess_for(config).to_dict(),
+        "data_digest": manifest.get("digest", ""),
+        "mlflow_run_id": run_id,
+        "run_name": run_name,
+    }
+
+
+def run_tags(config: TrainConfig, state: TrainState) -> dict[str, str]:
+    """What the run trained (TrainingRun.log_start adds where it ran and the data digest)."""
+    return {
+        "model": config.model,
+        "parameters": str(count_parameters(state.model)),
+        "device": config.device,
+        "torch_version": torch.__version__,
+    }
+
+
+def summary_metrics(result: TrainResult) -> dict[str, float]:
+    """Run-level results, for sorting runs."""
+    return {
+        "best_val_acc": result.best["val_acc"],
+        "best_val_loss": result.best["val_loss"],
+        "best_epoch": result.best["epoch"],
+        "train_seconds": result.train_seconds,
+        "epochs_run": len(result.history),
+    }

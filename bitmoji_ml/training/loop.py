@@ -1,0 +1,205 @@
+"""The training loop. `fit` reads top to bottom: for each epoch, train one epoch, evaluate,
+decide the best, checkpoint, report. Everything MLflow is behind the `Tracker` it is given."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bitmoji_ml import plots
+from bitmoji_ml.augment import augment_batch
+from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
+from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.console import progress
+from bitmoji_ml.training.data import TrainData
+from bitmoji_ml.training.evaluate import evaluate
+from bitmoji_ml.training.state import TrainState
+
+logger = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    """What the loop reports to (an MLflow TrainingRun in practice)."""
+
+    def log_epoch(
+        self, *, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None, model_name: str
+    ) -> str: ...
+    def log_checkpoint(self, path: Path) -> str: ...
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None: ...
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or early-stopped) training returns."""
+
+    history: list[dict[str, float]]
+    best: dict[str, float]
+    best_checkpoint: str
+    train_seconds: float
+
+
+@dataclasses.dataclass
+class EpochTotals:
+    """Sums over one epoch's training batches."""
+
+    seen: int = 0
+    objective: float = 0.0  # the loss that is minimised (label-smoothed)
+    loss: float = 0.0  # plain cross-entropy, comparable with val_loss
+    correct: int = 0
+    lr: float = 0.0  # the last learning rate used
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "train_loss": self.loss / self.seen,
+            "train_objective": self.objective / self.seen,
+            "train_acc": self.correct / self.seen,
+            "lr": self.lr,
+        }
+
+
+def is_better(candidate: dict[str, float], best: dict[str, float] | None) -> bool:
+    """Higher val_acc wins; on a tie, lower val_loss."""
+    if best is None:
+        return True
+    return (candidate["val_acc"], -candidate["val_loss"]) > (best["val_acc"], -best["val_loss"])
+
+
+def train_step(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step at the schedule's learning rate; returns (logits, objective)."""
+    lr = config.lr * state.schedule.factor(state.step)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+        logits = state.model(images)
+    objective = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+    state.optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    state.optimizer.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+    state.step += 1
+    return logits.detach().float(), objective.detach()
+
+
+def train_one_epoch(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, title: str
+) -> EpochTotals:
+    """One pass over the training images in a fresh random order, with a progress bar."""
+    state.model.train()
+    order = torch.randperm(len(labels), generator=state.generator)
+    totals = EpochTotals()
+    with progress(title, total=len(order)) as advance:
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            if len(index) < 2 and totals.seen:  # BatchNorm cannot train on a batch of one
+                continue
+            batch = augment_batch(
+                images[index], state.generator, config.flip, config.shift, config.scale, config.jitter
+            ).to(state.device, non_blocking=True)
+            batch_labels = labels[index].to(state.device, non_blocking=True)
+            logits, objective = train_step(state, batch, batch_labels, config)
+            totals.seen += len(index)
+            totals.objective += objective.item() * len(index)
+            totals.loss += F.cross_entropy(logits, batch_labels).item() * len(index)
+            totals.correct += (logits.argmax(1) == batch_labels).sum().item()
+            totals.lr = state.optimizer.param_groups[0]["lr"]
+            advance(
+                len(index), loss=f"{totals.loss / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.2%}"
+            )
+    return totals
+
+
+def fit(
+    *,
+    config: TrainConfig,
+    data: TrainData,
+    state: TrainState,
+    tracker: Tracker,
+    workdir: Path,
+    header: dict[str, Any],
+) -> TrainResult:
+    """Train from `state` to `config.epochs`, reporting each epoch and checkpoint to `tracker`.
+    Checkpoints (`header` + the epoch's metrics) are written in `workdir` first."""
+    images, labels = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        totals = train_one_epoch(state, images, labels, config, f"epoch {epoch}/{config.epochs}")
+        seconds = time.perf_counter() - started
+        result = evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
+        metrics = {**totals.metrics(), **result.metrics("val"), "epoch_seconds": seconds}
+        metrics["images_per_second"] = totals.seen / seconds
+        improved = is_better(metrics, state.best)
+        record_epoch(state, epoch, metrics, result.confusion if improved else None)
+        save_and_log(
+            state, tracker, workdir, {**header, "metrics": state.history[-1], "epoch": epoch}, improved
+        )
+        log_epoch_line(epoch, config.epochs, metrics, improved)
+        if config.patience and epoch - int(state.best["epoch"]) >= config.patience:
+            logger.info("early stop: no better val_acc for %d epochs", config.patience)
+            break
+    if state.best is None:
+        raise RuntimeError("training ran no epoch")
+    log_plots(tracker, state, workdir / "plots")
+    return TrainResult(state.history, state.best, state.best_checkpoint, state.train_seconds)
+
+
+def record_epoch(
+    state: TrainState, epoch: int, metrics: dict[str, float], best_confusion: np.ndarray | None
+) -> None:
+    """Add the epoch to the state's history; a confusion matrix means it is the new best."""
+    state.history.append({"epoch": epoch, **metrics})
+    state.epoch, state.train_seconds = epoch, state.train_seconds + metrics["epoch_seconds"]
+    if best_confusion is not None:
+        state.best, state.best_confusion = state.history[-1], best_confusion
+
+
+def save_and_log(
+    state: TrainState, tracker: Tracker, workdir: Path, fields: dict[str, Any], improved: bool
+) -> None:
+    """best.pt (when improved) and last.pt (with the training state), written and logged."""
+    best_path = workdir / "best.pt" if improved else None
+    if best_path is not None:
+        save_checkpoint(best_path, state.evaluated, **fields)
+    location = tracker.log_epoch(
+        epoch=fields["epoch"],
+        metrics={key: value for key, value in fields["metrics"].items() if key != "epoch"},
+        best_checkpoint=best_path,
+        model_name=fields["model"],
+    )
+    if improved:
+        state.best_checkpoint = location
+    save_checkpoint(workdir / "last.pt", state.evaluated, **fields, **{TRAIN_STATE: state.state_dict()})
+    tracker.log_checkpoint(workdir / "last.pt")
+
+
+def log_epoch_line(epoch: int, epochs: int, metrics: dict[str, float], improved: bool) -> None:
+    logger.info(
+        "epoch %3d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.1fs %s img/s%s",
+        epoch,
+        epochs,
+        metrics["train_loss"],
+        100 * metrics["train_acc"],
+        metrics["val_loss"],
+        100 * metrics["val_acc"],
+        metrics["epoch_seconds"],
+        f"{metrics['images_per_second']:,.0f}",
+        "  *best" if improved else "",
+    )
+
+
+def log_plots(tracker: Tracker, state: TrainState, folder: Path) -> None:
+    """Learning curves and the best epoch's validation confusion matrix, under plots/."""
+    assert state.best is not None
+    best_epoch = int(state.best["epoch"])
+    plots.learning_curves(state.history, folder / "learning_curves.png", best_epoch=best_epoch)
+    plots.confusion_matrix_plot(np.asarray(state.best_confusion), folder / "confusion_matrix.png")
+    tracker.log_artifacts(folder, "plots")

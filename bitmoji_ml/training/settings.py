@@ -1,0 +1,52 @@
+"""From the requested config to the settings a run actually uses on this machine: the input size
+(0 = the model's), the device (`auto` = the best available) and the thread count (0 = all)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.data.images import Preprocess
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import model_spec
+
+
+def preprocess_for(config: TrainConfig) -> Preprocess:
+    """The model's preprocessing, with `image_size` overriding its input size when set."""
+    spec = model_spec(config.model).preprocess
+    if config.image_size and config.image_size != spec.size:
+        ratio = spec.resize / spec.size
+        spec = dataclasses.replace(spec, size=config.image_size, resize=round(config.image_size * ratio))
+    return spec
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise BitmojiError(f"--device {name} requested but no {name.upper()} device is available")
+    return torch.device(name)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """`config` with image_size, device and threads replaced by the values used here, so that
+    params, checkpoints and run names say what happened (72, cpu, 16 rather than 0, auto, 0)."""
+    return dataclasses.replace(
+        config,
+        image_size=preprocess_for(config).size,
+        device=select_device(config.device).type,
+        threads=config.threads or os.cpu_count() or 1,
+    )
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """A run name that says the model and its key settings, e.g. compact-72px-e20-bs64-adamw-lr0.002."""
+    return (
+        f"{config.model}-{preprocess_for(config).size}px-e{config.epochs}-bs{config.batch_size}"
+        f"-{config.optimizer}-lr{config.lr:g}"
+    )

@@ -1,0 +1,120 @@
+"""The training state: everything a run changes as it trains, in one object. `last.pt` holds its
+`state_dict()`; `--resume` builds a fresh state and calls `load_state_dict()`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.data.images import Preprocess
+from bitmoji_ml.models import create_model
+from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.training.schedule import Schedule
+
+AveragedModel = torch.optim.swa_utils.AveragedModel
+
+
+def ema_update(decay: float):
+    """EMA step whose decay ramps up as (1 + n) / (10 + n) to `decay`, so the average is not
+    dominated by the random initial weights in short runs."""
+
+    def update(average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        rate = min(decay, (1 + float(updates)) / (10 + float(updates)))
+        return average * rate + current * (1 - rate)
+
+    return update
+
+
+def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on BatchNorm and bias parameters."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Model, weight average, optimizer, LR schedule, random generators and the record so far."""
+
+    model: Classifier
+    ema: AveragedModel | None  # the weights that are evaluated and saved, when EMA is on
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    generator: torch.Generator  # shuffling and augmentation (the global torch RNG drives dropout)
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best: dict[str, float] | None = None
+    best_confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, 2), np.int64))
+    best_checkpoint: str = ""  # where the tracker stored the best epoch's best.pt
+    train_seconds: float = 0.0
+
+    @property
+    def evaluated(self) -> Classifier:
+        """The network that is validated and checkpointed: the EMA weights when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only (checkpoints load with `weights_only=True`)."""
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "best_confusion": self.best_confusion.tolist(),
+            "best_checkpoint": self.best_checkpoint,
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state` (saved on any device) on this state's device."""
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule = Schedule.from_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history, self.best = list(state["history"]), state["best"]
+        self.best_confusion = np.array(state["best_confusion"], dtype=np.int64)
+        self.best_checkpoint, self.train_seconds = state["best_checkpoint"], state["train_seconds"]
+
+
+def new_train_state(
+    config: TrainConfig, preprocess: Preprocess, device: torch.device, steps_per_epoch: int
+) -> TrainState:
+    """A fresh state for `config`: seeded model and generators, the planned schedule."""
+    torch.manual_seed(config.seed)
+    # Channels-last weights: ~1.4x faster convolutions on CPU (oneDNN) as well as on CUDA.
+    model = create_model(config.model, preprocess).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    schedule = Schedule.planned(config.schedule, config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    # An exponential moving average of the weights is what gets evaluated and checkpointed:
+    # it is steadier from epoch to epoch than the raw weights.
+    ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True) if config.ema else None
+    return TrainState(model, ema, optimizer, schedule, generator)
