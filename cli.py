@@ -328,6 +328,25 @@ def ui(
         raise BitmojiError(f"the MLflow UI exited with code {code} (see its messages above)")
 
 
+@app.command()
+@friendly
+def serve(
+    model_uri: Annotated[
+        str, typer.Option(help="MLflow model URI to serve")
+    ] = f"models:/{paths.REGISTERED_MODEL}@champion",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5001,
+    workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
+) -> None:
+    """Serve the registered image model over REST on 127.0.0.1 until Ctrl-C (prints a curl line)."""
+    from bitmoji_ml.model_server import serve_model
+
+    code = serve_model(model_uri=model_uri, port=port, workers=workers)
+    if code is None:
+        typer.echo("stopped the model server")
+    elif code != 0:
+        raise BitmojiError(f"the model server exited with code {code} (see its messages above)")
+
+
 NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}
 
 

@@ -297,7 +297,8 @@ def export_job(
                 echo(f"not registered: run {source.run_id} of that checkpoint is not in this store")
                 return result
 
-            version = tracking.log_export(source.run_id, output, report_path, champion)
+            example = _first_validation_image(lists_dir)
+            version = tracking.log_export(source.run_id, output, report_path, champion, example)
             result["registered_version"] = version
             echo(
                 f"logged to run {source.run_id}; registered {paths.REGISTERED_MODEL} v{version} as @champion"
@@ -339,3 +340,10 @@ def _quantize_and_compare(
         echo(f"int8 loses {loss:.2%} (> {MAX_INT8_LOSS:.1%}): fp32 stays champion")
         return output
     return int8_path
+
+
+def _first_validation_image(lists_dir: Path | None) -> Path | None:
+    """The first face of the validation list (the registered model's input example), if any."""
+    path = Path(lists_dir or "") / LIST_FILES["val"]
+    entries = read_list(path) if lists_dir and path.is_file() else []
+    return entries[0][0] if entries else None

@@ -289,10 +289,15 @@ def best_logged_checkpoint(experiment: str, folder: Path) -> BestCheckpoint:
     return BestCheckpoint(Path(path), best.source_run_id, best.model_id)
 
 
-def log_export(run_id: str, onnx_path: Path, report_path: Path, champion_path: Path) -> str:
+def log_export(
+    run_id: str, onnx_path: Path, report_path: Path, champion_path: Path, example_image: Path | None = None
+) -> str:
     """Log the ONNX file(s) and the parity report to the source run, register the champion
-    file as a new version of the registered model and move the `champion` alias to it."""
+    file, wrapped as the image model, as a new version of the registered model and move the
+    `champion` alias to it."""
     import onnx
+
+    from bitmoji_ml.image_model_registry import log_image_model
 
     connect()
     client = MlflowClient()
@@ -300,15 +305,16 @@ def log_export(run_id: str, onnx_path: Path, report_path: Path, champion_path: P
         client.log_artifact(run_id, str(path), "onnx")
     status = client.get_run(run_id).info.status
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(
+        mlflow.onnx.log_model(
             onnx.load(str(champion_path)),
             name="onnx-model",
             pip_requirements=["onnxruntime"],
             save_as_external_data=False,
             tags={"file": champion_path.name},
         )
+        image_model = log_image_model(onnx_path=champion_path, example_image=example_image)
     client.set_terminated(run_id, status=status)  # reopening must not change how the run ended
-    version = mlflow.register_model(info.model_uri, paths.REGISTERED_MODEL)
+    version = mlflow.register_model(image_model.model_uri, paths.REGISTERED_MODEL)
     client.set_registered_model_alias(paths.REGISTERED_MODEL, "champion", version.version)
     return str(version.version)
 
