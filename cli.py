@@ -181,7 +181,12 @@ def export_onnx(
 @app.command()
 @friendly
 def predict(
-    folder: Annotated[Path, typer.Argument(help="Folder of face images")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FOLDER", help="Folder of face images (--engine ray: any path or URI Ray reads)"
+        ),
+    ],
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
     output: Annotated[Path, typer.Option(help="CSV to write")] = paths.PREDICTIONS_CSV,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
@@ -192,8 +197,18 @@ def predict(
         Path | None, typer.Option(help="sample_submission.csv (default: beside FOLDER)")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be read")] = False,
+    engine: Annotated[str, typer.Option(help="plain (this machine), or ray (writes Parquet)")] = "plain",
+    ray_address: Annotated[
+        str | None, typer.Option(help="--engine ray: cluster address (auto inside `ray job submit`)")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: model actors")] = 1,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    if engine == "ray":
+        return predict_ray(source, model, output, batch_size, ray_address, actors, strict)
+    if engine != "plain":
+        raise BitmojiError(f"unknown --engine {engine!r}: use plain or ray")
+    folder = Path(source)
     from bitmoji_ml.data.labels import predicted_classes
     from bitmoji_ml.files import write_text_atomic
     from bitmoji_ml.inference import OnnxModel, find_images, kaggle_csv, predict_paths, predictions_csv
@@ -222,6 +237,24 @@ def predict(
     )
     if strict and result.skipped:
         raise BitmojiError(f"--strict: {len(result.skipped)} file(s) could not be read")
+
+
+def predict_ray(
+    source: str, model: Path, output: Path, batch_size: int, address: str | None, actors: int, strict: bool
+) -> None:
+    """`bitmoji predict --engine ray`: Ray Data + an actor pool, to a Parquet dataset."""
+    from bitmoji_ml.ray_engine import predict_with_ray
+
+    if output == paths.PREDICTIONS_CSV:
+        output = output.with_suffix(".parquet")
+    result = predict_with_ray(
+        source=source, model=model, output=str(output), address=address, actors=actors, batch_size=batch_size
+    )
+    typer.echo(
+        f"{result.rows} images, {result.errors} with an error, {result.seconds:.2f}s -> {output} (Parquet)"
+    )
+    if strict and result.errors:
+        raise BitmojiError(f"--strict: {result.errors} file(s) could not be read")
 
 
 @app.command()
