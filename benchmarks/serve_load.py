@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> list[list]:
                 ]
             )
     finally:
-        tracking.stop_process_group(process)
+        model_server.stop_server(process)
     return rows
 
 

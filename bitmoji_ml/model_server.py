@@ -75,6 +75,29 @@ def wait_until_ready(process: subprocess.Popen, port: int, timeout: float = READ
     raise BitmojiError(f"the model server did not answer on port {port} within {timeout:.0f}s")
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of the group exists but is no longer ours to signal
+        return True
+    return True
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Stop the server's whole process group. `stop_process_group` waits for the group leader
+    only; a uvicorn worker that outlives it still holds the port, so wait for every member,
+    then SIGKILL whatever is left."""
+    stop_process_group(process, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def _raise_interrupt(signal_number: int, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signal_number).name)
 
@@ -106,4 +129,4 @@ def serve_model(*, model_uri: str, port: int, workers: int) -> int | None:
         except KeyboardInterrupt:
             return None
         finally:
-            stop_process_group(process)
+            stop_server(process)

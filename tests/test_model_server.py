@@ -72,7 +72,9 @@ def served(tmp_path_factory, mlflow_store_template, monkeypatch, tmp_path: Path)
             print(log.read_text()[-3000:])
             raise
         finally:
-            tracking.stop_process_group(process, timeout=15)
+            model_server.stop_server(process, timeout=15)
+    group = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert not group, f"server processes left in its group: {group}"
     assert_nothing_listens(port)
 
 
