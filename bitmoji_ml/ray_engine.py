@@ -111,8 +111,9 @@ def predict_with_ray(
 
     if actors < 1:
         raise BitmojiError("--actors must be at least 1")
-    if not Path(model).is_file():
-        raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or pass --model)")
+    from bitmoji_ml.inference import OnnxModel
+
+    OnnxModel.load(model, threads=1)  # a missing or unusable model fails here, before Ray starts
     if "://" not in source and not Path(source).exists():
         raise BitmojiError(f"{source} does not exist")
     started = time.perf_counter()

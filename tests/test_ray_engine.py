@@ -55,3 +55,19 @@ def test_ray_engine_writes_predicts_rows_and_errors(tmp_path_factory, mlflow_sto
         else:
             assert error.startswith("image bytes: ") or error == "empty image", (name, error)
     assert not list(tmp_path.glob(".out.parquet*")), "temporary output left behind"
+
+
+def test_unusable_model_or_engine_fails_before_ray_starts(tmp_path: Path):
+    import ray
+
+    folder = tmp_path / "faces"
+    face_files(folder, 2, corrupt=0)
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    runner = CliRunner()
+    for model, fragment in [("missing.onnx", "not found"), ("broken.onnx", "not a loadable ONNX model")]:
+        arguments = ["predict", str(folder), "--engine", "ray", "--model", str(tmp_path / model)]
+        result = runner.invoke(cli.app, [*arguments, "--output", str(tmp_path / "o.parquet")])
+        assert result.exit_code == 1 and fragment in result.output, result.output
+    result = runner.invoke(cli.app, ["predict", str(folder), "--engine", "spark"])
+    assert result.exit_code == 1 and "unknown --engine 'spark'" in result.output
+    assert not ray.is_initialized() and not (tmp_path / "o.parquet").exists()
