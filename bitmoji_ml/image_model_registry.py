@@ -17,7 +17,7 @@ from mlflow.types import ColSpec, Schema
 
 import bitmoji_ml
 from bitmoji_ml.image_batch import IMAGE_COLUMN
-from bitmoji_ml.inference_pyfunc import DEFAULT_CONFIG, ONNX_ARTIFACT
+from bitmoji_ml.inference_pyfunc import ONNX_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ def input_example(image: Path | None) -> pd.DataFrame | None:
 
 
 def log_image_model(*, onnx_path: Path, example_image: Path | None) -> mlflow.models.model.ModelInfo:
-    """Log the image model to the active run; the caller registers `model_uri`."""
+    """Log the image model to the active run; the caller registers `model_uri`. No
+    `model_config` is logged (MLflow would add its keys to the run's params): the defaults live
+    in `inference_pyfunc.DEFAULT_CONFIG`."""
     entry = Path(bitmoji_ml.__file__).parent / "image_model_code.py"
     example = input_example(example_image)
     if example is None:
@@ -77,6 +79,5 @@ def log_image_model(*, onnx_path: Path, example_image: Path | None) -> mlflow.mo
             pip_requirements=runtime_requirements(),
             signature=SIGNATURE,
             input_example=example,
-            model_config=dict(DEFAULT_CONFIG),
             tags={"file": Path(onnx_path).name},
         )

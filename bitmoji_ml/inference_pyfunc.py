@@ -16,7 +16,7 @@ from bitmoji_ml.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_
 from bitmoji_ml.inference import OnnxModel
 
 ONNX_ARTIFACT = "onnx_model"
-# model_config keys (defaults logged with the model; `mlflow.pyfunc.load_model(...,
+# model_config keys (defaults below, in code; `mlflow.pyfunc.load_model(...,
 # model_config=...)`, spark_udf(model_config=...) or $SERVING_MODEL_CONFIG override them).
 THREADS = "intra_op_threads"  # onnxruntime threads per loaded copy; scale out with copies
 MAX_IMAGE = "max_image_bytes"  # larger rows get an error, the rest of the batch is predicted
