@@ -63,9 +63,7 @@ def input_example(image: Path | None) -> pd.DataFrame | None:
 
 
 def log_image_model(*, onnx_path: Path, example_image: Path | None) -> mlflow.models.model.ModelInfo:
-    """Log the image model to the active run; the caller registers `model_uri`. No
-    `model_config` is logged (MLflow would add its keys to the run's params): the defaults live
-    in `inference_pyfunc.DEFAULT_CONFIG`."""
+    """Log the image model to the active run; the caller registers `model_uri`."""
     entry = Path(bitmoji_ml.__file__).parent / "image_model_code.py"
     example = input_example(example_image)
     if example is None:

@@ -9,6 +9,9 @@ loaded), numpy, pandas, Pillow and onnxruntime, never torch. No tracking calls h
 
 from __future__ import annotations
 
+import json
+import os
+
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -16,13 +19,26 @@ from bitmoji_ml.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_
 from bitmoji_ml.inference import OnnxModel
 
 ONNX_ARTIFACT = "onnx_model"
-# model_config keys (defaults below, in code; `mlflow.pyfunc.load_model(...,
-# model_config=...)`, spark_udf(model_config=...) or $SERVING_MODEL_CONFIG override them).
+# Settings, as JSON in $BITMOJI_IMAGE_MODEL_CONFIG (read when the model loads; `bitmoji serve`
+# sets the request limits this way). Not an MLflow model_config: MLflow would log its keys as
+# params of the export's source run.
+CONFIG_ENV = "BITMOJI_IMAGE_MODEL_CONFIG"
 THREADS = "intra_op_threads"  # onnxruntime threads per loaded copy; scale out with copies
 MAX_IMAGE = "max_image_bytes"  # larger rows get an error, the rest of the batch is predicted
 MAX_ROWS = "max_request_rows"  # 0 = no limit; over it the whole call is refused (HTTP 400)
 MAX_BYTES = "max_request_bytes"  # 0 = no limit; likewise
 DEFAULT_CONFIG = {THREADS: 1, MAX_IMAGE: MAX_IMAGE_BYTES, MAX_ROWS: 0, MAX_BYTES: 0}
+
+
+def model_settings() -> dict[str, int]:
+    """DEFAULT_CONFIG updated from $BITMOJI_IMAGE_MODEL_CONFIG (unknown keys are an error)."""
+    overrides = json.loads(os.environ.get(CONFIG_ENV) or "{}")
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(
+            f"${CONFIG_ENV}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}"
+        )
+    return {**DEFAULT_CONFIG, **{key: int(value) for key, value in overrides.items()}}
 
 
 def _refuse(message: str) -> None:
@@ -38,7 +54,7 @@ class BitmojiImageModel(PythonModel):
     is_male (1 male / -1 female, 0 for a bad row) and error ('' for a good row)."""
 
     def load_context(self, context) -> None:
-        self.config = {**DEFAULT_CONFIG, **(context.model_config or {})}
+        self.config = model_settings()
         self.model = OnnxModel.load(context.artifacts[ONNX_ARTIFACT], int(self.config[THREADS]))
 
     def _check_request(self, values: pd.Series) -> None:

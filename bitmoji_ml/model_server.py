@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.inference_pyfunc import CONFIG_ENV
 from bitmoji_ml.tracking import check_port_free, start_server, stop_process_group, tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_MODEL_URI = f"models:/{paths.REGISTERED_MODEL}@champion"
 # MLflow's scoring server has no request-size limit of its own: the model refuses (HTTP 400)
-# requests over these, passed as its model_config through $SERVING_MODEL_CONFIG.
+# requests over these, passed through its settings variable.
 SERVE_LIMITS = {"max_request_rows": 1024, "max_request_bytes": 32 * 2**20}
-SERVING_MODEL_CONFIG = "SERVING_MODEL_CONFIG"  # read by mlflow.pyfunc.scoring_server
 READY_SECONDS = 120
 
 
@@ -47,7 +47,7 @@ def serve_environment(*, limits: dict[str, int] | None = None) -> dict[str, str]
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MLFLOW_TRACKING_URI"] = tracking_uri()
-    env[SERVING_MODEL_CONFIG] = json.dumps(SERVE_LIMITS if limits is None else limits)
+    env[CONFIG_ENV] = json.dumps(SERVE_LIMITS if limits is None else limits)
     return env
 
 

@@ -118,3 +118,17 @@ def test_a_bad_row_does_not_fail_its_batch(tmp_path_factory, mlflow_store_templa
     assert out["error"].iloc[-1] == "empty image"
     corrupt = [error for f, error in zip(files, out["error"], strict=False) if f.name.startswith("corrupt")]
     assert len(corrupt) == 2 and all(error.startswith("image bytes: ") for error in corrupt), corrupt
+
+
+def test_settings_come_from_the_environment_and_unknown_keys_fail(monkeypatch):
+    import pytest
+
+    from bitmoji_ml.inference_pyfunc import CONFIG_ENV, DEFAULT_CONFIG, model_settings
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert model_settings() == DEFAULT_CONFIG
+    monkeypatch.setenv(CONFIG_ENV, '{"max_request_rows": 8}')
+    assert model_settings() == {**DEFAULT_CONFIG, "max_request_rows": 8}
+    monkeypatch.setenv(CONFIG_ENV, '{"max_rows": 8}')
+    with pytest.raises(ValueError, match="unknown setting"):
+        model_settings()
