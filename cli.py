@@ -210,7 +210,12 @@ def export_onnx(
 @app.command()
 @friendly
 def predict(
-    folder: Annotated[Path, typer.Argument(help="Folder of face images")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FOLDER", help="Folder of face images (--engine ray: any path or URI Ray reads)"
+        ),
+    ],
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
     output: Annotated[Path, typer.Option("--output", help="CSV file to write")] = paths.PREDICTIONS_CSV,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
@@ -223,8 +228,18 @@ def predict(
     strict: Annotated[
         bool, typer.Option(help="Exit 1, writing nothing, if any file could not be read")
     ] = False,
+    engine: Annotated[str, typer.Option(help="plain (this machine), or ray (writes Parquet)")] = "plain",
+    ray_address: Annotated[
+        str | None, typer.Option(help="--engine ray: cluster address (auto inside `ray job submit`)")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: model actors")] = 1,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    if engine == "ray":
+        return predict_ray(source, model, output, batch_size, ray_address, actors, strict)
+    if engine != "plain":
+        raise BitmojiError(f"unknown --engine {engine!r}: use plain or ray")
+    folder = Path(source)
     from bitmoji_ml.console import progress
     from bitmoji_ml.data.labels import predicted_classes
     from bitmoji_ml.files import write_text_atomic
@@ -256,6 +271,28 @@ def predict(
     typer.echo(
         f"{len(result.paths)} images, {male:.1%} male, {len(result.skipped)} skipped, "
         f"{result.seconds:.2f}s, {len(result.paths) / result.seconds:,.0f} images/s -> {output}"
+    )
+
+
+def predict_ray(
+    source: str, model: Path, output: Path, batch_size: int, address: str | None, actors: int, strict: bool
+) -> None:
+    """`bitmoji predict --engine ray`: Ray Data + an actor pool, to a Parquet dataset."""
+    from bitmoji_ml.ray_engine import predict_with_ray
+
+    if output == paths.PREDICTIONS_CSV:
+        output = output.with_suffix(".parquet")
+    result = predict_with_ray(
+        source=source,
+        model=model,
+        output=str(output),
+        address=address,
+        actors=actors,
+        batch_size=batch_size,
+        strict=strict,
+    )
+    typer.echo(
+        f"{result.rows} images, {result.errors} with an error, {result.seconds:.2f}s -> {output} (Parquet)"
     )
 
 
@@ -384,6 +421,26 @@ def ui(
         typer.echo(f"stopped the MLflow UI ({stopped.stopped_by})")
     elif stopped.code != 0:
         raise BitmojiError(f"the MLflow UI exited with code {stopped.code} (see its messages above)")
+
+
+@app.command()
+@friendly
+def serve(
+    model_uri: Annotated[
+        str, typer.Option(help="MLflow model URI to serve")
+    ] = f"models:/{paths.REGISTERED_MODEL}@champion",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5001,
+    workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
+) -> None:
+    """Serve the registered image model over REST on 127.0.0.1 until Ctrl-C (prints a curl line)."""
+    from bitmoji_ml.model_server import serve_model
+    from bitmoji_ml.tracking.store import tracking_uri
+
+    stopped = serve_model(store_uri=tracking_uri(), model_uri=model_uri, port=port, workers=workers)
+    if stopped.stopped_by:
+        typer.echo(f"stopped the model server ({stopped.stopped_by})")
+    elif stopped.code != 0:
+        raise BitmojiError(f"the model server exited with code {stopped.code} (see its messages above)")
 
 
 NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}

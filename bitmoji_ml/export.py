@@ -380,6 +380,7 @@ def export_job(
                 output=output,
                 report_path=report_path,
                 champion=champion,
+                example_image=_first_validation_image(lists_dir),
             )
     return result
 
@@ -392,6 +393,7 @@ def _register(
     output: Path,
     report_path: Path,
     champion: Path,
+    example_image: Path | None,
 ) -> str | None:
     """Log the files to the source run and move @champion; the version, or None if not registered."""
     if not source.run_id:
@@ -403,7 +405,12 @@ def _register(
         logger.info("not registered: run %s of that checkpoint is not in this store", source.run_id)
         return None
     version = log_export(
-        store, run_id=source.run_id, onnx_path=output, report_path=report_path, champion_path=champion
+        store,
+        run_id=source.run_id,
+        onnx_path=output,
+        report_path=report_path,
+        champion_path=champion,
+        example_image=example_image,
     ).version
     logger.info(
         "logged to run %s; registered %s v%s as @champion", source.run_id, paths.REGISTERED_MODEL, version
@@ -443,3 +450,10 @@ def _quantize_and_compare(
         echo(f"int8 loses {loss:.2%} (> {MAX_INT8_LOSS:.1%}): fp32 stays champion")
         return output
     return int8_path
+
+
+def _first_validation_image(lists_dir: Path | None) -> Path | None:
+    """The first face of the validation list (the registered model's input example), if any."""
+    path = Path(lists_dir or "") / LIST_FILES["val"]
+    entries = read_list(path) if lists_dir and path.is_file() else []
+    return entries[0][0] if entries else None

@@ -105,20 +105,30 @@ def replace_folder_atomic(folder: str | Path, contents: dict[str, bytes]) -> Non
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
-        if not folder.exists():
-            os.replace(staging, folder)
-            return
-        os.replace(folder, old)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            os.replace(old, folder)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(staging, folder, old)
     except OSError as error:
         raise BitmojiError(f"cannot write {given}: {error.strerror or error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_folder(staging: Path, folder: Path, old: Path | None = None) -> None:
+    """Rename the finished folder `staging` to `folder`. An existing `folder` (or file) is moved
+    aside to `old` first and put back if the second rename fails, then deleted."""
+    if not folder.exists():
+        os.replace(staging, folder)
+        return
+    old = old or folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    os.replace(folder, old)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        os.replace(old, folder)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
 
 
 def _check_replaceable(folder: Path, contents: dict[str, bytes]) -> None:

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bitmoji_ml.errors import BitmojiError
@@ -122,13 +123,19 @@ def _request_stop(number: int, frame: object) -> None:
     raise _StopRequested(number)
 
 
-def run_in_foreground(command: list[str], **popen_options: Any) -> ServerExit:
+def run_in_foreground(
+    command: list[str], *, on_started: Callable[[subprocess.Popen], None] | None = None, **popen_options: Any
+) -> ServerExit:
     """Run `command` in its own process group until it exits, or until Ctrl-C, SIGTERM or
-    SIGHUP reaches this process: then the whole group is stopped. Call from the main thread."""
+    SIGHUP reaches this process: then the whole group is stopped. `on_started(process)` runs
+    once it is started (e.g. to wait until it answers); if it raises, the group is stopped too.
+    Call from the main thread."""
     previous = {number: signal.signal(number, _request_stop) for number in STOP_SIGNALS}
     process = None
     try:
         process = start_process_group(command, **popen_options)
+        if on_started is not None:
+            on_started(process)
         return ServerExit(process.wait())
     except _StopRequested as stop:
         for number in STOP_SIGNALS:  # a second Ctrl-C must not cut the stop short
@@ -137,5 +144,7 @@ def run_in_foreground(command: list[str], **popen_options: Any) -> ServerExit:
             stop_process_group(process)
         return ServerExit(None if process is None else process.returncode, signal.Signals(stop.number).name)
     finally:
+        if process is not None and _signal_group(process.pid, 0):  # workers outliving the leader
+            stop_process_group(process)
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -517,7 +517,7 @@ NO_HEAVY_IMPORTS = textwrap.dedent(
     folder, model, output = sys.argv[1:4]
     result = CliRunner().invoke(cli.app, ["predict", folder, "--model", model, "--output", output])
     assert result.exit_code == 0, result.output
-    heavy = {"torch", "torchvision", "mlflow"}
+    heavy = {"torch", "torchvision", "mlflow", "ray", "pyspark"}
     loaded = sorted({name.split(".")[0] for name in sys.modules} & heavy)
     print("loaded:", loaded)
     """

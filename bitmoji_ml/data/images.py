@@ -4,9 +4,12 @@ parity and inference all call `decode_image`, so there is no second implementati
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -109,10 +112,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: str | Path, spec: Preprocess) -> np.ndarray:
-    """Decode `path` to a uint8 array of shape (size, size, 3): EXIF orientation applied,
-    converted to RGB, shorter side resized to `spec.resize`, centre-cropped to `spec.size`."""
-    path = Path(path)
+def decode_image(path: str | Path | BinaryIO, spec: Preprocess) -> np.ndarray:
+    """Decode `path` (or an open binary file) to a uint8 array of shape (size, size, 3): EXIF
+    orientation applied, converted to RGB, shorter side resized to `spec.resize`, centre-cropped
+    to `spec.size`."""
+    path = Path(path) if isinstance(path, str | os.PathLike) else path
     image = _open_checked(path)
     try:
         with image:
@@ -138,6 +142,20 @@ def decode_image(path: str | Path, spec: Preprocess) -> np.ndarray:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(f"{path}: cannot decode ({error})") from error
+
+
+class _ImageBytes(io.BytesIO):
+    """In-memory image file; error messages call it "image bytes", not an object address."""
+
+    def __repr__(self) -> str:
+        return "image bytes"
+
+    __str__ = __repr__
+
+
+def decode_image_bytes(data: bytes, spec: Preprocess) -> np.ndarray:
+    """`decode_image` for the bytes of an image file (a request body, a binary column)."""
+    return decode_image(_ImageBytes(data), spec)
 
 
 def check_image(path: str | Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 CHAMPION_ALIAS = "champion"  # the registered model version that `evaluate` and users pick
 ONNX_LOGGED_MODEL = "onnx-model"  # the logged model `export-onnx` adds to the source run
+IMAGE_LOGGED_MODEL = "image-model"  # the pyfunc image model (bytes in), registered as @champion
 CHECKPOINT_MODEL_TYPE = "bitmoji-checkpoint"  # model_type of every best-checkpoint logged model
 CHECKPOINT_DIR = "checkpoints"  # run artifact folder of best.pt and last.pt
 BEST_CHECKPOINT = "best.pt"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
@@ -21,10 +23,14 @@ from bitmoji_ml.tracking.names import (
     CHAMPION_ALIAS,
     CHECKPOINT_MODEL_TYPE,
     EXPORT_DIR,
+    IMAGE_LOGGED_MODEL,
     ONNX_LOGGED_MODEL,
     dataset_name,
 )
 from bitmoji_ml.tracking.store import Store
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
 
 logger = logging.getLogger(__name__)
 PAGE = 100
@@ -113,23 +119,24 @@ class Registration:
     version: str
 
 
-def _log_onnx_model(store: Store, *, run_id: str, path: Path) -> str:
-    """`path` as an MLflow ONNX model: a logged model that is an output of `run_id`."""
-    import mlflow.onnx
-    import onnx
+def _log_model_folder(
+    store: Store, *, run_id: str, name: str, path: Path, save: Callable[[Path, Model], None]
+) -> str:
+    """A logged model named `name`, an output of `run_id`, whose files `save(folder, model)`
+    writes; returns its id. Client calls only: the source run is not reopened."""
     from mlflow.models import Model
 
     client = store.client
     run = store.get_run(run_id)
     model = client.create_logged_model(
         run.info.experiment_id,
-        name=ONNX_LOGGED_MODEL,
+        name=name,
         source_run_id=run_id,
         tags={"file": path.name},
         params=dict(run.data.params),
     )
     try:
-        with tempfile.TemporaryDirectory(prefix="bitmoji-onnx-model-") as folder:
+        with tempfile.TemporaryDirectory(prefix="bitmoji-logged-model-") as folder:
             local = Path(folder) / "model"
             described = Model(
                 artifact_path=model.artifact_location,
@@ -137,13 +144,7 @@ def _log_onnx_model(store: Store, *, run_id: str, path: Path) -> str:
                 model_uuid=model.model_id,
                 model_id=model.model_id,
             )
-            mlflow.onnx.save_model(
-                onnx.load(str(path)),
-                str(local),
-                mlflow_model=described,
-                pip_requirements=["onnxruntime"],
-                save_as_external_data=False,
-            )
+            save(local, described)
             client.log_model_artifacts(model.model_id, str(local))
     except BaseException:
         client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
@@ -151,6 +152,35 @@ def _log_onnx_model(store: Store, *, run_id: str, path: Path) -> str:
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
+
+
+def _save_onnx_model(path: Path) -> Callable[[Path, Model], None]:
+    """Writes `path` as an MLflow ONNX-flavor model folder."""
+
+    def save(folder: Path, described: Model) -> None:
+        import mlflow.onnx
+        import onnx
+
+        mlflow.onnx.save_model(
+            onnx.load(str(path)),
+            str(folder),
+            mlflow_model=described,
+            pip_requirements=["onnxruntime"],
+            save_as_external_data=False,
+        )
+
+    return save
+
+
+def _save_image_model(path: Path, example_image: Path | None) -> Callable[[Path, Model], None]:
+    """Writes `path` wrapped as the image pyfunc (bytes in, probabilities out)."""
+
+    def save(folder: Path, described: Model) -> None:
+        from bitmoji_ml.image_model_registry import save_image_model
+
+        save_image_model(folder, mlflow_model=described, onnx_path=path, example_image=example_image)
+
+    return save
 
 
 def register_champion(store: Store, *, model_id: str, run_id: str) -> str:
@@ -169,14 +199,30 @@ def register_champion(store: Store, *, model_id: str, run_id: str) -> str:
 
 
 def log_export(
-    store: Store, *, run_id: str, onnx_path: Path, report_path: Path, champion_path: Path
+    store: Store,
+    *,
+    run_id: str,
+    onnx_path: Path,
+    report_path: Path,
+    champion_path: Path,
+    example_image: Path | None = None,
 ) -> Registration:
-    """Log the ONNX file(s) and the parity report under onnx/ of the source run, log the
-    champion file as an ONNX logged model of that run, and register it as `@champion`."""
+    """Log the ONNX file(s) and the parity report under onnx/ of the source run, the champion
+    file as an ONNX logged model (for `bitmoji predict --model` and evaluate) and as the image
+    model, and register the image model as `@champion`."""
     for path in dict.fromkeys([onnx_path, champion_path, report_path]):
         store.client.log_artifact(run_id, str(path), EXPORT_DIR)
-    model_id = _log_onnx_model(store, run_id=run_id, path=champion_path)
-    return Registration(model_id, register_champion(store, model_id=model_id, run_id=run_id))
+    _log_model_folder(
+        store, run_id=run_id, name=ONNX_LOGGED_MODEL, path=champion_path, save=_save_onnx_model(champion_path)
+    )
+    image_model_id = _log_model_folder(
+        store,
+        run_id=run_id,
+        name=IMAGE_LOGGED_MODEL,
+        path=champion_path,
+        save=_save_image_model(champion_path, example_image),
+    )
+    return Registration(image_model_id, register_champion(store, model_id=image_model_id, run_id=run_id))
 
 
 # --- the model `evaluate` scores -------------------------------------------------------------

@@ -120,11 +120,18 @@ class Store:
 
     def download(self, *, artifact_uri: str, folder: Path) -> Path:
         """Download `artifact_uri` (runs:/, models:/, file://...) of this store into `folder`."""
-        return Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=artifact_uri, dst_path=str(folder), tracking_uri=self.uri, registry_uri=self.uri
+        # A registered version's source is `models:/<logged model id>`, which MLflow resolves with
+        # a client on the process-wide URI whatever registry_uri says: hence the scoped default.
+        scope = self.process_default() if artifact_uri.startswith("models:/") else contextlib.nullcontext()
+        with scope:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri,
+                    dst_path=str(folder),
+                    tracking_uri=self.uri,
+                    registry_uri=self.uri,
+                )
             )
-        )
 
     @contextlib.contextmanager
     def process_default(self) -> Iterator[None]:

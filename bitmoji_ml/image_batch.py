@@ -1,0 +1,85 @@
+"""Predict a column of image-file bytes: one output row per input row, with a per-row error.
+
+The engine-neutral core of the registered image model: the MLflow pyfunc, the REST server, Spark
+and the Ray engine all call `predict_image_bytes`. Imports numpy, pandas and the project's
+decode and ONNX predictor only (never torch or mlflow), so it runs wherever the model does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from bitmoji_ml.data.images import ImageError, decode_image_bytes
+from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
+from bitmoji_ml.inference import OnnxModel
+
+IMAGE_COLUMN = "image"
+OUTPUT_COLUMNS = ("prob_male", "is_male", "error")
+# A face is a few KiB; a row over this is refused before decoding (the pixel limit of
+# decode_image still guards smaller files that expand hugely).
+MAX_IMAGE_BYTES = 10 * 2**20
+BATCH_SIZE = 256
+
+
+def as_image_bytes(value: object, max_image_bytes: int) -> bytes:
+    """The bytes of one cell, or ImageError saying why the cell is not an image file."""
+    if isinstance(value, bytes | bytearray | memoryview | np.bytes_):
+        data = bytes(value)
+    elif isinstance(value, str):
+        raise ImageError("expected image file bytes, got text (over REST send the file base64-encoded)")
+    elif value is None or (isinstance(value, float) and np.isnan(value)):
+        raise ImageError("no image in this row")
+    else:
+        raise ImageError(f"expected image file bytes, got {type(value).__name__}")
+    if len(data) > max_image_bytes:
+        raise ImageError(f"refused, {len(data):,} bytes is over the {max_image_bytes:,}-byte image limit")
+    if not data:
+        raise ImageError("empty image")
+    return data
+
+
+def _decode_rows(values: list, model: OnnxModel, max_image_bytes: int) -> tuple[np.ndarray, list[str]]:
+    """Decoded pixels of every row (zeros where a row failed) and each row's error ('' if none)."""
+    size = model.preprocess.size
+    pixels = np.zeros((len(values), size, size, 3), dtype=np.uint8)
+    errors: list[str] = []
+    for index, value in enumerate(values):
+        try:
+            pixels[index] = decode_image_bytes(as_image_bytes(value, max_image_bytes), model.preprocess)
+            errors.append("")
+        except ImageError as error:
+            errors.append(str(error))
+    return pixels, errors
+
+
+def predict_image_bytes(
+    model: OnnxModel,
+    values: Iterable,
+    *,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
+    """`prob_male` (float, NaN for a bad row), `is_male` (1 / -1, 0 for a bad row) and `error`
+    ('' for a good row) for each image-file value, in input order."""
+    values = list(values)
+    prob = np.full(len(values), np.nan, dtype=np.float64)
+    errors: list[str] = []
+    for start in range(0, len(values), batch_size):
+        pixels, chunk_errors = _decode_rows(values[start : start + batch_size], model, max_image_bytes)
+        good = np.array([not error for error in chunk_errors], dtype=bool)
+        if good.any():
+            prob[start : start + len(chunk_errors)][good] = model.predict(pixels[good])
+        errors += chunk_errors
+    is_male = np.array(
+        [
+            index_to_kaggle(int(cls)) if not error else 0
+            for cls, error in zip(predicted_classes(np.nan_to_num(prob)), errors, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    return pd.DataFrame(
+        {"prob_male": prob, "is_male": is_male, "error": errors}, columns=list(OUTPUT_COLUMNS)
+    )

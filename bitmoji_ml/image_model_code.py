@@ -1,0 +1,8 @@
+"""MLflow models-from-code entry point of the registered image model (no pickled objects):
+MLflow runs this file when it loads the model, with the model's `code/` folder on sys.path."""
+
+import mlflow
+
+from bitmoji_ml.inference_pyfunc import BitmojiImageModel
+
+mlflow.models.set_model(BitmojiImageModel())

@@ -1,0 +1,80 @@
+"""Writes the registered image model: the exported ONNX file wrapped in `BitmojiImageModel`, with
+a signature, a real face as input example, run-time requirements only (never torch) and the few
+project modules it needs as its code. tracking.registry.log_export logs and registers it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
+
+import bitmoji_ml
+from bitmoji_ml.image_batch import IMAGE_COLUMN
+from bitmoji_ml.inference_pyfunc import ONNX_ARTIFACT
+
+logger = logging.getLogger(__name__)
+
+# Everything the model imports from this project, and nothing else (no torch, no mlflow calls).
+CODE_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "inference.py",
+    "image_batch.py",
+    "inference_pyfunc.py",
+    "data/__init__.py",
+    "data/images.py",
+    "data/labels.py",
+)
+RUNTIME_PACKAGES = ("onnxruntime", "pillow", "numpy", "pandas")
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
+    outputs=Schema([ColSpec("double", "prob_male"), ColSpec("long", "is_male"), ColSpec("string", "error")]),
+)
+
+
+def runtime_requirements() -> list[str]:
+    """The model's pip requirements: the installed versions of the run-time packages."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def copy_model_code(folder: Path) -> Path:
+    """A `bitmoji_ml` package under `folder` holding only CODE_MODULES; returns its path."""
+    source = Path(bitmoji_ml.__file__).parent
+    package = folder / "bitmoji_ml"
+    for name in CODE_MODULES:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, package / name)
+    return package
+
+
+def input_example(image: Path | None) -> pd.DataFrame | None:
+    """One real face as the model's input example (None when no image is at hand)."""
+    if image is None or not Path(image).is_file():
+        return None
+    return pd.DataFrame({IMAGE_COLUMN: [Path(image).read_bytes()]})
+
+
+def save_image_model(path: Path, *, mlflow_model: Model, onnx_path: Path, example_image: Path | None) -> None:
+    """Write the image model's MLflow model folder at `path` (models-from-code, nothing pickled)."""
+    entry = Path(bitmoji_ml.__file__).parent / "image_model_code.py"
+    example = input_example(example_image)
+    if example is None:
+        logger.info("note: no validation image at hand; the image model is logged without an input example")
+    with tempfile.TemporaryDirectory(prefix="bitmoji-image-model-") as folder:
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=str(entry),
+            artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            code_paths=[str(copy_model_code(Path(folder)))],
+            pip_requirements=runtime_requirements(),
+            signature=SIGNATURE,
+            input_example=example,
+            mlflow_model=mlflow_model,
+        )

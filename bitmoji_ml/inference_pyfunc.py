@@ -1,0 +1,79 @@
+"""The registered image model as an MLflow `PythonModel`: image-file bytes in, P(male), the
+Kaggle label and a per-row error out.
+
+It travels inside the logged model (MLflow `code_paths`) with only the modules it needs, so it
+loads where this project is not installed: its imports are mlflow (present wherever a pyfunc is
+loaded), numpy, pandas, Pillow and onnxruntime, never torch. No tracking calls here;
+`image_model_registry.py` logs and registers it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from bitmoji_ml.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_bytes
+from bitmoji_ml.inference import OnnxModel
+
+ONNX_ARTIFACT = "onnx_model"
+# Settings, as JSON in $BITMOJI_IMAGE_MODEL_CONFIG (read when the model loads; `bitmoji serve`
+# sets the request limits this way). Not an MLflow model_config: MLflow would log its keys as
+# params of the export's source run.
+CONFIG_ENV = "BITMOJI_IMAGE_MODEL_CONFIG"
+THREADS = "intra_op_threads"  # onnxruntime threads per loaded copy; scale out with copies
+MAX_IMAGE = "max_image_bytes"  # larger rows get an error, the rest of the batch is predicted
+MAX_ROWS = "max_request_rows"  # 0 = no limit; over it the whole call is refused (HTTP 400)
+MAX_BYTES = "max_request_bytes"  # 0 = no limit; likewise
+DEFAULT_CONFIG = {THREADS: 1, MAX_IMAGE: MAX_IMAGE_BYTES, MAX_ROWS: 0, MAX_BYTES: 0}
+
+
+def model_settings() -> dict[str, int]:
+    """DEFAULT_CONFIG updated from $BITMOJI_IMAGE_MODEL_CONFIG (unknown keys are an error)."""
+    overrides = json.loads(os.environ.get(CONFIG_ENV) or "{}")
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(
+            f"${CONFIG_ENV}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}"
+        )
+    return {**DEFAULT_CONFIG, **{key: int(value) for key, value in overrides.items()}}
+
+
+def _refuse(message: str) -> None:
+    """Fail the whole call as a client error (the scoring server answers 400 with `message`)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class BitmojiImageModel(PythonModel):
+    """ONNX file + the project's decode; input column `image` (bytes), output prob_male,
+    is_male (1 male / -1 female, 0 for a bad row) and error ('' for a good row)."""
+
+    def load_context(self, context) -> None:
+        self.config = model_settings()
+        self.model = OnnxModel.load(context.artifacts[ONNX_ARTIFACT], int(self.config[THREADS]))
+
+    def _check_request(self, values: pd.Series) -> None:
+        rows, max_rows = len(values), int(self.config[MAX_ROWS])
+        if max_rows and rows > max_rows:
+            _refuse(
+                f"request refused: {rows} images is over the {max_rows}-image limit; send smaller batches"
+            )
+        max_bytes = int(self.config[MAX_BYTES])
+        if max_bytes:
+            total = sum(len(value) for value in values if isinstance(value, bytes | bytearray | str))
+            if total > max_bytes:
+                _refuse(f"request refused: {total:,} bytes of images is over the {max_bytes:,}-byte limit")
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if IMAGE_COLUMN not in model_input.columns:
+            _refuse(
+                f"expected a column {IMAGE_COLUMN!r} of image file bytes, got {list(model_input.columns)}"
+            )
+        values = model_input[IMAGE_COLUMN]
+        self._check_request(values)
+        return predict_image_bytes(self.model, values, max_image_bytes=int(self.config[MAX_IMAGE]))

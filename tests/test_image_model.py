@@ -1,0 +1,134 @@
+"""The registered @champion is an image model: bytes in, prob_male / is_male / error out, with a
+signature, a real input example, run-time requirements only, and code that loads without this
+project installed and without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from image_model_helpers import assert_rows_match, champion, face_files, reference_probabilities
+
+from bitmoji_ml.data.images import Preprocess, decode_image, decode_image_bytes
+
+# Run with `python -I` (no PYTHONPATH, no cwd, no user site): the project's editable-install
+# finder is removed and torch, torchvision, onnx and the CLI are blocked, so the only way to get
+# `bitmoji_ml` is the model's own code folder. The venv's third-party packages stay visible, as
+# onnxruntime, Pillow, numpy, pandas and mlflow are in a fresh serving environment.
+ISOLATED_LOADER = r"""
+import importlib.abc, json, sys
+model_dir, *files = sys.argv[1:]
+BLOCKED = {"torch", "torchvision", "onnx", "onnxscript", "cli"}
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked import of {name}")
+sys.meta_path = [Blocker()] + [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+try:
+    import bitmoji_ml
+    raise SystemExit("bitmoji_ml is importable without the model's code")
+except ImportError:
+    pass
+import pandas as pd, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(model_dir)
+frame = pd.DataFrame({"image": [open(f, "rb").read() for f in files]})
+out = model.predict(frame)
+project = {m.__file__ for n, m in sys.modules.items() if n.split(".")[0] == "bitmoji_ml"}
+print(json.dumps({
+    "prob": [None if p != p else p for p in out["prob_male"].tolist()],
+    "is_male": out["is_male"].tolist(), "error": out["error"].tolist(),
+    "project_files": sorted(project), "torch_loaded": "torch" in sys.modules,
+}))
+"""
+
+
+def test_decode_image_bytes_equals_decode_image_of_the_file(tmp_path: Path):
+    spec = Preprocess(size=72, resize=72)
+    for path in face_files(tmp_path, 8, corrupt=0):
+        np.testing.assert_array_equal(decode_image_bytes(path.read_bytes(), spec), decode_image(path, spec))
+
+
+def test_champion_has_signature_example_and_runtime_requirements_only(
+    tmp_path_factory, mlflow_store_template
+):
+    found = champion(tmp_path_factory, mlflow_store_template)
+    mlmodel = yaml.safe_load((found.model_dir / "MLmodel").read_text())
+    assert "python_function" in mlmodel["flavors"]
+    signature = {key: json.loads(value) for key, value in mlmodel["signature"].items() if value}
+    assert signature["inputs"] == [{"type": "binary", "name": "image", "required": True}]
+    assert [column["name"] for column in signature["outputs"]] == ["prob_male", "is_male", "error"]
+    example = json.loads((found.model_dir / "serving_input_example.json").read_text())
+    assert example["dataframe_split"]["columns"] == ["image"]
+    requirements = (found.model_dir / "requirements.txt").read_text().split()
+    names = {line.split("==")[0].lower() for line in requirements}
+    assert names <= {"mlflow", "onnxruntime", "pillow", "numpy", "pandas"}, requirements
+    assert {"onnxruntime", "pillow", "numpy", "pandas"} <= names
+    code = found.model_dir / "code" / "bitmoji_ml"
+    assert not (code / "export.py").exists() and not (code / "tracking.py").exists()
+    assert "import torch" not in "".join(p.read_text() for p in code.rglob("*.py"))
+
+
+def test_registered_model_loads_and_predicts_without_the_project_or_torch(
+    tmp_path_factory, mlflow_store_template, tmp_path: Path
+):
+    found = champion(tmp_path_factory, mlflow_store_template)
+    files = face_files(tmp_path / "faces", 3, corrupt=2)
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", ISOLATED_LOADER, str(found.model_dir), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert not result["torch_loaded"]
+    assert result["project_files"] and all(
+        name.startswith(str(found.model_dir / "code")) for name in result["project_files"]
+    )
+    prob = np.array([np.nan if value is None else value for value in result["prob"]])
+    assert_rows_match(
+        [f.name for f in files], prob, result["error"], reference_probabilities(found.onnx, files)
+    )
+    assert {value for value, error in zip(result["is_male"], result["error"], strict=True) if not error} <= {
+        1,
+        -1,
+    }
+
+
+def test_a_bad_row_does_not_fail_its_batch(tmp_path_factory, mlflow_store_template, tmp_path: Path):
+    import mlflow.pyfunc
+
+    found = champion(tmp_path_factory, mlflow_store_template)
+    files = face_files(tmp_path / "faces", 4, corrupt=2)
+    model = mlflow.pyfunc.load_model(str(found.model_dir))
+    values = [f.read_bytes() for f in files] + [b""]
+    out = model.predict(pd.DataFrame({"image": values}))
+    assert list(out.columns) == ["prob_male", "is_male", "error"] and len(out) == len(values)
+    reference = reference_probabilities(found.onnx, files)
+    assert_rows_match(
+        [f.name for f in files], out["prob_male"].to_numpy()[:-1], list(out["error"])[:-1], reference
+    )
+    assert out["error"].iloc[-1] == "empty image"
+    corrupt = [error for f, error in zip(files, out["error"], strict=False) if f.name.startswith("corrupt")]
+    assert len(corrupt) == 2 and all(error.startswith("image bytes: ") for error in corrupt), corrupt
+
+
+def test_settings_come_from_the_environment_and_unknown_keys_fail(monkeypatch):
+    import pytest
+
+    from bitmoji_ml.inference_pyfunc import CONFIG_ENV, DEFAULT_CONFIG, model_settings
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert model_settings() == DEFAULT_CONFIG
+    monkeypatch.setenv(CONFIG_ENV, '{"max_request_rows": 8}')
+    assert model_settings() == {**DEFAULT_CONFIG, "max_request_rows": 8}
+    monkeypatch.setenv(CONFIG_ENV, '{"max_rows": 8}')
+    with pytest.raises(ValueError, match="unknown setting"):
+        model_settings()
