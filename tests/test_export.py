@@ -349,7 +349,15 @@ def test_second_export_moves_the_champion_alias(trained: Trained, second_export)
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert "registered bitmoji-gender v2 as @champion" in result.stdout
     logged = {artifact.path for artifact in client.list_artifacts(trained.run_id, "onnx")}
-    assert {"onnx/second.onnx", "onnx/second.int8.onnx", "onnx/second.parity.json"} <= logged
+    assert {"onnx/second.onnx", "onnx/second.parity.json"} <= logged
+    # The int8 file is logged (as the champion) only when its parity report made it champion.
+    report = json.loads((trained.root / "models" / "second.int8.parity.json").read_text())
+    assert ("onnx/second.int8.onnx" in logged) is report["int8_champion"]
+    assert f"champion: {'int8' if report['int8_champion'] else 'fp32'}" in result.stdout
+    import mlflow.onnx
+
+    registered = mlflow.onnx.load_model(f"models:/{paths.REGISTERED_MODEL}@champion")
+    assert any(entry.key == "quantization" for entry in registered.metadata_props) is report["int8_champion"]
 
 
 def test_quantize_int8_writes_the_int8_model_and_compares(second_export):
@@ -360,6 +368,10 @@ def test_quantize_int8_writes_the_int8_model_and_compares(second_export):
     assert int8.stat().st_size < output.stat().st_size
     int8_model = OnnxModel.load(int8, threads=1)
     assert int8_model.metadata["quantization"].startswith("int8")
+    report = json.loads(output.with_name("second.int8.parity.json").read_text())
+    assert json.loads(int8_model.metadata["bitmoji.int8_parity"]) == report
+    assert [case["case"] for case in report["cases"]] == ["validation images", "test-folder images"]
+    assert "p99 |Δ prob|" in result.stdout
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
     assert "images/s" in result.stdout and "val acc" in result.stdout
     assert rows["fp32"][1].endswith("%") and rows["int8"][1].endswith("%")
