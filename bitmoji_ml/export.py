@@ -242,7 +242,8 @@ def export_job(
 
         champion = output
         if quantize == "int8":
-            champion = quantize_beside(fp32_path=output, lists_dir=lists_dir, validation=validation).champion
+            int8 = quantize_beside(fp32_path=output, lists_dir=lists_dir, validation=validation)
+            result["int8"], champion = int8.summary(), int8.champion
 
         if register and source.run_id:
             from bitmoji_ml import tracking

@@ -85,6 +85,15 @@ class Int8Result:
     decision: ChampionDecision
     champion: Path  # the int8 file or the fp32 one, per `decision`
 
+    def summary(self) -> dict[str, Any]:
+        """Plain values for the export job's result."""
+        return {
+            "output": str(self.path),
+            "report": str(self.report_path),
+            "int8_champion": self.decision.int8,
+            "reason": self.decision.reason,
+        }
+
 
 def champion_decision(report: Int8Report) -> ChampionDecision:
     """int8 is champion only if every case agrees on >= min_agreement and it is faster."""
