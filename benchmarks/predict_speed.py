@@ -133,7 +133,7 @@ def run_predict(model: Path, folder: Path, work: Path) -> PredictRun:
 def measure(name: str, model_path: Path, folders: dict[str, Path], files: list[Path], work: Path) -> dict:
     """Every figure of one path."""
     model = OnnxModel.load(model_path, threads=1)
-    label = f"{name} {model.preprocess.size} px, {model.preprocess.decoder}"
+    label = f"{model.metadata.get('model_name', name)} {model.preprocess.size} px, {model.preprocess.decoder}"
     decode, network = cpu_per_image(model, files)
     cores = os.cpu_count() or 1
     limit = cores * 1000 / (decode + network)
@@ -144,8 +144,9 @@ def measure(name: str, model_path: Path, folders: dict[str, Path], files: list[P
     # CPU of all threads per image, start-up (the one-image run) taken out.
     cpu = (run.cpu_seconds - startup.cpu_seconds) * 1000 / (len(os.listdir(folders["images"])) - 1)
     size = model_path.stat().st_size / 1024
+    val_acc = float(model.metadata.get("val_acc") or "nan")  # the checkpoint's, nan for random weights
     return {"label": label, "decode": decode, "network": network, "limit": limit, "speed": run.speed,
-            "cpu": cpu, "rss": run.peak_rss_mib, "big_rss": big_rss, "startup": startup.wall, "size": size}  # fmt: skip
+            "cpu": cpu, "rss": run.peak_rss_mib, "big_rss": big_rss, "startup": startup.wall, "size": size, "val_acc": val_acc}  # fmt: skip
 
 
 def table(old: dict, new: dict, args: argparse.Namespace) -> str:
@@ -168,6 +169,7 @@ def table(old: dict, new: dict, args: argparse.Namespace) -> str:
     rows += [
         ["start-up (predict 1 image, wall)", f"{old['startup']:.2f} s", f"{new['startup']:.2f} s", ""],
         ["ONNX size", f"{old['size']:.0f} KiB", f"{new['size']:.0f} KiB", ""],
+        ["val accuracy of the checkpoint", f"{old['val_acc']:.2%}", f"{new['val_acc']:.2%}", ""],
     ]
     return format_table(["", "today", "new", ""], rows)
 

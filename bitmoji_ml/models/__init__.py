@@ -35,7 +35,7 @@ MODELS: dict[str, ModelSpec] = {
     "separable": ModelSpec(
         build_separable,
         Preprocess(size=64, resize=64, decoder="simplejpeg"),
-        "depthwise-separable CNN, 64 px (JPEGs decoded by libjpeg-turbo at 1/2 scale)",
+        "BatchNorm CNN, separable at 32 and 16 px, 64 px (JPEGs decoded by libjpeg-turbo at 1/2 scale)",
     ),
     "compact": ModelSpec(
         build_compact, Preprocess(size=72, resize=72), "BatchNorm CNN, 72 px (the previous default)"
