@@ -172,9 +172,11 @@ def _decode_jpeg_turbo(path: Path, spec: Preprocess) -> np.ndarray | None:
     still covers `spec.resize` (128 -> 64 px exactly: no resize left); None for anything else
     (not a JPEG, CMYK, over MAX_PIXELS, unreadable, corrupt), which Pillow then handles."""
     try:
-        data = path.read_bytes()
-        if not data.startswith(b"\xff\xd8"):
-            return None
+        with open(path, "rb") as handle:
+            data = handle.read(2)
+            if data != b"\xff\xd8":  # not a JPEG: leave it to Pillow without reading it all
+                return None
+            data += handle.read()
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in TURBO_COLORSPACES or not 0 < width * height <= MAX_PIXELS:
             return None
