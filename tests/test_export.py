@@ -29,13 +29,13 @@ from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export import export_job
 from bitmoji_ml.inference import OnnxModel
-from bitmoji_ml.models import create_model, model_spec
+from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 from bitmoji_ml.training import train_job
 
 EXPERIMENT = "test-exp"
 TOLERANCE = 1e-5
 BATCHES = (1, 7, 64)
-SIZE = model_spec("compact").preprocess.size  # the default model's input side
+SIZE = model_spec(DEFAULT_MODEL).preprocess.size  # the default model's input side
 FOREIGN_RUN_ID = "f" * 32  # a run id that no test store holds
 
 runner = CliRunner()
@@ -253,7 +253,7 @@ def test_metadata_round_trip(trained: Trained):
     assert loaded.preprocess == Preprocess.from_dict(payload["preprocess"])
     assert json.loads(meta["class_names"]) == ["female", "male"]
     assert json.loads(meta["kaggle_label_mapping"]) == {"male": 1, "female": -1}
-    assert meta["model_name"] == "compact" == payload["model"]
+    assert meta["model_name"] == DEFAULT_MODEL == payload["model"]
     assert meta["mlflow_run_id"] == trained.run_id
     assert meta["checkpoint_step"] == str(payload["epoch"]) == "1"
     assert float(meta["val_acc"]) == pytest.approx(payload["metrics"]["val_acc"], abs=1e-6)
