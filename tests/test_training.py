@@ -42,7 +42,7 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     client = MlflowClient()
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["model"] == "compact"
+    assert run.data.params["model"] == "separable"
     assert run.data.params["epochs"] == "2"
     assert run.data.params["batch_size"] == "16"
     assert {"model", "torch_version", "cpu_count", "device", "data_digest"} <= set(run.data.tags)
@@ -71,7 +71,7 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     # The best checkpoint printed for the user is a real file holding that epoch.
     payload = read_checkpoint(result["best_checkpoint"])
     assert payload["epoch"] == result["best_epoch"]
-    assert payload["preprocess"]["size"] == model_spec("compact").preprocess.size
+    assert payload["preprocess"]["size"] == model_spec("separable").preprocess.size
     assert set(payload["config"]) >= {"model", "lr", "epochs"}
 
 
