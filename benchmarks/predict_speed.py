@@ -7,10 +7,12 @@ one (the default model, its decoder) side by side, in one table from one invocat
 Rows: CPU per image of the decode and of the network, each single-threaded
 (`time.process_time()`, onnxruntime with one thread: little affected by other load), the limit
 that gives on this machine's cores, `bitmoji predict`'s own images/s over `--images` files and its
-ratio to the limit, its peak RSS over `--images` and `--big-images` files, and the start-up time
-(a whole `bitmoji predict` of one image). The folders are hard links to the test images, under a
-temporary folder. Without checkpoints each model gets seeded random weights: speed does not
-depend on the weights (accuracy comes from training, see the README).
+ratio to the limit, its CPU per image over all its threads (start-up taken out), its peak RSS
+over `--images` and `--big-images` files, the start-up time (a whole `bitmoji predict` of one
+image), the ONNX size and the checkpoints' val accuracy. The folders are hard links to the test
+images, under a temporary folder. Without checkpoints each model gets seeded random weights:
+speed does not depend on the weights. Wall-clock rows need otherwise idle cores; the CPU rows
+hold up under other load. About 3 minutes on two idle cores with the default counts.
 """
 
 from __future__ import annotations
