@@ -125,7 +125,9 @@ def setting(field: str, text: str, *names: str):
 def train(
     preset: Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")] = "default",
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")] = None,
-    model: Annotated[str | None, setting("model", "compact, seed-cnn or resnet18")] = None,
+    model: Annotated[
+        str | None, setting("model", "separable (default), compact, seed-cnn or resnet18")
+    ] = None,
     epochs: Annotated[int | None, setting("epochs", "Training epochs")] = None,
     batch_size: Annotated[int | None, setting("batch_size", "Images per step")] = None,
     lr: Annotated[float | None, setting("lr", "Peak learning rate")] = None,

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +20,12 @@ import bitmoji_ml
 from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint
 from bitmoji_ml.console import track
-from bitmoji_ml.data.cache import decode_all, load_list
+from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES, predicted_classes
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.files import atomic_path, check_writable, write_files_atomic
+from bitmoji_ml.files import check_writable, write_files_atomic
 from bitmoji_ml.inference import (
     INPUT_NAME,
     LOGITS_OUTPUT,
@@ -37,6 +36,7 @@ from bitmoji_ml.inference import (
     OnnxModel,
 )
 from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.quantize import quantize_beside
 from bitmoji_ml.report import format_table
 from bitmoji_ml.training.evaluate import predict_probabilities
 
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 OPSET = 20
 TOLERANCE = 1e-5
 RANDOM_BATCHES = (1, 7, 64)
-MAX_INT8_LOSS = 0.002  # int8 may lose at most 0.2 accuracy points to become champion
 
 
 class ExportWrapper(torch.nn.Module):
@@ -229,51 +228,6 @@ def validation_set(lists_dir: Path | None, preprocess: Preprocess) -> tuple[np.n
     return images, labels
 
 
-def accuracy_and_speed(onnx_model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Validation accuracy and inference images/s (batches of 64, decode excluded)."""
-    onnx_model.predict(images[:64])  # warm-up
-    started = time.perf_counter()
-    prob = onnx_model.predict_batched(images)
-    seconds = time.perf_counter() - started
-    return float((predicted_classes(prob) == labels).mean()), len(images) / seconds
-
-
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
-    """Static int8 quantisation (QDQ, per-channel weights), calibrated on training images,
-    after onnxruntime's recommended shape inference and graph optimisation pass."""
-    import logging
-
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(
-                [{INPUT_NAME: calibration[i : i + 32]} for i in range(0, len(calibration), 32)]
-            )
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    prepared = out_path.with_name(out_path.name + ".prep.onnx")
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
-    try:
-        quant_pre_process(str(fp32_path), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-    finally:
-        logging.getLogger().setLevel(level)
-        prepared.unlink(missing_ok=True)
-
-
 def load_source(
     checkpoint: Path | None,
     run_id: str | None,
@@ -367,11 +321,8 @@ def export_job(
 
         champion = output
         if quantize == "int8":
-            int8_summary: dict[str, Any] = {}
-            champion = _quantize_and_compare(
-                output, source, preprocess, lists_dir, validation, int8_summary, logger.info
-            )
-            result.int8 = int8_summary.get("int8")
+            int8 = quantize_beside(fp32_path=output, lists_dir=lists_dir, validation=validation)
+            result.int8, champion = int8.summary(), int8.champion
         if register:
             result.registered_version = _register(
                 store,
@@ -416,40 +367,6 @@ def _register(
         "logged to run %s; registered %s v%s as @champion", source.run_id, paths.REGISTERED_MODEL, version
     )
     return version
-
-
-def _quantize_and_compare(
-    output: Path,
-    source: ExportSource,
-    preprocess: Preprocess,
-    lists_dir: Path | None,
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    result: dict[str, Any],
-    echo,
-) -> Path:
-    """Write the int8 file beside `output`, compare it with fp32, and say which is champion."""
-    if validation is None:
-        raise BitmojiError(
-            "--quantize int8 needs the validation list to judge accuracy: run `bitmoji prepare`"
-        )
-    entries = read_list(Path(lists_dir) / LIST_FILES["train"])[:256]
-    calibration = decode_all([path for path, _ in entries], preprocess)
-    int8_path = output.with_name(output.stem + ".int8.onnx")
-    with atomic_path(int8_path) as tmp:
-        quantize_int8(output, tmp, calibration)
-        write_metadata(tmp, metadata_for(source, preprocess, {"quantization": "int8 static QDQ"}))
-    rows, scores = [], {}
-    for name, path in (("fp32", output), ("int8", int8_path)):
-        accuracy, speed = accuracy_and_speed(OnnxModel.load(path), *validation)
-        scores[name] = accuracy
-        rows.append([name, f"{accuracy:.2%}", f"{speed:,.0f}", f"{path.stat().st_size / 1024:.0f} KiB"])
-    echo(format_table(["model", "val acc", "images/s", "size"], rows))
-    loss = scores["fp32"] - scores["int8"]
-    result["int8"] = {"output": str(int8_path), "val_acc": scores["int8"], "fp32_val_acc": scores["fp32"]}
-    if loss > MAX_INT8_LOSS:
-        echo(f"int8 loses {loss:.2%} (> {MAX_INT8_LOSS:.1%}): fp32 stays champion")
-        return output
-    return int8_path
 
 
 def _first_validation_image(lists_dir: Path | None) -> Path | None:

@@ -32,7 +32,7 @@ CODE_MODULES = (
     "data/images.py",
     "data/labels.py",
 )
-RUNTIME_PACKAGES = ("onnxruntime", "pillow", "numpy", "pandas")
+RUNTIME_PACKAGES = ("onnxruntime", "pillow", "simplejpeg", "numpy", "pandas")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
     outputs=Schema([ColSpec("double", "prob_male"), ColSpec("long", "is_male"), ColSpec("string", "error")]),

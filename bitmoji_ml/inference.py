@@ -50,6 +50,9 @@ class OnnxModel:
             raise BitmojiError(f"model {path} not found: run `bitmoji export-onnx` first (or pass --model)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        # Idle onnxruntime threads would spin on cores the decode threads need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -60,7 +63,12 @@ class OnnxModel:
             raise BitmojiError(
                 f"{path} has no {META_PREPROCESS} metadata: export it with `bitmoji export-onnx`"
             )
-        preprocess = Preprocess.from_dict(metadata[META_PREPROCESS])
+        try:
+            preprocess = Preprocess.from_dict(metadata[META_PREPROCESS])
+        except (KeyError, TypeError, ValueError) as error:
+            raise BitmojiError(f"{path}: malformed {META_PREPROCESS} metadata ({error})") from error
+        except BitmojiError as error:  # e.g. a decoder this build lacks
+            raise BitmojiError(f"{path}: {error}") from error
         inputs, outputs = session.get_inputs(), [output.name for output in session.get_outputs()]
         expected = f"uint8 [batch, {preprocess.size}, {preprocess.size}, 3]"
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or len(inputs[0].shape) != 4:
@@ -140,11 +148,15 @@ def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list
 def decoded_batches(
     paths: list[Path], spec: Preprocess, batch_size: int, workers: int
 ) -> Iterator[tuple[list[Path], np.ndarray, list[str | None]]]:
-    """Decode batches in a thread pool, a bounded number ahead of the consumer, in order."""
-    chunks = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
+    """Decode batches in a thread pool, at most 2 x `workers` batches ahead of the consumer (so
+    memory stays flat on any number of files), yielded in order. The decoders release the GIL
+    while they decode, so threads keep every core busy. On Ctrl-C, an error or an early stop of
+    the consumer, batches not yet started are cancelled instead of decoded."""
     pending: collections.deque[tuple[list[Path], Future]] = collections.deque()
-    with ThreadPoolExecutor(workers) as pool:
-        for chunk in chunks:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="bitmoji-decode")
+    try:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
             pending.append((chunk, pool.submit(_decode_batch, chunk, spec)))
             if len(pending) > 2 * workers:
                 chunk_done, future = pending.popleft()
@@ -152,6 +164,8 @@ def decoded_batches(
         while pending:
             chunk_done, future = pending.popleft()
             yield (chunk_done, *future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_paths(

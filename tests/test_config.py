@@ -48,7 +48,7 @@ def write_toml(folder: Path, text: str) -> Path:
 
 def test_defaults() -> None:
     config = TrainConfig()
-    assert config.model == "compact"
+    assert config.model == "separable"
     assert config.model in MODELS
     assert config.image_size == 0
     assert config.epochs == 20

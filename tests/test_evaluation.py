@@ -141,7 +141,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert tags["evaluation"] == "true"
     assert tags["source_run_id"] == store.run_ids[0]
     assert tags["evaluated_model"] == str(store.onnx.resolve())
-    assert tags["model"] == "compact"
+    assert tags["model"] == "separable"  # the default model
     assert run.data.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}

@@ -31,13 +31,13 @@ from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export import ExportResult, export_job
 from bitmoji_ml.inference import OnnxModel
-from bitmoji_ml.models import create_model, model_spec
+from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 from bitmoji_ml.training import train_job
 
 EXPERIMENT = "test-exp"
 TOLERANCE = 1e-5
 BATCHES = (1, 7, 64)
-SIZE = model_spec("compact").preprocess.size  # the default model's input side
+SIZE = model_spec(DEFAULT_MODEL).preprocess.size  # the default model's input side
 FOREIGN_RUN_ID = "f" * 32  # a run id that no test store holds
 
 runner = CliRunner()
@@ -271,7 +271,7 @@ def test_metadata_round_trip(trained: Trained):
     assert loaded.preprocess == Preprocess.from_dict(payload["preprocess"])
     assert json.loads(meta["class_names"]) == ["female", "male"]
     assert json.loads(meta["kaggle_label_mapping"]) == {"male": 1, "female": -1}
-    assert meta["model_name"] == "compact" == payload["model"]
+    assert meta["model_name"] == DEFAULT_MODEL == payload["model"]
     assert meta["mlflow_run_id"] == trained.run_id
     assert meta["checkpoint_step"] == str(payload["epoch"]) == "1"
     assert float(meta["val_acc"]) == pytest.approx(payload["metrics"]["val_acc"], abs=1e-6)
@@ -402,7 +402,18 @@ def test_second_export_moves_the_champion_alias(trained: Trained, second_export)
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert "registered bitmoji-gender v2 as @champion" in result.stdout
     logged = {artifact.path for artifact in client.list_artifacts(trained.run_id, "onnx")}
-    assert {"onnx/second.onnx", "onnx/second.int8.onnx", "onnx/second.parity.json"} <= logged
+    assert {"onnx/second.onnx", "onnx/second.parity.json"} <= logged
+    # The int8 file is logged (as the champion) only when its parity report made it champion.
+    report = json.loads((trained.root / "models" / "second.int8.parity.json").read_text())
+    assert ("onnx/second.int8.onnx" in logged) is report["int8_champion"]
+    assert f"champion: {'int8' if report['int8_champion'] else 'fp32'}" in result.stdout
+    # The champion is the image model; the ONNX file inside it is the one the report chose.
+    from bitmoji_ml.tracking.registry import champion_model
+    from bitmoji_ml.tracking.store import Store
+
+    registered = champion_model(Store.open(trained.uri), folder=trained.root / "champion")
+    metadata = OnnxModel.load(registered.path, threads=1).metadata
+    assert ("quantization" in metadata) is report["int8_champion"]
 
 
 def test_quantize_int8_writes_the_int8_model_and_compares(second_export):
@@ -413,6 +424,10 @@ def test_quantize_int8_writes_the_int8_model_and_compares(second_export):
     assert int8.stat().st_size < output.stat().st_size
     int8_model = OnnxModel.load(int8, threads=1)
     assert int8_model.metadata["quantization"].startswith("int8")
+    report = json.loads(output.with_name("second.int8.parity.json").read_text())
+    assert json.loads(int8_model.metadata["bitmoji.int8_parity"]) == report
+    assert [case["case"] for case in report["cases"]] == ["validation images", "test-folder images"]
+    assert "p99 |Δ prob|" in result.stdout
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
     assert "images/s" in result.stdout and "val acc" in result.stdout
     assert rows["fp32"][1].endswith("%") and rows["int8"][1].endswith("%")

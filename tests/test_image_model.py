@@ -66,8 +66,8 @@ def test_champion_has_signature_example_and_runtime_requirements_only(
     assert example["dataframe_split"]["columns"] == ["image"]
     requirements = (found.model_dir / "requirements.txt").read_text().split()
     names = {line.split("==")[0].lower() for line in requirements}
-    assert names <= {"mlflow", "onnxruntime", "pillow", "numpy", "pandas"}, requirements
-    assert {"onnxruntime", "pillow", "numpy", "pandas"} <= names
+    assert names <= {"mlflow", "onnxruntime", "pillow", "simplejpeg", "numpy", "pandas"}, requirements
+    assert {"onnxruntime", "pillow", "simplejpeg", "numpy", "pandas"} <= names
     code = found.model_dir / "code" / "bitmoji_ml"
     assert not (code / "export.py").exists() and not (code / "tracking.py").exists()
     assert "import torch" not in "".join(p.read_text() for p in code.rglob("*.py"))

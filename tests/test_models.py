@@ -113,6 +113,13 @@ def test_compact_is_small() -> None:
     assert 10_000 < count_parameters(built("compact")) < 1_000_000
 
 
+def test_default_is_the_separable_model_with_fewer_parameters_than_compact() -> None:
+    assert DEFAULT_MODEL == "separable"
+    assert count_parameters(built("separable")) == 225_698  # "226 k" in its docstring
+    assert count_parameters(built("separable")) < count_parameters(built("compact"))
+    assert model_spec("separable").preprocess.size == 64  # 128 px JPEGs reach it by DCT scaling
+
+
 def test_resnet18_count_matches_torchvision() -> None:
     reference = resnet18(weights=None, num_classes=2)
     expected = sum(p.numel() for p in reference.parameters())

@@ -69,7 +69,7 @@ def test_a_changed_recipe_setting_is_refused_naming_it_with_both_values() -> Non
 def test_the_same_value_given_again_is_accepted() -> None:
     saved = saved_config()
     # image_size 0 means the model's size, which is what the checkpoint records.
-    resumed = resume_config(saved, {"lr": 0.002, "image_size": 0, "model": "compact"})
+    resumed = resume_config(saved, {"lr": 0.002, "image_size": 0, "model": saved.model})
     assert resumed.config == dataclasses.replace(saved, threads=resumed.config.threads)
 
 
@@ -173,7 +173,7 @@ def test_resume_with_more_epochs_records_the_change(tiny_lists: Path, mlflow_sto
     run = MlflowClient().get_run(first.run_id)
     assert run.data.params["epochs"] == "2"  # params are immutable ...
     assert run.data.tags["resumed.epochs"] == "4"  # ... the tag says what changed
-    assert run.info.run_name == "compact-72px-e4-bs16-adamw-lr0.002"
+    assert run.info.run_name == "separable-64px-e4-bs16-adamw-lr0.002"
     assert resumed.config.epochs == 4
     lrs = lr_history(first.run_id)
     assert len(lrs) == 4

@@ -115,8 +115,8 @@ def test_runs_are_comparable_in_the_ui(store: TrainedStore):
     )
     assert set(first.data.params) == set(second.data.params)  # flat, stable names
     for tracked in (first, second):
-        assert tracked.data.tags["model"] == "compact"
-        assert tracked.info.run_name.startswith("compact-")
+        assert tracked.data.tags["model"] == "separable"
+        assert tracked.info.run_name.startswith("separable-")
         assert f"bs{tracked.data.params['batch_size']}" in tracked.info.run_name
         assert f"lr{float(tracked.data.params['lr']):g}" in tracked.info.run_name
 

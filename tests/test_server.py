@@ -94,9 +94,9 @@ def test_live_server_serves_the_runs_params_and_metric_history(
                     as_dict(data["metrics"]),
                     as_dict(data["tags"]),
                 )
-                assert params["model"] == "compact" and params["epochs"] == "1"
+                assert params["model"] == "separable" and params["epochs"] == "1"
                 assert {"best_val_acc", "best_val_loss", "val_acc", "train_seconds"} <= set(metrics)
-                assert tags["model"] == "compact"
+                assert tags["model"] == "separable"
                 batch_sizes.append(params["batch_size"])
                 history = call(port, "metrics/get-history", query={"run_id": run_id, "metric_key": "val_acc"})
                 assert [point["step"] for point in history["metrics"]] == [1]

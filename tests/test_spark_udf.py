@@ -25,7 +25,6 @@ def test_spark_udf_scores_binary_files_like_predict(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", found.uri)
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     monkeypatch.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
-    mlflow.set_tracking_uri(found.uri)
     spark = (
         SparkSession.builder.master("local[2]")
         .appName("bitmoji-spark-udf-test")

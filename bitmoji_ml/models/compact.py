@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 
-def conv_block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
-    """3x3 conv, BatchNorm, ReLU."""
+def conv_block(channels_in: int, channels_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    """kernel x kernel conv (3x3 by default), BatchNorm, ReLU."""
     return nn.Sequential(
-        nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(channels_in, channels_out, kernel, stride=stride, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(channels_out),
         nn.ReLU(inplace=True),
     )
