@@ -426,10 +426,10 @@ def tune(
         f"study {result.study!r}: {result.trials_run} new trial(s), {result.trials_total} in all "
         f"({result.storage}); objective {result.objective}"
     )
-    rows = [[key, value] for key, value in result.best_metrics.items()]
-    rows += [[key, result.best_recipe[key]] for key in result.searched]
+    rows = [[key, f"{value:.6g}"] for key, value in result.best_metrics.items()]
+    rows += [[key, f"{result.best_recipe[key]:g}  (searched)"] for key in result.searched]
     typer.echo(f"best trial {result.best_trial} (objective {result.best_value:.6f}):")
-    typer.echo(format_table(["", "value"], [[key, str(value)] for key, value in rows]))
+    typer.echo(format_table(["", "value"], rows))
     typer.echo(
         f"wrote {result.config_path}; run {result.run_id}. Refit: bitmoji train --all-labelled --config {result.config_path}"
     )

@@ -58,13 +58,7 @@ def audit_job(
             log_file(store, run_id=run_id, path=path)
         store.client.log_metric(run_id, "label_issues", len(issues))
         written = _copy_into(files, output) if output is not None else []
-    logger.info(
-        "%d likely label issue(s) among %d images of run %s; logged %s",
-        len(issues),
-        len(oof.images),
-        run_id,
-        ", ".join(path.name for path in files),
-    )
+    logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
     return AuditResult(run_id, len(oof.images), issues, written)
 
 

@@ -47,8 +47,9 @@ def sample_recipe(trial: Any, names: list[str]) -> dict[str, Any]:
             values[name] = trial.suggest_categorical(name, list(arguments))
         elif kind == "int":
             values[name] = trial.suggest_int(name, *arguments)
-        else:
-            values[name] = trial.suggest_float(name, *arguments, log=kind == "log-float")
+        else:  # 3 significant digits: a recipe file that reads well, a grid fine enough
+            drawn = trial.suggest_float(name, *arguments, log=kind == "log-float")
+            values[name] = float(f"{drawn:.3g}")
     return values
 
 

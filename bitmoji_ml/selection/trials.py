@@ -139,9 +139,8 @@ class TrialRunner:
         if pruned is not None:
             raise pruned
         best = trained.result.best
-        return {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "best_epoch": best["epoch"]}, len(
-            data.val_labels
-        )
+        metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "best_epoch": int(best["epoch"])}
+        return metrics, len(data.val_labels)
 
     def _cv_trial(self, trial: optuna.Trial, config: TrainConfig) -> tuple[dict[str, float], int]:
         """Cross-validate the recipe, its folds nested under the trial's run; prune per fold."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +217,9 @@ def best_of(
         ],
     )
     write_text_atomic(output, text)
-    parent.log_artifact(output)
+    with tempfile.TemporaryDirectory(prefix="bitmoji-tune-") as folder:
+        write_text_atomic(Path(folder) / BEST_CONFIG, text)  # logged under one name, wherever written
+        parent.log_artifact(Path(folder) / BEST_CONFIG)
     parent.log_metrics(
         {
             "best_value": best.value,
