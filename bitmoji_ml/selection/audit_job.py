@@ -41,7 +41,7 @@ def audit_job(
     """Rank the CV run's likely label errors (default run: the experiment's newest finished
     `cv` run); log label_issues.csv (every issue) and label_issues.png (the `top` first) to it,
     and copy both into `output` when given."""
-    from bitmoji_ml.tracking.parents import download_run_file, log_file, newest_run_of_kind
+    from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind
 
     run_id = run_id or newest_run_of_kind(store, experiment=experiment, kind=CV_RUN)
     with tempfile.TemporaryDirectory(prefix="bitmoji-audit-") as scratch:
@@ -54,9 +54,7 @@ def audit_job(
         files = [folder / LABEL_ISSUES_CSV, folder / LABEL_ISSUES_PNG]
         write_issues_csv(issues, files[0])
         face_grid(issues, files[1], limit=top)
-        for path in files:
-            log_file(store, run_id=run_id, path=path)
-        store.client.log_metric(run_id, "label_issues", len(issues))
+        add_results(store, run_id=run_id, files=files, metrics={"label_issues": len(issues)})
         written = _copy_into(files, output) if output is not None else []
     logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
     return AuditResult(run_id, len(oof.images), issues, written)

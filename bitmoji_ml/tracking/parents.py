@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.names import RUN_KIND_TAG
@@ -88,17 +87,6 @@ def newest_run_of_kind(store: Store, *, experiment: str, kind: str) -> str:
     return found[0].info.run_id
 
 
-def child_run_ids(store: Store, *, run_id: str) -> list[str]:
-    """The runs nested directly under `run_id`, oldest first."""
-    run = store.get_run(run_id)
-    children = store.client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'",
-        order_by=["attributes.start_time ASC"],
-    )
-    return [child.info.run_id for child in children]
-
-
 def download_run_file(store: Store, *, run_id: str, artifact: str, folder: Path, kind: str) -> Path:
     """Artifact `artifact` of run `run_id` (a `bitmoji {kind}` run), downloaded into `folder`."""
     run = store.get_run(run_id)
@@ -110,6 +98,12 @@ def download_run_file(store: Store, *, run_id: str, artifact: str, folder: Path,
         raise BitmojiError(f"run {run_id} has no {artifact} (did it finish?)") from error
 
 
-def log_file(store: Store, *, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-    """Add the file `path` to the artifacts of the (possibly finished) run `run_id`."""
-    store.client.log_artifact(run_id, str(path), artifact_path)
+def add_results(store: Store, *, run_id: str, files: list[Path], metrics: dict[str, float]) -> None:
+    """Add `files` (at the artifact root) and `metrics` (step 0) to the finished run `run_id`,
+    e.g. what `bitmoji audit` found in a cv run."""
+    for path in files:
+        store.client.log_artifact(run_id, str(path))
+    timestamp = now_ms()
+    store.client.log_batch(
+        run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+    )
