@@ -22,6 +22,7 @@ from bitmoji_ml.files import write_text_atomic
 from bitmoji_ml.selection.search import SEARCH_SPACE, recipe_toml, searched_settings
 from bitmoji_ml.selection.trials import TrialRunner
 from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN
+from bitmoji_ml.training.settings import resolve_config
 
 if TYPE_CHECKING:
     import optuna
@@ -96,6 +97,52 @@ def open_study(*, name: str, storage: str, objective: str, seed: int) -> optuna.
     return study
 
 
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    """What one `bitmoji tune` command runs: which study, scored how, searching what."""
+
+    study: str
+    storage: str
+    objective: str
+    requested: dict[str, Any]  # fixed by the preset, the config file and the flags
+    searched: list[str]
+    trials: int
+    timeout: float | None
+    folds: int  # 0: train on the lists; else cross-validate each trial
+
+
+def tune_settings(
+    *,
+    store_uri: str,
+    experiment: str,
+    study: str | None,
+    use_cv: bool,
+    folds: int,
+    trials: int,
+    timeout: float | None,
+    requested: dict[str, Any],
+) -> TuneSettings:
+    """The command's settings, checked before anything runs."""
+    if trials < 1:
+        raise BitmojiError(f"--trials must be at least 1, got {trials}")
+    base = config_from_dict(requested)
+    searched = searched_settings(fixed=set(requested), model=base.model)
+    if not searched:
+        raise BitmojiError(
+            f"every setting tune searches is fixed ({', '.join(SEARCH_SPACE)}): nothing to tune"
+        )
+    return TuneSettings(
+        study or f"{experiment}-tune",
+        optuna_storage(store_uri),
+        objective_name(use_cv),
+        requested,
+        searched,
+        trials,
+        timeout,
+        folds if use_cv else 0,
+    )
+
+
 def tune_job(
     *,
     lists_dir: Path,
@@ -119,96 +166,113 @@ def tune_job(
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
 
-    if trials < 1:
-        raise BitmojiError(f"--trials must be at least 1, got {trials}")
     store = store or Store.open()
     experiment_id = store.experiment_id(experiment)
     requested = requested_values(preset, config_file, overrides)
-    base = config_from_dict(requested)
-    searched = searched_settings(fixed=set(requested), model=base.model)
-    if not searched:
-        raise BitmojiError(
-            f"every setting tune searches is fixed ({', '.join(SEARCH_SPACE)}): nothing to tune"
-        )
-    study_name = study_name or f"{experiment}-tune"
-    storage, objective = optuna_storage(store.uri), objective_name(use_cv)
-    study = open_study(name=study_name, storage=storage, objective=objective, seed=base.seed)
-    torch.set_num_threads(base.threads or torch.get_num_threads())
-    name = run_name or f"tune-{study_name}-{len(study.trials)}"
+    settings = tune_settings(
+        store_uri=store.uri,
+        experiment=experiment,
+        study=study_name,
+        use_cv=use_cv,
+        folds=folds,
+        trials=trials,
+        timeout=timeout,
+        requested=requested,
+    )
+    base = resolve_config(config_from_dict(requested))  # the seed, and the threads used here
+    study = open_study(
+        name=settings.study, storage=settings.storage, objective=settings.objective, seed=base.seed
+    )
+    torch.set_num_threads(base.threads)
+    name = run_name or f"tune-{settings.study}-{len(study.trials)}"
     with ParentRun(store, experiment_id=experiment_id, run_name=name, kind=TUNE_RUN) as parent:
-        logger.info("MLflow run %s (%s); study %r in %s", parent.run_id, store.uri, study_name, storage)
-        log_tune_start(
-            parent,
-            requested=requested,
-            searched=searched,
-            study=study_name,
-            storage=storage,
-            objective=objective,
-            trials=trials,
-            timeout=timeout,
-            folds=folds if use_cv else 0,
+        logger.info(
+            "MLflow run %s (%s); study %r in %s", parent.run_id, store.uri, settings.study, settings.storage
         )
+        log_tune_start(parent, settings)
         runner = TrialRunner(
             store=store,
             experiment_id=experiment_id,
             parent=(parent.run_id, name),
             lists_dir=Path(lists_dir),
             requested=requested,
-            searched=searched,
-            folds=folds if use_cv else 0,
+            searched=settings.searched,
+            folds=settings.folds,
         )
         before = len(study.trials)
-        study.optimize(runner, n_trials=trials, timeout=timeout, catch=())
-        result = best_of(
-            study, parent=parent, output=output, searched=searched, trials_run=len(study.trials) - before
+        study.optimize(runner, n_trials=settings.trials, timeout=settings.timeout, catch=())
+        return best_of(
+            study, parent=parent, output=output, settings=settings, trials_run=len(study.trials) - before
         )
-        result = dataclasses.replace(result, storage=storage, objective=objective)
-    return result
 
 
-def log_tune_start(
-    parent: ParentRun,
-    *,
-    requested: dict[str, Any],
-    searched: list[str],
-    study: str,
-    storage: str,
-    objective: str,
-    trials: int,
-    timeout: float | None,
-    folds: int,
-) -> None:
+def log_tune_start(parent: ParentRun, settings: TuneSettings) -> None:
     """What the study optimises and over what, as the parent run's params."""
-    space = {name: SEARCH_SPACE[name] for name in searched}
-    fixed = {f"fixed.{key}": value for key, value in requested.items()}
+    space = {name: SEARCH_SPACE[name] for name in settings.searched}
+    fixed = {f"fixed.{key}": value for key, value in settings.requested.items()}
     parent.log_params(
         {
-            "objective": objective,
-            "study": study,
-            "trials": trials,
-            "timeout": timeout,
-            "cv_folds": folds,
+            "objective": settings.objective,
+            "study": settings.study,
+            "trials": settings.trials,
+            "timeout": settings.timeout,
+            "cv_folds": settings.folds,
             "search_space": repr(space),
             **fixed,
         }
     )
-    parent.log_tags({"optuna_study": study, "optuna_storage": storage})
+    parent.log_tags({"optuna_study": settings.study, "optuna_storage": settings.storage})
 
 
 def best_of(
-    study: optuna.Study, *, parent: ParentRun, output: Path, searched: list[str], trials_run: int
+    study: optuna.Study, *, parent: ParentRun, output: Path, settings: TuneSettings, trials_run: int
 ) -> TuneResult:
     """The study's best trial so far: logged to the parent, its recipe written to `output`."""
     import optuna
 
-    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    if not complete:
+    if not study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
         raise BitmojiError(f"no trial of study {study.study_name!r} has completed yet (all pruned or failed)")
     best = study.best_trial
     metrics = {key: float(value) for key, value in best.user_attrs.get("metrics", {}).items()}
     recipe = dict(best.user_attrs["recipe"])
+    write_best_config(study, best, metrics, output=output, parent=parent)
+    parent.log_metrics(
+        {
+            "best_value": best.value,
+            "best_trial": best.number,
+            "trials_total": len(study.trials),
+            **{f"best_{key}": value for key, value in metrics.items()},
+        }
+    )
+    parent.log_params({f"best.{key}": recipe[key] for key in best.params})
+    parent.log_tags({"best_trial_run_id": best.user_attrs.get("run_id", "")})
+    return TuneResult(
+        run_id=parent.run_id,
+        study=study.study_name,
+        storage=settings.storage,
+        objective=settings.objective,
+        searched=settings.searched,
+        trials_run=trials_run,
+        trials_total=len(study.trials),
+        best_trial=best.number,
+        best_value=float(best.value),
+        best_metrics=metrics,
+        best_recipe=recipe,
+        config_path=output,
+    )
+
+
+def write_best_config(
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    metrics: dict[str, float],
+    *,
+    output: Path,
+    parent: ParentRun,
+) -> None:
+    """The best trial's recipe as TOML: written to `output`, logged to the parent as best_config.toml."""
     text = recipe_toml(
-        recipe,
+        dict(best.user_attrs["recipe"]),
         [
             f"bitmoji tune: best trial {best.number} of study {study.study_name!r} ({len(study.trials)} trials)",
             f"objective {study.user_attrs.get('objective')}: {best.value:.6f}; "
@@ -220,27 +284,3 @@ def best_of(
     with tempfile.TemporaryDirectory(prefix="bitmoji-tune-") as folder:
         write_text_atomic(Path(folder) / BEST_CONFIG, text)  # logged under one name, wherever written
         parent.log_artifact(Path(folder) / BEST_CONFIG)
-    parent.log_metrics(
-        {
-            "best_value": best.value,
-            "best_trial": best.number,
-            "trials_total": len(study.trials),
-            **{f"best_{key}": value for key, value in metrics.items()},
-        }
-    )
-    parent.log_params({f"best.{key}": value for key, value in best.params.items()})
-    parent.log_tags({"best_trial_run_id": best.user_attrs.get("run_id", "")})
-    return TuneResult(
-        parent.run_id,
-        study.study_name,
-        "",
-        "",
-        searched,
-        trials_run,
-        len(study.trials),
-        best.number,
-        float(best.value),
-        metrics,
-        recipe,
-        output,
-    )
