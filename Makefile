@@ -8,7 +8,7 @@ ARGS    ?=
 # The dataset folder, resolved the same way the CLI does (--data-dir > $BITMOJI_DATA > defaults).
 DATA     = $(shell $(PY) -c "from bitmoji_ml.paths import resolve_data_dir; print(resolve_data_dir())")
 
-.PHONY: install prepare train export predict test lint format ui clean
+.PHONY: install prepare train cv audit tune export predict test lint format ui clean
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ prepare: install
 train: install
 	$(BITMOJI) prepare
 	$(BITMOJI) train $(ARGS)
+
+# Model selection on the prepared lists (run `make prepare` first): cv -> audit -> tune.
+cv: install
+	$(BITMOJI) cv $(ARGS)
+
+audit: install
+	$(BITMOJI) audit $(ARGS)
+
+tune: install
+	$(BITMOJI) tune $(ARGS)
 
 export: install
 	$(BITMOJI) export-onnx $(ARGS)

@@ -6,6 +6,7 @@ so `bitmoji --help`, `prepare` and `predict` start fast.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -88,15 +89,25 @@ def prepare(
     split: Annotated[
         str, typer.Option(help="stratified, or head (the seed's first-80 % split)")
     ] = "stratified",
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with an image_id column (e.g. the audit's label_issues.csv, after looking at the "
+            "faces): leave those images out of the lists; recorded in manifest.json"
+        ),
+    ] = None,
 ) -> None:
     """Check the dataset and write train/val/test lists plus manifest.json."""
-    from bitmoji_ml.data.dataset import load_dataset
+    from bitmoji_ml.data.dataset import load_dataset, read_exclusions
     from bitmoji_ml.data.lists import write_lists
     from bitmoji_ml.report import format_table
 
     root = paths.resolve_data_dir(data_dir)
+    excluded = read_exclusions(exclude) if exclude is not None else None
     dataset = load_dataset(root)
-    manifest = write_lists(dataset, lists, val_fraction=val_fraction, seed=seed, split=split)
+    manifest = write_lists(
+        dataset, lists, val_fraction=val_fraction, seed=seed, split=split, excluded=excluded
+    )
     balance = manifest["class_balance"]
     rows = [
         [
@@ -110,49 +121,92 @@ def prepare(
     ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
     typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
     typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
+    if excluded is not None:
+        typer.echo(
+            f"left out {len(excluded.image_ids)} image(s) listed in {exclude} (sha256 {excluded.sha256[:12]})"
+        )
     typer.echo(
         f"wrote {lists}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})"
     )
 
 
 def setting(field: str, text: str, *names: str):
-    """A train flag whose help shows the default from TrainConfig (presets may change it)."""
+    """A recipe flag whose help shows the default from TrainConfig (presets may change it)."""
     return typer.Option(*names, help=f"{text} (default: {getattr(TrainConfig, field)})", show_default=False)
+
+
+# The recipe flags, shared by train, cv and tune (each maps to the TrainConfig field of its name).
+Preset = Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")]
+Model = Annotated[str | None, setting("model", "separable, compact, seed-cnn or resnet18")]
+Epochs = Annotated[int | None, setting("epochs", "Training epochs")]
+BatchSize = Annotated[int | None, setting("batch_size", "Images per step")]
+Lr = Annotated[float | None, setting("lr", "Peak learning rate")]
+Optimizer = Annotated[str | None, setting("optimizer", "adamw or sgd")]
+Schedule = Annotated[str | None, setting("schedule", "onecycle, cosine or constant")]
+WeightDecay = Annotated[float | None, setting("weight_decay", "Weight decay")]
+LabelSmoothing = Annotated[float | None, setting("label_smoothing", "Label smoothing")]
+ImageSize = Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")]
+Width = Annotated[float | None, setting("width", "Model channel-width multiplier (separable, compact)")]
+Patience = Annotated[
+    int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
+]
+Seed = Annotated[int | None, setting("seed", "Random seed")]
+Device = Annotated[str | None, setting("device", "auto, cpu, cuda or mps")]
+Threads = Annotated[int | None, setting("threads", "CPU threads, 0 = all cores")]
+Flip = Annotated[bool | None, setting("flip", "Random horizontal flips", "--flip/--no-flip")]
+Shift = Annotated[float | None, setting("shift", "Max random shift, fraction of the side")]
+Scale = Annotated[float | None, setting("scale", "Max random zoom, fraction")]
+Jitter = Annotated[float | None, setting("jitter", "Colour jitter strength")]
+DiskCache = Annotated[
+    bool | None, setting("disk_cache", "Keep decoded images in data/cache/", "--disk-cache/--no-disk-cache")
+]
+RunName = Annotated[str | None, typer.Option(help="MLflow run name (default: model + settings)")]
+
+
+def recipe_overrides(values: dict[str, object]) -> dict[str, object]:
+    """The TrainConfig fields among a command's arguments (None: not given)."""
+    return {
+        field.name: values[field.name] for field in dataclasses.fields(TrainConfig) if field.name in values
+    }
 
 
 @app.command()
 @friendly
 def train(
-    preset: Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")] = "default",
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")] = None,
-    model: Annotated[
-        str | None, setting("model", "separable (default), compact, seed-cnn or resnet18")
-    ] = None,
-    epochs: Annotated[int | None, setting("epochs", "Training epochs")] = None,
-    batch_size: Annotated[int | None, setting("batch_size", "Images per step")] = None,
-    lr: Annotated[float | None, setting("lr", "Peak learning rate")] = None,
-    optimizer: Annotated[str | None, setting("optimizer", "adamw or sgd")] = None,
-    schedule: Annotated[str | None, setting("schedule", "onecycle, cosine or constant")] = None,
-    weight_decay: Annotated[float | None, setting("weight_decay", "Weight decay")] = None,
-    label_smoothing: Annotated[float | None, setting("label_smoothing", "Label smoothing")] = None,
-    image_size: Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")] = None,
-    patience: Annotated[
-        int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
-    ] = None,
-    seed: Annotated[int | None, setting("seed", "Random seed")] = None,
-    device: Annotated[str | None, setting("device", "auto, cpu, cuda or mps")] = None,
-    threads: Annotated[int | None, setting("threads", "CPU threads, 0 = all cores")] = None,
-    flip: Annotated[bool | None, setting("flip", "Random horizontal flips", "--flip/--no-flip")] = None,
-    shift: Annotated[float | None, setting("shift", "Max random shift, fraction of the side")] = None,
-    scale: Annotated[float | None, setting("scale", "Max random zoom, fraction")] = None,
-    jitter: Annotated[float | None, setting("jitter", "Colour jitter strength")] = None,
-    disk_cache: Annotated[
+    preset: Preset = "default",
+    config: ConfigFile = None,
+    model: Model = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    schedule: Schedule = None,
+    weight_decay: WeightDecay = None,
+    label_smoothing: LabelSmoothing = None,
+    image_size: ImageSize = None,
+    width: Width = None,
+    patience: Patience = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    flip: Flip = None,
+    shift: Shift = None,
+    scale: Scale = None,
+    jitter: Jitter = None,
+    disk_cache: DiskCache = None,
+    all_labelled: Annotated[
         bool | None,
-        setting("disk_cache", "Keep decoded images in data/cache/", "--disk-cache/--no-disk-cache"),
+        typer.Option(
+            "--all-labelled",
+            help="Train on train + val for the fixed epochs, no validation: the last epoch is the "
+            "model (the final refit once `cv`/`tune` chose the recipe; export it with --run-id)",
+            show_default=False,
+        ),
     ] = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: model + settings)")] = None,
+    run_name: RunName = None,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -162,7 +216,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a model on the prepared lists, tracked in MLflow."""
-    overrides = {key: value for key, value in locals().items() if key not in NOT_CONFIG}
+    overrides = recipe_overrides(locals())
     from bitmoji_ml.tracking.store import Store
     from bitmoji_ml.training import train_job
 
@@ -177,8 +231,208 @@ def train(
         resume_run_id=resume,
         store=store,
     )
-    typer.echo(f"run {result.run_id}  best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch})")
+    if result.best_val_acc is None:
+        typer.echo(
+            f"run {result.run_id}  trained on all {result.train_images} labelled images, no validation; "
+            f"the model is epoch {result.best_epoch} (export it: bitmoji export-onnx --run-id {result.run_id})"
+        )
+    else:
+        typer.echo(f"run {result.run_id}  best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch})")
     typer.echo(f"best checkpoint: {result.best_checkpoint}")
+
+
+@app.command()
+@friendly
+def cv(
+    folds: Annotated[int, typer.Option(help="Number of stratified folds")] = 5,
+    preset: Preset = "default",
+    config: ConfigFile = None,
+    model: Model = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    schedule: Schedule = None,
+    weight_decay: WeightDecay = None,
+    label_smoothing: LabelSmoothing = None,
+    image_size: ImageSize = None,
+    width: Width = None,
+    seed: Annotated[int | None, setting("seed", "Random seed of the folds and of training")] = None,
+    device: Device = None,
+    threads: Threads = None,
+    flip: Flip = None,
+    shift: Shift = None,
+    scale: Scale = None,
+    jitter: Jitter = None,
+    disk_cache: DiskCache = None,
+    lists: ListsDir = paths.LISTS_DIR,
+    experiment: Experiment = paths.EXPERIMENT,
+    run_name: RunName = None,
+) -> None:
+    """Cross-validate a recipe over every labelled image (k folds, one child run each).
+
+    The images are decoded once; each fold trains on the others as `train` does, and its
+    out-of-fold predictions come from its last epoch's weights (no selection on the held-out
+    fold). The parent run logs cv_acc, cv_acc_std, cv_loss, oof_acc and oof_predictions.csv."""
+    overrides = recipe_overrides(locals())
+    from bitmoji_ml.report import format_table
+    from bitmoji_ml.selection.cv import cv_job
+    from bitmoji_ml.tracking.store import Store
+
+    result = cv_job(
+        lists_dir=lists,
+        experiment=experiment,
+        folds=folds,
+        preset=preset,
+        config_file=config,
+        overrides=overrides,
+        run_name=run_name,
+        store=Store.open(),
+    )
+    rows = [
+        [
+            f.fold,
+            f.train_images,
+            f.heldout_images,
+            f"{f.accuracy:.2%}",
+            f.errors,
+            f.loss,
+            int(f.seconds),
+            f.run_id[:8],
+        ]
+        for f in result.folds
+    ]
+    headers = ["fold", "train", "held out", "accuracy", "errors", "loss", "train s", "run"]
+    typer.echo(format_table(headers, rows))
+    metrics = result.metrics
+    typer.echo(
+        f"cv accuracy {metrics['cv_acc']:.2%} ± {metrics['cv_acc_std']:.2%} (mean ± std of {len(result.folds)} "
+        f"folds); out-of-fold {metrics['oof_acc']:.2%} ({int(metrics['oof_errors'])} of {len(result.oof.images)} "
+        f"wrong); cv loss {metrics['cv_loss']:.4f}"
+    )
+    typer.echo(
+        f"wall time {result.wall_seconds:.1f}s (decoding {result.decode_seconds:.1f}s); run {result.run_id} "
+        f"({result.run_name}): next, bitmoji audit --run-id {result.run_id}"
+    )
+
+
+@app.command()
+@friendly
+def audit(
+    run_id: Annotated[
+        str | None, typer.Option(help="The `bitmoji cv` run to audit (default: the newest finished one)")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Issues to print and draw")] = 24,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Folder to also keep label_issues.csv and .png in")
+    ] = None,
+    experiment: Experiment = paths.EXPERIMENT,
+) -> None:
+    """List the labelled images whose labels are likely wrong, from a cv run.
+
+    cleanlab ranks the images by a cv run's out-of-fold predictions; label_issues.csv and
+    label_issues.png are logged to that run."""
+    from bitmoji_ml.data.labels import CLASS_NAMES
+    from bitmoji_ml.report import format_table
+    from bitmoji_ml.selection.audit_job import audit_job
+    from bitmoji_ml.tracking.store import Store
+
+    if top < 1:
+        raise BitmojiError(f"--top must be at least 1, got {top}")
+    result = audit_job(store=Store.open(), experiment=experiment, run_id=run_id, top=top, output=output)
+    rows = [
+        [i.rank, i.image_id, CLASS_NAMES[i.label], f"{i.prob_male:.4f}", f"{i.label_quality:.4f}", i.fold]
+        for i in result.issues[:top]
+    ]
+    if rows:
+        typer.echo(
+            format_table(["rank", "image_id", "given label", "P(male)", "label quality", "fold"], rows)
+        )
+    typer.echo(
+        f"{len(result.issues)} likely label issue(s) among {result.images} images (run {result.run_id}); "
+        "look at label_issues.png, keep the rows you judge wrong in label_issues.csv, then "
+        "`bitmoji prepare --exclude label_issues.csv`"
+    )
+    for path in result.written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@friendly
+def tune(
+    trials: Annotated[int, typer.Option(help="New trials to run")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after S seconds")] = None,
+    use_cv: Annotated[
+        bool, typer.Option("--cv/--no-cv", help="Score each trial by cross-validation (cv_acc)")
+    ] = False,
+    folds: Annotated[int, typer.Option(help="Folds per trial with --cv")] = 5,
+    study: Annotated[
+        str | None, typer.Option(help="Optuna study to create or continue (default: <experiment>-tune)")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="TOML file of the best recipe (for train --config)")
+    ] = Path("best_config.toml"),
+    preset: Preset = "default",
+    config: ConfigFile = None,
+    model: Model = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    schedule: Schedule = None,
+    weight_decay: WeightDecay = None,
+    label_smoothing: LabelSmoothing = None,
+    image_size: ImageSize = None,
+    width: Width = None,
+    patience: Patience = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    flip: Flip = None,
+    shift: Shift = None,
+    scale: Scale = None,
+    jitter: Jitter = None,
+    disk_cache: DiskCache = None,
+    lists: ListsDir = paths.LISTS_DIR,
+    experiment: Experiment = paths.EXPERIMENT,
+    run_name: RunName = None,
+) -> None:
+    """Search the recipe with Optuna; each trial is an MLflow child run.
+
+    TPE sampler, median pruning on per-epoch val_acc (per fold with --cv). Settings given as
+    flags, by --preset or in --config are fixed; the others of the search space are searched.
+    The best trial's recipe is written to --output for `train --config`."""
+    overrides = recipe_overrides(locals())
+    from bitmoji_ml.report import format_table
+    from bitmoji_ml.selection.tune import tune_job
+    from bitmoji_ml.tracking.store import Store
+
+    result = tune_job(
+        lists_dir=lists,
+        experiment=experiment,
+        trials=trials,
+        timeout=timeout,
+        use_cv=use_cv,
+        folds=folds,
+        study_name=study,
+        preset=preset,
+        config_file=config,
+        overrides=overrides,
+        output=output,
+        run_name=run_name,
+        store=Store.open(),
+    )
+    typer.echo(
+        f"study {result.study!r}: {result.trials_run} new trial(s), {result.trials_total} in all "
+        f"({result.storage}); objective {result.objective}"
+    )
+    rows = [[key, f"{value:.6g}"] for key, value in result.best_metrics.items()]
+    rows += [[key, f"{result.best_recipe[key]:g}  (searched)"] for key in result.searched]
+    typer.echo(f"best trial {result.best_trial} (objective {result.best_value:.6f}):")
+    typer.echo(format_table(["", "value"], rows))
+    typer.echo(
+        f"wrote {result.config_path}; run {result.run_id}. Refit: bitmoji train --all-labelled --config {result.config_path}"
+    )
 
 
 @app.command("export-onnx")
@@ -443,9 +697,6 @@ def serve(
         typer.echo(f"stopped the model server ({stopped.stopped_by})")
     elif stopped.code != 0:
         raise BitmojiError(f"the model server exited with code {stopped.code} (see its messages above)")
-
-
-NOT_CONFIG = {"preset", "config", "lists", "experiment", "run_name", "resume"}
 
 
 def main() -> None:

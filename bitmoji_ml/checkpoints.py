@@ -75,13 +75,19 @@ def train_state_of(payload: dict[str, Any], source: str) -> dict[str, Any]:
     return payload[TRAIN_STATE]
 
 
+def checkpoint_width(payload: dict[str, Any]) -> float:
+    """The model's width multiplier (checkpoints written before the setting existed: 1)."""
+    config = payload.get("config")
+    return float(config.get("width", 1.0)) if isinstance(config, dict) else 1.0
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Classifier, Preprocess]:
     """Rebuild the network a checkpoint describes, in eval mode, with its preprocessing."""
     try:
         preprocess = Preprocess.from_dict(payload["preprocess"])
     except (KeyError, TypeError, ValueError) as error:
         raise BitmojiError(f"checkpoint has a malformed preprocess entry: {error}") from error
-    model = create_model(payload["model"], preprocess)
+    model = create_model(payload["model"], preprocess, width=checkpoint_width(payload))
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

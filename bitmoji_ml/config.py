@@ -34,6 +34,8 @@ class TrainConfig:
     scale: float = 0.08  # max zoom in or out, fraction
     jitter: float = 0.2  # brightness / contrast / saturation strength
     disk_cache: bool = False  # keep decoded images under data/cache/ between runs
+    width: float = 1.0  # channel-width multiplier of the model (1 = its registered size)
+    all_labelled: bool = False  # train on train + val, no validation: the last epoch is the model
 
     def to_params(self) -> dict[str, str]:
         """Flat, stably named MLflow params."""
@@ -119,6 +121,13 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
         raise BitmojiError(f"{', '.join(negative)} must not be negative")
     if config.shift >= 0.5 or config.scale >= 1 or config.jitter >= 1:
         raise BitmojiError("shift must be < 0.5, scale and jitter < 1")
+    if config.width <= 0:
+        raise BitmojiError(f"width must be positive, got {config.width}")
+    if config.all_labelled and config.patience:
+        raise BitmojiError(
+            "--all-labelled trains without validation, so --patience (early stopping on val_acc) "
+            "cannot apply: set patience to 0"
+        )
     return config
 
 

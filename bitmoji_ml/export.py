@@ -294,11 +294,12 @@ def export_job(
         work = Path(folder)
         source = load_source(checkpoint, run_id, experiment, work, store=store, lists_dir=lists_dir)
         model, preprocess = model_from_checkpoint(source.payload)
+        val_acc = source.payload.get("metrics", {}).get("val_acc")
         logger.info(
-            "exporting %s (epoch %s, val acc %.2f%%) from %s",
+            "exporting %s (epoch %s, %s) from %s",
             source.payload["model"],
             source.payload.get("epoch"),
-            100 * source.payload.get("metrics", {}).get("val_acc", float("nan")),
+            "no validation" if val_acc is None else f"val acc {val_acc:.2%}",
             source.description,
         )
         exported = work / "model.onnx"

@@ -33,7 +33,8 @@ def learning_curve_figure(history: Sequence[dict[str, float]], best_epoch: int) 
     of the curve stays readable; the best epoch is marked on both panels."""
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, style in (("train", "-o"), ("val", "-s")):
+    shown = [(key, style) for key, style in (("train", "-o"), ("val", "-s")) if f"{key}_loss" in history[0]]
+    for key, style in shown:
         loss_axis.plot(epochs, [row[f"{key}_loss"] for row in history], style, label=key)
         accuracy = np.clip([row[f"{key}_acc"] for row in history], 1 - ACCURACY_CEILING, ACCURACY_CEILING)
         acc_axis.plot(epochs, accuracy, style, label=key)

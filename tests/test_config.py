@@ -33,6 +33,8 @@ PARAM_NAMES = [
     "scale",
     "jitter",
     "disk_cache",
+    "width",
+    "all_labelled",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -81,6 +82,52 @@ def read_labels(csv_path: Path, image_dir: Path) -> list[Sample]:
     if errors:
         raise BitmojiError(f"{csv_path}: " + "\n".join(errors))
     return samples
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusion:
+    """Labelled images to leave out of the lists (e.g. labels a person judged wrong after
+    `bitmoji audit`), read from a CSV with an `image_id` column."""
+
+    source: Path
+    sha256: str  # of the file's bytes, recorded in the manifest
+    image_ids: list[str]  # sorted, each once
+
+
+def read_exclusions(path: Path) -> Exclusion:
+    """The image ids of a CSV's `image_id` column (blank cells skipped, repeats counted once)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BitmojiError(f"exclude file {path} not found")
+    data = path.read_bytes()
+    try:
+        reader = csv.DictReader(data.decode("utf-8-sig").splitlines())
+        columns = reader.fieldnames or []
+        if "image_id" not in columns:
+            raise BitmojiError(
+                f"exclude file {path} has no image_id column (has: {', '.join(columns) or 'nothing'}); "
+                "the audit's label_issues.csv has one"
+            )
+        ids = sorted({(row["image_id"] or "").strip() for row in reader} - {""})
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise BitmojiError(f"exclude file {path} is not a readable CSV: {error}") from error
+    if not ids:
+        raise BitmojiError(f"exclude file {path} lists no image ids")
+    return Exclusion(path, hashlib.sha256(data).hexdigest(), ids)
+
+
+def check_exclusions(dataset: Dataset, exclusion: Exclusion) -> None:
+    """Every excluded id must be a labelled image of the dataset: a typo must not pass silently."""
+    known = {sample.image_id for sample in dataset.train}
+    unknown = [image_id for image_id in exclusion.image_ids if image_id not in known]
+    if unknown:
+        raise BitmojiError(
+            _problems(
+                f"{len(unknown)} image id(s) in {exclusion.source} are not labelled images of "
+                f"{dataset.root / TRAIN_CSV}",
+                unknown,
+            )
+        )
 
 
 def list_images(folder: Path) -> list[Path]:

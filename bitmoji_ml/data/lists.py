@@ -9,7 +9,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from bitmoji_ml.data.dataset import TRAIN_CSV, Dataset, Sample
+from bitmoji_ml.data.dataset import TRAIN_CSV, Dataset, Exclusion, Sample, check_exclusions
 from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import replace_folder_atomic
@@ -98,12 +98,36 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def exclude_samples(
+    train: list[Sample], val: list[Sample], excluded: Exclusion | None
+) -> tuple[list[Sample], list[Sample]]:
+    """The split without the excluded images. The split is made first, so every other image
+    stays in the split it has without --exclude (validation scores stay comparable)."""
+    if excluded is None:
+        return train, val
+    left_out = set(excluded.image_ids)
+    train = [sample for sample in train if sample.image_id not in left_out]
+    val = [sample for sample in val if sample.image_id not in left_out]
+    if not train or not val:
+        raise BitmojiError(
+            f"excluding the {len(left_out)} image(s) of {excluded.source} leaves an empty split"
+        )
+    return train, val
+
+
 def write_lists(
-    dataset: Dataset, out_dir: Path, val_fraction: float = 0.2, seed: int = 0, split: str = "stratified"
+    dataset: Dataset,
+    out_dir: Path,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    split: str = "stratified",
+    excluded: Exclusion | None = None,
 ) -> dict:
-    """Split, then write train/val/test lists and manifest.json as one set (the folder is
-    swapped atomically); return the manifest."""
-    train, val = split_samples(dataset.train, val_fraction, seed, split)
+    """Split, leave out the `excluded` images, then write train/val/test lists and
+    manifest.json as one set (the folder is swapped atomically); return the manifest."""
+    if excluded is not None:
+        check_exclusions(dataset, excluded)
+    train, val = exclude_samples(*split_samples(dataset.train, val_fraction, seed, split), excluded)
     texts = {
         "train": format_list(train),
         "val": format_list(val),
@@ -126,6 +150,12 @@ def write_lists(
         "csv_sha256": _sha256((dataset.root / TRAIN_CSV).read_bytes()),
         "files": {LIST_FILES[name]: _sha256(text.encode()) for name, text in texts.items()},
     }
+    if excluded is not None:
+        manifest["excluded"] = {
+            "file": str(Path(excluded.source).resolve()),
+            "sha256": excluded.sha256,
+            "image_ids": excluded.image_ids,
+        }
     files = {LIST_FILES[name]: text.encode() for name, text in texts.items()}
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     # The lists and manifest are one set: the whole folder is swapped, never file by file.

@@ -13,22 +13,26 @@ from bitmoji_ml.models.compact import build_compact
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.models.seed_cnn import build_seed_cnn
 from bitmoji_ml.models.separable import build_separable
+from bitmoji_ml.models.width import fixed_width
 
 
-def build_resnet18(num_classes: int = 2) -> nn.Module:
-    """torchvision's ResNet-18, randomly initialised (nothing is downloaded)."""
+def build_resnet18(num_classes: int = 2, *, width: float = 1.0) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised (nothing is downloaded); `width` must be 1."""
     from torchvision.models import resnet18
 
+    fixed_width("resnet18", width)
     return resnet18(weights=None, num_classes=num_classes)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build its network and how its input is prepared."""
+    """A registered model: how to build its network (`build(width=...)`, the channel-width
+    multiplier of TrainConfig) and how its input is prepared."""
 
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]
     preprocess: Preprocess
     summary: str
+    scalable: bool = False  # whether `build` takes widths other than 1 (tune searches it then)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -36,9 +40,13 @@ MODELS: dict[str, ModelSpec] = {
         build_separable,
         Preprocess(size=64, resize=64, decoder="simplejpeg"),
         "BatchNorm CNN, separable at 32 and 16 px, 64 px (JPEGs decoded by libjpeg-turbo at 1/2 scale)",
+        scalable=True,
     ),
     "compact": ModelSpec(
-        build_compact, Preprocess(size=72, resize=72), "BatchNorm CNN, 72 px (the previous default)"
+        build_compact,
+        Preprocess(size=72, resize=72),
+        "BatchNorm CNN, 72 px (the previous default)",
+        scalable=True,
     ),
     "seed-cnn": ModelSpec(build_seed_cnn, Preprocess(size=224, resize=256), "the baseline, 224 px"),
     "resnet18": ModelSpec(build_resnet18, Preprocess(size=128, resize=128), "ResNet-18, 128 px"),
@@ -53,11 +61,11 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def create_model(name: str, preprocess: Preprocess | None = None) -> Classifier:
-    """Build model `name` with normalisation inside; uint8 NHWC images in, 2 logits out."""
+def create_model(name: str, preprocess: Preprocess | None = None, *, width: float = 1.0) -> Classifier:
+    """Build model `name` at `width` with normalisation inside; uint8 NHWC images in, 2 logits out."""
     spec = model_spec(name)
     preprocess = preprocess or spec.preprocess
-    return Classifier(spec.build(), preprocess.mean, preprocess.std)
+    return Classifier(spec.build(width=width), preprocess.mean, preprocess.std)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,10 +14,15 @@ def conv_block(channels_in: int, channels_out: int, stride: int = 1, kernel: int
     )
 
 
-def build_compact(num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> nn.Module:
-    """A stride-2 stem, then three conv + max-pool stages doubling the width, a last conv,
-    global average pooling and one linear layer: 246 k parameters at width 16."""
-    widths = [width, width * 2, width * 4, width * 8]
+BASE_CHANNELS = 16  # channels of the stem at width 1
+
+
+def build_compact(num_classes: int = 2, *, width: float = 1.0, dropout: float = 0.2) -> nn.Module:
+    """A stride-2 stem, then three conv + max-pool stages doubling the channels, a last conv,
+    global average pooling and one linear layer: 246 k parameters at width 1 (16 stem
+    channels); the parameter count grows with the square of `width`."""
+    stem = max(1, round(BASE_CHANNELS * width))
+    widths = [stem, stem * 2, stem * 4, stem * 8]
     layers: list[nn.Module] = [conv_block(3, widths[0], stride=2)]
     for channels_in, channels_out in zip(widths, widths[1:], strict=False):
         layers += [conv_block(channels_in, channels_out), nn.MaxPool2d(2)]

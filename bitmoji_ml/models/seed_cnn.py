@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from bitmoji_ml.models.width import fixed_width
 
-def build_seed_cnn(num_classes: int = 2) -> nn.Module:
-    """conv(3->6,k5) pool conv(6->16,k5) pool FC 16*53*53->1024->512->classes, ReLU between."""
+
+def build_seed_cnn(num_classes: int = 2, *, width: float = 1.0) -> nn.Module:
+    """conv(3->6,k5) pool conv(6->16,k5) pool FC 16*53*53->1024->512->classes, ReLU between.
+    The baseline is reproduced as published: `width` must be 1."""
+    fixed_width("seed-cnn", width)
     return nn.Sequential(
         nn.Conv2d(3, 6, 5),
         nn.ReLU(),

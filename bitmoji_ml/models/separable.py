@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bitmoji_ml.models.compact import conv_block
+from bitmoji_ml.models.compact import BASE_CHANNELS, conv_block
 
 
 def separable_block(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -22,10 +22,11 @@ def separable_block(channels_in: int, channels_out: int) -> nn.Sequential:
     )
 
 
-def build_separable(num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> nn.Module:
+def build_separable(num_classes: int = 2, *, width: float = 1.0, dropout: float = 0.2) -> nn.Module:
     """A stride-2 stem (64 -> 32 px); separable + max-pool stages at 32 and 16 px and a full
-    conv + max-pool stage at 8 px, each doubling the width; a last full 3x3 conv at 4 px, global
-    average pooling and one linear layer: 226 k parameters at width 16."""
+    conv + max-pool stage at 8 px, each doubling the channels; a last full 3x3 conv at 4 px,
+    global average pooling and one linear layer: 226 k parameters at width 1 (16 stem channels)."""
+    width = max(1, round(BASE_CHANNELS * width))  # stem channels
     return nn.Sequential(
         conv_block(3, width, stride=2),
         separable_block(width, width * 2),

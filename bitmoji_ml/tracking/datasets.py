@@ -101,3 +101,33 @@ def labelled_files(*, split: str, source: Path, images: list[str], labels: list[
         labels=labels,
         digest=file_digest(source),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDatasets:
+    """A training run's dataset inputs: what it trained on, and what it validated on (None: no
+    validation). Only the validation dataset gets the run's val_* metrics linked to it."""
+
+    training: list[LabelledFiles]
+    validation: LabelledFiles | None
+
+    def inputs(self) -> list[DatasetInput]:
+        found = [dataset.as_input("training") for dataset in self.training]
+        return found + ([self.validation.as_input("validation")] if self.validation else [])
+
+
+def lists_datasets(*, lists_dir: Path, manifest: dict, all_labelled: bool = False) -> RunDatasets:
+    """`prepare`'s lists as a run's inputs: train for training and val for validation, or both
+    for training (`--all-labelled`)."""
+    train, val = (
+        list_dataset(lists_dir=lists_dir, manifest=manifest, split=split) for split in ("train", "val")
+    )
+    return RunDatasets([train, val], None) if all_labelled else RunDatasets([train], val)
+
+
+def subset_dataset(*, split: str, source: Path, images: list[str], labels: list[int]) -> LabelledFiles:
+    """Some labelled images of `source` (e.g. a cross-validation fold), named `bitmoji-<split>`,
+    digested by their content: the same images and labels, the same digest."""
+    rows = "".join(f"{image} {label}\n" for image, label in zip(images, labels, strict=True))
+    digest = hashlib.sha256(rows.encode()).hexdigest()[:DIGEST_CHARS]
+    return LabelledFiles(dataset_name(split), Path(source), list(images), list(labels), digest)

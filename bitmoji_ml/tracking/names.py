@@ -13,6 +13,24 @@ LAST_CHECKPOINT = "last.pt"
 EXPORT_DIR = "onnx"  # run artifact folder of the exported files and parity report
 PLOTS_DIR = "plots"
 
+# How a checkpoint logged model was chosen (its `selection` tag): the epoch with the best val_acc,
+# or the last epoch (no selection: `cv` folds and `train --all-labelled`). Export ranks only the
+# first kind by val_acc; the others are exported by --run-id.
+SELECTION_TAG = "selection"
+BEST_ON_VAL = "best_val_acc"
+LAST_EPOCH = "last_epoch"
+
+# `run_kind` tag of the runs that hold other runs (MLflow nested runs) and of their children.
+RUN_KIND_TAG = "run_kind"
+CV_RUN = "cv"  # a `bitmoji cv` parent: folds as children, OOF predictions as an artifact
+CV_FOLD = "cv_fold"
+TUNE_RUN = "tune"  # a `bitmoji tune` parent: trials as children
+TUNE_TRIAL = "tune_trial"
+OOF_PREDICTIONS = "oof_predictions.csv"  # artifact of a CV run
+LABEL_ISSUES_CSV = "label_issues.csv"  # artifacts `bitmoji audit` adds to the CV run
+LABEL_ISSUES_PNG = "label_issues.png"
+BEST_CONFIG = "best_config.toml"  # artifact of a tune run
+
 EVALUATION_TAG = "evaluation"  # "true" on every run `bitmoji evaluate` logs
 EVALUATIONS_SUFFIX = "-evaluations"
 DATASET_PREFIX = "bitmoji-"

@@ -20,11 +20,13 @@ from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.datasets import list_digest
 from bitmoji_ml.tracking.names import (
     BEST_CHECKPOINT,
+    BEST_ON_VAL,
     CHAMPION_ALIAS,
     CHECKPOINT_MODEL_TYPE,
     EXPORT_DIR,
     IMAGE_LOGGED_MODEL,
     ONNX_LOGGED_MODEL,
+    SELECTION_TAG,
     dataset_name,
 )
 from bitmoji_ml.tracking.store import Store
@@ -46,11 +48,20 @@ class BestCheckpoint:
     val_digest: str  # the validation list it was ranked on
 
 
+def _ranked(model: LoggedModel) -> bool:
+    """Whether a checkpoint takes part in the val_acc ranking: READY, and chosen as its run's
+    best epoch on val_acc (not the last epoch of a run without selection: `--all-labelled`
+    runs have no val_acc at all, `cv` folds have one on their held-out fold only)."""
+    selected = model.tags.get(SELECTION_TAG, BEST_ON_VAL) == BEST_ON_VAL  # untagged: older runs
+    return model.status == LoggedModelStatus.READY and selected
+
+
 def _first_ready(
-    store: Store, *, experiment_id: str, datasets: list[dict] | None = None
+    store: Store, *, experiment_id: str, datasets: list[dict] | None = None, ranked: bool = True
 ) -> LoggedModel | None:
     """The best READY checkpoint: highest val_acc, ties to lower val_loss, each counted only
-    on `datasets` when given (and only models with metrics on them)."""
+    on `datasets` when given (and only models with metrics on them); with `ranked`, only
+    checkpoints selected on val_acc (see `_ranked`)."""
     on = datasets[0] if datasets else {}
     order = [
         {"field_name": "metrics.val_acc", "ascending": False, **on},
@@ -66,7 +77,9 @@ def _first_ready(
             order_by=order,
             page_token=token,
         )
-        ready = [model for model in page if model.status == LoggedModelStatus.READY]
+        ready = [
+            model for model in page if (_ranked(model) if ranked else model.status == LoggedModelStatus.READY)
+        ]
         if ready:
             return ready[0]
         token = page.token
@@ -87,6 +100,12 @@ def best_logged_checkpoint(store: Store, *, experiment: str, lists_dir: Path, fo
     into `folder`. Scores on other validation lists are not comparable, so they do not count."""
     experiment_id = store.experiment_id(experiment, create=False)
     if _first_ready(store, experiment_id=experiment_id) is None:
+        if _first_ready(store, experiment_id=experiment_id, ranked=False) is not None:
+            raise BitmojiError(
+                f"experiment {experiment!r} has checkpoints only from runs without validation "
+                "selection (`train --all-labelled`, `cv` folds), which have no val_acc to rank them "
+                "by: pass --run-id"
+            )
         raise BitmojiError(
             f"no runs yet: experiment {experiment!r} has no trained checkpoint (run `bitmoji train`)"
         )

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus, RunTag
 from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.tracking.datasets import LabelledFiles, list_dataset
-from bitmoji_ml.tracking.names import CHECKPOINT_DIR, CHECKPOINT_MODEL_TYPE
+from bitmoji_ml.tracking.datasets import RunDatasets, lists_datasets
+from bitmoji_ml.tracking.names import BEST_ON_VAL, CHECKPOINT_DIR, CHECKPOINT_MODEL_TYPE, SELECTION_TAG
 from bitmoji_ml.tracking.store import Store, local_path
 
 VALIDATION_PREFIX = "val_"  # metrics measured on the validation list
@@ -59,9 +60,18 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def new_run(store: Store, *, experiment_id: str, run_name: str | None, parent_run_id: str | None):
+    """A new run with MLflow's context tags; with `parent_run_id`, nested under that run (the UI
+    shows it inside its parent)."""
+    tags = resolve_tags({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else None)
+    return store.client.create_run(experiment_id, run_name=run_name, tags=tags)
+
+
 class TrainingRun:
-    """One MLflow run of `bitmoji train`: a context manager that ends the run FINISHED, FAILED,
-    or KILLED on Ctrl-C, plus the logging calls the training loop makes."""
+    """One MLflow run of `bitmoji train` (or a fold of `cv`, a trial of `tune`, nested under
+    `parent_run_id`): a context manager that ends the run FINISHED, FAILED, or KILLED on Ctrl-C,
+    plus the logging calls the training loop makes. `selection` says how its best.pt was chosen
+    (names.BEST_ON_VAL or names.LAST_EPOCH) and tags each checkpoint logged model with it."""
 
     def __init__(
         self,
@@ -70,14 +80,18 @@ class TrainingRun:
         experiment_id: str,
         run_name: str | None = None,
         resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+        selection: str = BEST_ON_VAL,
     ):
         self.store = store
         self.experiment_id = experiment_id
         self.run_name = run_name
         self.resume_run_id = resume_run_id
+        self.parent_run_id = parent_run_id
+        self.selection = selection
         self.run_id = ""
         self._artifact_uri = ""
-        self._datasets: dict[str, LabelledFiles] = {}
+        self._datasets: RunDatasets | None = None
 
     def __enter__(self) -> TrainingRun:
         client = self.store.client
@@ -87,7 +101,12 @@ class TrainingRun:
                 raise BitmojiError(f"run {self.resume_run_id} belongs to another experiment")
             client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         else:
-            run = client.create_run(self.experiment_id, run_name=self.run_name, tags=resolve_tags())
+            run = new_run(
+                self.store,
+                experiment_id=self.experiment_id,
+                run_name=self.run_name,
+                parent_run_id=self.parent_run_id,
+            )
         self.run_id, self._artifact_uri = run.info.run_id, run.info.artifact_uri
         return self
 
@@ -95,14 +114,22 @@ class TrainingRun:
         self.store.client.set_terminated(self.run_id, status=end_status(kind))
 
     def log_start(
-        self, *, params: dict[str, str], tags: dict[str, str], lists_dir: Path, manifest: dict
+        self,
+        *,
+        params: dict[str, str],
+        tags: dict[str, str],
+        manifest: dict,
+        lists_dir: Path | None = None,
+        datasets: RunDatasets | None = None,
     ) -> None:
-        """A new run gets `params`, `tags` (plus environment_tags() and the data digest) and the
-        train and val lists as dataset inputs; a resumed run only (re)links the datasets."""
-        self._datasets = {
-            split: list_dataset(lists_dir=lists_dir, manifest=manifest, split=split)
-            for split in ("train", "val")
-        }
+        """A new run gets `params`, `tags` (plus environment_tags() and the data digest) and its
+        dataset inputs: `datasets`, else the train and val lists of `lists_dir`; a resumed run
+        only (re)links the datasets."""
+        if datasets is None:
+            if lists_dir is None:
+                raise ValueError("log_start needs lists_dir or datasets")
+            datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest)
+        self._datasets = datasets
         if not self.resume_run_id:
             tags = {**environment_tags(), "data_digest": manifest.get("digest", ""), **tags}
             self.store.client.log_batch(
@@ -110,8 +137,13 @@ class TrainingRun:
                 params=[Param(key, str(value)) for key, value in params.items()],
                 tags=[RunTag(key, str(value)) for key, value in tags.items()],
             )
-        inputs = [self._datasets["train"].as_input("training"), self._datasets["val"].as_input("validation")]
-        self.store.client.log_inputs(self.run_id, datasets=inputs)
+        self.store.client.log_inputs(self.run_id, datasets=datasets.inputs())
+
+    def log_tags(self, tags: dict[str, str]) -> None:
+        """Set tags on the run (e.g. how a tuning trial ended)."""
+        self.store.client.log_batch(
+            self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
+        )
 
     def log_resume(self, *, changed: dict[str, str], run_name: str) -> None:
         """After --resume with allowed changes: tag `resumed.<key>` = new value (params are
@@ -139,7 +171,7 @@ class TrainingRun:
     def _epoch_metrics(self, epoch: int, metrics: dict[str, float], model_id: str | None) -> list[Metric]:
         """val_* are linked to the validation dataset (and the checkpoint); the rest (train_*,
         lr, timings) belong to the run alone."""
-        timestamp, val = now_ms(), self._datasets.get("val")
+        timestamp, val = now_ms(), self._datasets.validation if self._datasets else None
         linked = {"model_id": model_id}
         if val is not None:
             linked.update(dataset_name=val.name, dataset_digest=val.digest)
@@ -157,7 +189,7 @@ class TrainingRun:
             self.experiment_id,
             name=f"{model_name}-best",
             source_run_id=self.run_id,
-            tags={"model": model_name, "step": str(epoch)},
+            tags={"model": model_name, "step": str(epoch), SELECTION_TAG: self.selection},
             params={"epoch": str(epoch)},
             model_type=CHECKPOINT_MODEL_TYPE,
         )

@@ -18,8 +18,9 @@ from bitmoji_ml.checkpoints import read_checkpoint, train_state_of
 from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.models import count_parameters
+from bitmoji_ml.tracking.names import BEST_ON_VAL, LAST_EPOCH
 from bitmoji_ml.training.data import TrainData, load_data
-from bitmoji_ml.training.loop import TrainResult, fit
+from bitmoji_ml.training.loop import Tracker, TrainResult, fit
 from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
 from bitmoji_ml.training.state import TrainState, new_train_state
@@ -36,9 +37,10 @@ class TrainJobResult:
     """What `bitmoji train` reports."""
 
     run_id: str
-    best_val_acc: float
-    best_epoch: int
+    best_val_acc: float | None  # None with --all-labelled: no validation
+    best_epoch: int  # with --all-labelled: the last epoch, whose weights are the model
     best_checkpoint: str  # local path of the best epoch's best.pt in the run's artifacts
+    train_images: int
     train_seconds: float
     history: list[dict[str, float]]
     config: TrainConfig  # as resolved: the image size, device and threads actually used
@@ -82,17 +84,21 @@ def train_job(
     data = decode(lists_dir, manifest, config)
     state = build_state(config, data, resume)
     name = resume.run_name if resume else run_name or default_run_name(config)
-    with TrainingRun(store, experiment_id=experiment_id, run_name=name, resume_run_id=resume_run_id) as run:
+    selection = LAST_EPOCH if config.all_labelled else BEST_ON_VAL
+    with TrainingRun(
+        store, experiment_id=experiment_id, run_name=name, resume_run_id=resume_run_id, selection=selection
+    ) as run:
         logger.info("MLflow run %s (%s, experiment %s)", run.run_id, store.uri, experiment)
         log_start(run, config, manifest, state, lists_dir, resume)
         header = checkpoint_header(config, manifest, run.run_id, name)
-        result = train_in_run(config, data, state, run, header)
-        run.log_summary(summary_metrics(result))
+        result = train_in_run(config, data, state, run, header, select_best=not config.all_labelled)
+        run.log_summary(summary_metrics(result, selected=not config.all_labelled))
     return TrainJobResult(
         run_id=run.run_id,
-        best_val_acc=result.best["val_acc"],
+        best_val_acc=result.best.get("val_acc"),
         best_epoch=int(result.best["epoch"]),
         best_checkpoint=result.best_checkpoint,
+        train_images=len(data.train_labels),
         train_seconds=result.train_seconds,
         history=result.history,
         config=config,
@@ -132,11 +138,11 @@ def load_resume(
 def decode(lists_dir: Path, manifest: dict, config: TrainConfig) -> TrainData:
     """The lists decoded at the config's input size."""
     started = time.perf_counter()
-    data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache)
+    data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache, config.all_labelled)
     logger.info(
         "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads",
         len(data.train_labels),
-        len(data.val_labels),
+        0 if data.val_labels is None else len(data.val_labels),
         time.perf_counter() - started,
         config.model,
         config.device,
@@ -166,25 +172,38 @@ def log_start(
     resume: Resume | None,
 ) -> None:
     """Params, tags and datasets of a new run; for a resumed one, what --resume changed."""
+    from bitmoji_ml.tracking.datasets import lists_datasets
+
     tags = run_tags(config, state)
-    run.log_start(params=config.to_params(), tags=tags, lists_dir=lists_dir, manifest=manifest)
+    datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest, all_labelled=config.all_labelled)
+    run.log_start(params=config.to_params(), tags=tags, manifest=manifest, datasets=datasets)
     if resume and (resume.changed or resume.run_name != resume.saved_run_name):
         run.log_resume(changed=resume.changed, run_name=resume.run_name)
 
 
 def train_in_run(
-    config: TrainConfig, data: TrainData, state: TrainState, run: TrainingRun, header: dict
+    config: TrainConfig,
+    data: TrainData,
+    state: TrainState,
+    run: Tracker,
+    header: dict,
+    select_best: bool = True,
 ) -> TrainResult:
     """`fit` in a scratch folder the run's artifacts are copied from."""
     try:
         with tempfile.TemporaryDirectory(prefix="bitmoji-train-") as workdir:
             return fit(
-                config=config, data=data, state=state, tracker=run, workdir=Path(workdir), header=header
+                config=config,
+                data=data,
+                state=state,
+                tracker=run,
+                workdir=Path(workdir),
+                header=header,
+                select_best=select_best,
             )
     except KeyboardInterrupt:
-        logger.info(
-            "interrupted: run %s ends as KILLED; continue it with --resume %s", run.run_id, run.run_id
-        )
+        run_id = getattr(run, "run_id", "?")
+        logger.info("interrupted: run %s ends as KILLED; continue it with --resume %s", run_id, run_id)
         raise
 
 
@@ -210,12 +229,13 @@ def run_tags(config: TrainConfig, state: TrainState) -> dict[str, str]:
     }
 
 
-def summary_metrics(result: TrainResult) -> dict[str, float]:
-    """Run-level results, for sorting runs."""
-    return {
-        "best_val_acc": result.best["val_acc"],
-        "best_val_loss": result.best["val_loss"],
-        "best_epoch": result.best["epoch"],
-        "train_seconds": result.train_seconds,
-        "epochs_run": len(result.history),
-    }
+def summary_metrics(result: TrainResult, *, selected: bool = True) -> dict[str, float]:
+    """Run-level results, for sorting runs: the best epoch's val_* when best.pt was selected on
+    val_acc; without selection, the last epoch's (`final_val_*`, when there was validation)."""
+    timing = {"train_seconds": result.train_seconds, "epochs_run": len(result.history)}
+    if selected:
+        best = {"best_val_acc": result.best["val_acc"], "best_val_loss": result.best["val_loss"]}
+        return {**best, "best_epoch": result.best["epoch"], **timing}
+    last = result.history[-1]
+    final = {f"final_{key}": last[key] for key in ("val_acc", "val_loss") if key in last}
+    return {**final, **timing}

@@ -19,7 +19,7 @@ from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
 from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.console import progress
 from bitmoji_ml.training.data import TrainData
-from bitmoji_ml.training.evaluate import evaluate
+from bitmoji_ml.training.evaluate import EvaluationResult, evaluate
 from bitmoji_ml.training.state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -126,24 +126,28 @@ def fit(
     tracker: Tracker,
     workdir: Path,
     header: dict[str, Any],
+    select_best: bool = True,
 ) -> TrainResult:
     """Train from `state` to `config.epochs`, reporting each epoch and checkpoint to `tracker`.
-    Checkpoints (`header` + the epoch's metrics) are written in `workdir` first."""
+    Checkpoints (`header` + the epoch's metrics) are written in `workdir` first.
+
+    `select_best`: best.pt is the epoch with the best val_acc; otherwise it is the last epoch
+    (no selection: `cv` folds, and `--all-labelled`, whose `data` has no validation images)."""
     images, labels = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         totals = train_one_epoch(state, images, labels, config, f"epoch {epoch}/{config.epochs}")
         seconds = time.perf_counter() - started
-        result = evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
-        metrics = {**totals.metrics(), **result.metrics("val"), "epoch_seconds": seconds}
+        result = validate(state, data)
+        metrics = {**totals.metrics(), **(result.metrics("val") if result else {}), "epoch_seconds": seconds}
         metrics["images_per_second"] = totals.seen / seconds
-        improved = is_better(metrics, state.best)
-        record_epoch(state, epoch, metrics, result.confusion if improved else None)
+        improved = is_better(metrics, state.best) if select_best else epoch == config.epochs
+        record_epoch(state, epoch, metrics, improved, result.confusion if result else None)
         save_and_log(
             state, tracker, workdir, {**header, "metrics": state.history[-1], "epoch": epoch}, improved
         )
         log_epoch_line(epoch, config.epochs, metrics, improved)
-        if config.patience and epoch - int(state.best["epoch"]) >= config.patience:
+        if select_best and config.patience and epoch - int(state.best["epoch"]) >= config.patience:
             logger.info("early stop: no better val_acc for %d epochs", config.patience)
             break
     if state.best is None:
@@ -152,14 +156,22 @@ def fit(
     return TrainResult(state.history, state.best, state.best_checkpoint, state.train_seconds)
 
 
+def validate(state: TrainState, data: TrainData) -> EvaluationResult | None:
+    """The evaluated weights on the validation images; None when there are none."""
+    if data.val_images is None:
+        return None
+    return evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
+
+
 def record_epoch(
-    state: TrainState, epoch: int, metrics: dict[str, float], best_confusion: np.ndarray | None
+    state: TrainState, epoch: int, metrics: dict[str, float], improved: bool, confusion: np.ndarray | None
 ) -> None:
-    """Add the epoch to the state's history; a confusion matrix means it is the new best."""
+    """Add the epoch to the state's history; when `improved` it is the new best."""
     state.history.append({"epoch": epoch, **metrics})
     state.epoch, state.train_seconds = epoch, state.train_seconds + metrics["epoch_seconds"]
-    if best_confusion is not None:
-        state.best, state.best_confusion = state.history[-1], best_confusion
+    if improved:
+        state.best = state.history[-1]
+        state.best_confusion = state.best_confusion if confusion is None else confusion
 
 
 def save_and_log(
@@ -182,14 +194,18 @@ def save_and_log(
 
 
 def log_epoch_line(epoch: int, epochs: int, metrics: dict[str, float], improved: bool) -> None:
+    val = (
+        f"val loss {metrics['val_loss']:.4f} acc {100 * metrics['val_acc']:.2f}%"
+        if "val_acc" in metrics
+        else "no validation"
+    )
     logger.info(
-        "epoch %3d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.1fs %s img/s%s",
+        "epoch %3d/%d  train loss %.4f acc %.2f%%  %s  %.1fs %s img/s%s",
         epoch,
         epochs,
         metrics["train_loss"],
         100 * metrics["train_acc"],
-        metrics["val_loss"],
-        100 * metrics["val_acc"],
+        val,
         metrics["epoch_seconds"],
         f"{metrics['images_per_second']:,.0f}",
         "  *best" if improved else "",
@@ -201,5 +217,6 @@ def log_plots(tracker: Tracker, state: TrainState, folder: Path) -> None:
     assert state.best is not None
     best_epoch = int(state.best["epoch"])
     plots.learning_curves(state.history, folder / "learning_curves.png", best_epoch=best_epoch)
-    plots.confusion_matrix_plot(np.asarray(state.best_confusion), folder / "confusion_matrix.png")
+    if "val_acc" in state.best:  # a run without validation has no confusion matrix
+        plots.confusion_matrix_plot(np.asarray(state.best_confusion), folder / "confusion_matrix.png")
     tracker.log_artifacts(folder, "plots")

@@ -35,6 +35,8 @@ RESUME_POLICY: dict[str, Rule] = {
     "shift": Rule.MATCH,
     "scale": Rule.MATCH,
     "jitter": Rule.MATCH,
+    "width": Rule.MATCH,
+    "all_labelled": Rule.MATCH,  # the same images, the same (absent) validation
     "epochs": Rule.CONTINUE,  # the LR schedule is re-planned (training/schedule.py)
     "patience": Rule.CONTINUE,
     "device": Rule.MACHINE,

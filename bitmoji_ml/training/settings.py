@@ -45,8 +45,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    """A run name that says the model and its key settings, e.g. compact-72px-e20-bs64-adamw-lr0.002."""
+    """A run name that says the model and its key settings, e.g. compact-72px-e20-bs64-adamw-lr0.002
+    (with `-w0.75` after the model at another width, `-all` at the end on all labelled images)."""
+    width = f"-w{config.width:g}" if config.width != 1 else ""
     return (
-        f"{config.model}-{preprocess_for(config).size}px-e{config.epochs}-bs{config.batch_size}"
-        f"-{config.optimizer}-lr{config.lr:g}"
+        f"{config.model}{width}-{preprocess_for(config).size}px-e{config.epochs}-bs{config.batch_size}"
+        f"-{config.optimizer}-lr{config.lr:g}{'-all' if config.all_labelled else ''}"
     )

@@ -110,7 +110,9 @@ def new_train_state(
     """A fresh state for `config`: seeded model and generators, the planned schedule."""
     torch.manual_seed(config.seed)
     # Channels-last weights: ~1.4x faster convolutions on CPU (oneDNN) as well as on CUDA.
-    model = create_model(config.model, preprocess).to(device, memory_format=torch.channels_last)
+    model = create_model(config.model, preprocess, width=config.width).to(
+        device, memory_format=torch.channels_last
+    )
     optimizer = make_optimizer(model, config)
     schedule = Schedule.planned(config.schedule, config.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)

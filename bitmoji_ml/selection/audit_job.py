@@ -1,0 +1,73 @@
+"""`bitmoji audit`: the label audit of a `bitmoji cv` run, from its out-of-fold predictions
+(selection/audit.py does the finding), logged back to that run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bitmoji_ml.selection.audit import (
+    LabelIssue,
+    face_grid,
+    find_label_issues,
+    read_oof_csv,
+    write_issues_csv,
+)
+from bitmoji_ml.tracking.names import CV_RUN, LABEL_ISSUES_CSV, LABEL_ISSUES_PNG, OOF_PREDICTIONS
+
+if TYPE_CHECKING:
+    from bitmoji_ml.tracking.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+    """The ranked label issues of one CV run and where the files went."""
+
+    run_id: str
+    images: int  # labelled images the CV run predicted out of fold
+    issues: list[LabelIssue]
+    written: list[Path]  # copies under --output, if asked
+
+
+def audit_job(
+    *, store: Store, experiment: str, run_id: str | None = None, top: int = 24, output: Path | None = None
+) -> AuditResult:
+    """Rank the CV run's likely label errors (default run: the experiment's newest finished
+    `cv` run); log label_issues.csv (every issue) and label_issues.png (the `top` first) to it,
+    and copy both into `output` when given."""
+    from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind
+
+    run_id = run_id or newest_run_of_kind(store, experiment=experiment, kind=CV_RUN)
+    with tempfile.TemporaryDirectory(prefix="bitmoji-audit-") as scratch:
+        folder = Path(scratch)
+        oof_path = download_run_file(
+            store, run_id=run_id, artifact=OOF_PREDICTIONS, folder=folder / "download", kind=CV_RUN
+        )
+        oof = read_oof_csv(oof_path)
+        issues = find_label_issues(oof)
+        files = [folder / LABEL_ISSUES_CSV, folder / LABEL_ISSUES_PNG]
+        write_issues_csv(issues, files[0])
+        face_grid(issues, files[1], limit=top)
+        add_results(store, run_id=run_id, files=files, metrics={"label_issues": len(issues)})
+        written = _copy_into(files, output) if output is not None else []
+    logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
+    return AuditResult(run_id, len(oof.images), issues, written)
+
+
+def _copy_into(files: list[Path], output: Path) -> list[Path]:
+    """Copy `files` into the folder `output` (created), each replaced atomically."""
+    from bitmoji_ml.files import atomic_path
+
+    output.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in files:
+        with atomic_path(output / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+        copies.append(output / path.name)
+    return copies
