@@ -34,6 +34,9 @@ class TrainConfig:
     scale: float = 0.08  # max zoom in or out, fraction
     jitter: float = 0.2  # brightness / contrast / saturation strength
     disk_cache: bool = False  # keep decoded images under data/cache/ between runs
+    # With several CUDA processes: BatchNorm statistics over the whole global batch
+    # (SyncBatchNorm) instead of each process's share. SyncBatchNorm does not run on CPU.
+    sync_batchnorm: bool = False
 
     def to_params(self) -> dict[str, str]:
         """Flat, stably named MLflow params."""
