@@ -152,15 +152,9 @@ def test_nproc_passes_the_given_options_to_torchrun(tiny_lists: Path, monkeypatc
     result = CliRunner().invoke(cli.app, [*arguments, "--lists", str(tiny_lists)])
     assert result.exit_code == 0, result.output
     assert launched["nproc"] == 2
-    assert launched["arguments"] == [
-        "--epochs",
-        "3",
-        "--no-flip",
-        "--lr",
-        "0.001",
-        "--lists",
-        str(tiny_lists),
-    ]
+    # In the command's order; what was not given (defaults, --nproc itself) is left out.
+    expected = ["--epochs", "3", "--lr", "0.001", "--no-flip", "--lists", str(tiny_lists)]
+    assert launched["arguments"] == expected
     assert launched["requested"] == {"epochs": 3, "flip": False, "lr": 0.001}
     assert launched["entry_folder"] == ROOT
     command = launch.torchrun_command(nproc=2, arguments=launched["arguments"])
@@ -422,13 +416,31 @@ class OutputReader:
         return "".join(self.lines)
 
 
-def test_killing_one_rank_ends_the_job_and_the_run_resumes_on_two_processes(
-    tiny_lists: Path, mlflow_store: str
-):
-    flags = ["--lists", str(tiny_lists), "--batch-size", "8", "--image-size", "32", "--threads", "1"]
+@dataclasses.dataclass
+class KilledJob:
+    """A `bitmoji train --nproc 2` job whose rank 1 was killed: what it printed and left."""
+
+    exit_code: int
+    output: str
+    uri: str
+    lists: Path
+    run_id: str
+    status: str
+    last_epoch: int  # the epoch of the run's last.pt
+
+
+@pytest.fixture(scope="module")
+def killed_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_template: Path) -> KilledJob:
+    folder = tmp_path_factory.mktemp("killed")
+    lists = folder / "lists"
+    write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
+    (folder / "mlruns").mkdir()
+    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
     marker = uuid.uuid4().hex
-    environment = {**job_environment(mlflow_store), "TEST_MARKER": marker}
-    command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--epochs", "500", *flags]
+    environment = {**job_environment(uri), "TEST_MARKER": marker}
+    command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--epochs", "500"]
+    command += ["--lists", str(lists), *KILLED_JOB_FLAGS]
     process = subprocess.Popen(
         command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -437,37 +449,37 @@ def test_killing_one_rank_ends_the_job_and_the_run_resumes_on_two_processes(
         output.wait_for(r"epoch +2/500", time.monotonic() + JOB_TIMEOUT)  # last.pt holds epoch 2 or later
         (rank_one,) = marked_processes(marker, RANK="1")
         os.kill(rank_one, signal.SIGKILL)
-        assert process.wait(timeout=JOB_TIMEOUT) != 0  # the job ends: no hang
+        exit_code = process.wait(timeout=JOB_TIMEOUT)  # the job ends: no hang
         output.thread.join(timeout=10)
     finally:
         process.kill()
         kill_marked(marker)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("bitmoji-gender").experiment_id])
-    run_id = run.info.run_id
-    assert run.info.status in ("FAILED", "KILLED")
-    assert f"Run {run_id} ended as {run.info.status}" in output.text
-    assert f"--resume {run_id} --nproc 2" in output.text
-    last = read_checkpoint(client.download_artifacts(run_id, "checkpoints/last.pt"))
-    done = last["epoch"]
-    assert done >= 2
+    last = read_checkpoint(client.download_artifacts(run.info.run_id, "checkpoints/last.pt", str(folder)))
+    return KilledJob(exit_code, output.text, uri, lists, run.info.run_id, run.info.status, last["epoch"])
 
-    resumed = run_job(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "train",
-            "--nproc",
-            "2",
-            "--resume",
-            run_id,
-            "--epochs",
-            str(done + 1),
-            *flags,
-        ],
-        job_environment(mlflow_store),
-    )
+
+KILLED_JOB_FLAGS = ["--batch-size", "8", "--image-size", "32", "--threads", "1"]
+
+
+def test_killing_one_rank_ends_the_job_and_its_run_with_a_clear_message(killed_job: KilledJob):
+    assert killed_job.exit_code == 1
+    assert killed_job.status in ("FAILED", "KILLED")
+    run_id = killed_job.run_id
+    assert "a training process failed (torchrun exit code 1" in killed_job.output
+    assert f"Run {run_id} ended as {killed_job.status}" in killed_job.output
+    assert f"bitmoji train --resume {run_id} --nproc 2" in killed_job.output
+    assert killed_job.last_epoch >= 2  # read back whole: the checkpoint stayed usable
+
+
+def test_the_killed_run_resumes_on_two_processes(killed_job: KilledJob):
+    done, run_id = killed_job.last_epoch, killed_job.run_id
+    command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--resume", run_id]
+    command += ["--epochs", str(done + 1), "--lists", str(killed_job.lists), *KILLED_JOB_FLAGS]
+    resumed = run_job(command, job_environment(killed_job.uri))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    client = MlflowClient(tracking_uri=killed_job.uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == list(range(1, done + 2))

@@ -240,7 +240,8 @@ def train_in_run(
     except Exception:
         if distributed.world_size() > 1 and distributed.is_main():  # often a peer that died
             logger.error(
-                "training stopped: run %s ends as FAILED; its last checkpoint continues with --resume %s",
+                "training stopped on rank 0 (if another process died, its messages say why): run %s "
+                "ends as FAILED; continue it from its last checkpoint with --resume %s",
                 run.run_id,
                 run.run_id,
             )

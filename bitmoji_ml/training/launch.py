@@ -130,15 +130,15 @@ def failure(
     from bitmoji_ml.tracking.runs import end_run_if_running
 
     if ended.stopped_by:
-        cause, status = f"stopped by {ended.stopped_by}", "KILLED"
+        cause, status = f"training was stopped by {ended.stopped_by}", "KILLED"
     else:
-        cause = f"a training process failed (torchrun exit code {ended.code}; the messages above say which and why)"
+        cause = f"a training process failed (torchrun exit code {ended.code}: the messages above say which and why)"
         status = "FAILED"
     if not run_id:
         untouched = f"run {resume_run_id} was not changed" if resume_run_id else "no MLflow run was started"
-        return BitmojiError(f"training {cause}; {untouched}")
+        return BitmojiError(f"{cause}; {untouched}")
     status = end_run_if_running(store, run_id=run_id, status=status)
     return BitmojiError(
-        f"training {cause}. Run {run_id} ended as {status}; continue it from its last checkpoint "
+        f"{cause}. Run {run_id} ended as {status}; continue it from its last checkpoint "
         f"with `bitmoji train --resume {run_id} --nproc {nproc}`"
     )
