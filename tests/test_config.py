@@ -33,6 +33,7 @@ PARAM_NAMES = [
     "scale",
     "jitter",
     "disk_cache",
+    "sync_batchnorm",
 ]
 
 

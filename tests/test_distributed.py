@@ -97,6 +97,7 @@ def test_a_last_global_batch_too_small_for_every_rank_is_left_out() -> None:
 
 
 def test_the_global_batch_must_split_evenly() -> None:
+    assert distributed.run_params(64) == {"world_size": "1"}  # alone, no per-rank batch to repeat
     assert launch.per_rank_batch_size(64, 4) == 16
     with pytest.raises(BitmojiError, match="batch_size 64 does not split evenly over 3 processes"):
         launch.per_rank_batch_size(64, 3)
@@ -122,6 +123,16 @@ def test_threads_default_to_the_cores_shared_by_the_processes_of_a_machine(monke
     assert resolve_config(TrainConfig(device="cpu", threads=3)).threads == 3
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert resolve_config(TrainConfig(device="cpu")).threads == cores
+
+
+def test_the_process_group_timeout_can_be_set(monkeypatch) -> None:
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.process_group_timeout().total_seconds() == distributed.DEFAULT_TIMEOUT_SECONDS
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "45")
+    assert distributed.process_group_timeout().total_seconds() == 45
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
+    with pytest.raises(BitmojiError, match="number of seconds"):
+        distributed.process_group_timeout()
 
 
 def test_sigterm_waits_for_a_checkpoint_being_written_then_ends_the_run() -> None:
@@ -299,7 +310,7 @@ def torchrun_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_tem
     shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
     uri = f"sqlite:///{folder}/mlruns/mlflow.db"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    flags = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--image-size", "32", "--threads", "1"]
+    flags = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--image-size", "32"]  # threads: default
     command = [*torchrun, str(PROBE), str(folder / "ranks"), "train", "--lists", str(lists), *flags]
     done = run_job(command, job_environment(uri))
     output = done.stdout + done.stderr
@@ -325,7 +336,8 @@ def test_a_torchrun_job_is_one_mlflow_run_with_its_params_and_epoch_metrics(torc
     assert torchrun_job.status == "FINISHED"
     params = torchrun_job.params
     assert (params["world_size"], params["batch_size"], params["batch_size_per_rank"]) == ("2", "14", "7")
-    assert params["threads"] == "1" and params["sync_batchnorm"] == "False"
+    assert params["threads"] == str(max(1, (os.cpu_count() or 1) // 2))  # the cores shared by 2
+    assert params["sync_batchnorm"] == "False"
     for key in EPOCH_METRICS:
         assert torchrun_job.histories[key] == [1, 2, 3], key
     # Rank 0 alone reports: one summary line and one line per epoch, not two.

@@ -92,8 +92,13 @@ def local_device(device_type: str) -> torch.device:
 
 
 def run_params(batch_size: int) -> dict[str, str]:
-    """How the run is spread, for its MLflow params (`batch_size` is the global batch)."""
-    return {"world_size": str(world_size()), "batch_size_per_rank": str(batch_size // world_size())}
+    """How the run is spread, for its MLflow params: the number of processes and, with several,
+    each one's share of the global batch (`batch_size`); alone it would only repeat batch_size
+    (and show as a differing param in `bitmoji runs`)."""
+    params = {"world_size": str(world_size())}
+    if world_size() > 1:
+        params["batch_size_per_rank"] = str(batch_size // world_size())
+    return params
 
 
 def rank_error(message: str) -> BitmojiError:

@@ -125,7 +125,9 @@ def open_tracking(store: Store | None, experiment: str) -> Tracking:
     return Tracking(store, store.experiment_id(experiment))
 
 
-def open_run(tracking: Tracking | None, name: str, resume_run_id: str | None) -> Any:
+def open_run(
+    tracking: Tracking | None, name: str, resume_run_id: str | None
+) -> TrainingRun | distributed.NullRun:
     """Rank 0's MLflow run (a new one, or `resume_run_id` continued); a NullRun on the others."""
     from bitmoji_ml.tracking.runs import TrainingRun
 
