@@ -34,7 +34,7 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
 from bitmoji_ml.export import export_job
-from bitmoji_ml.training import distributed, launch, train_job
+from bitmoji_ml.training import distributed, launch, sharding, train_job
 from bitmoji_ml.training.settings import resolve_config
 
 PROBE = ROOT / "tests" / "torchrun_probe.py"
@@ -53,7 +53,7 @@ EPOCH_METRICS = {"train_loss", "train_objective", "train_acc", "val_loss", "val_
 def test_shards_are_disjoint_cover_the_set_and_are_seeded_by_epoch(world_size: int) -> None:
     def shards(seed: int, epoch: int) -> list[list[int]]:
         return [
-            distributed.shard_order(
+            sharding.shard_order(
                 TRAIN_IMAGES, seed=seed, epoch=epoch, rank=rank, world_size=world_size
             ).tolist()
             for rank in range(world_size)
@@ -70,7 +70,7 @@ def test_shards_are_disjoint_cover_the_set_and_are_seeded_by_epoch(world_size: i
 def test_every_rank_takes_the_same_steps_and_the_loss_weights_give_the_global_mean() -> None:
     for count, batch_size, world_size in [(33, 14, 2), (33, 12, 3), (100, 8, 4), (30, 8, 2), (7, 4, 1)]:
         per_rank = [
-            distributed.shard_batches(
+            sharding.shard_batches(
                 count, seed=0, epoch=1, batch_size=batch_size, rank=rank, world_size=world_size
             )
             for rank in range(world_size)
@@ -82,18 +82,18 @@ def test_every_rank_takes_the_same_steps_and_the_loss_weights_give_the_global_me
             # DDP averages the ranks' gradients: weight_r * mean_r / W summed = the global mean.
             for batch in step:
                 assert batch.loss_weight == pytest.approx(len(batch.index) * world_size / step_images)
-    single = distributed.shard_batches(33, seed=0, epoch=1, batch_size=14, rank=0, world_size=1)
+    single = sharding.shard_batches(33, seed=0, epoch=1, batch_size=14, rank=0, world_size=1)
     assert [batch.loss_weight for batch in single] == [1.0, 1.0, 1.0]  # exactly: no change alone
 
 
 def test_a_last_global_batch_too_small_for_every_rank_is_left_out() -> None:
     # 33 images at 10 per step: the last 3 cannot give 2 ranks two images each.
-    assert distributed.steps_per_epoch(33, batch_size=10, world_size=2) == 3
-    assert distributed.steps_per_epoch(33, batch_size=10, world_size=1) == 4
-    assert distributed.steps_per_epoch(32, batch_size=10, world_size=1) == 4
-    assert distributed.steps_per_epoch(31, batch_size=10, world_size=1) == 3  # a batch of one
+    assert sharding.steps_per_epoch(33, batch_size=10, world_size=2) == 3
+    assert sharding.steps_per_epoch(33, batch_size=10, world_size=1) == 4
+    assert sharding.steps_per_epoch(32, batch_size=10, world_size=1) == 4
+    assert sharding.steps_per_epoch(31, batch_size=10, world_size=1) == 3  # a batch of one
     with pytest.raises(BitmojiError, match="too few for 2 processes"):
-        distributed.steps_per_epoch(3, batch_size=8, world_size=2)
+        sharding.steps_per_epoch(3, batch_size=8, world_size=2)
 
 
 def test_the_global_batch_must_split_evenly() -> None:
@@ -104,16 +104,16 @@ def test_the_global_batch_must_split_evenly() -> None:
 
 
 def test_each_rank_and_epoch_draws_its_own_random_numbers() -> None:
-    draws = {}
-    for epoch in (1, 2):
-        generator = distributed.seed_epoch(7, epoch)
-        draws[epoch] = (torch.rand(3, generator=generator).tolist(), torch.rand(3).tolist())
-    assert draws[1] != draws[2]
-    assert distributed.seed_epoch(7, 1).initial_seed() == distributed.seed_epoch(7, 1).initial_seed()
-    # Other ranks get other streams from the same seed and epoch.
-    streams = {distributed.derived_seed(7, 1, distributed.AUGMENT_STREAM, rank) for rank in range(4)}
-    assert len(streams) == 4
-    assert distributed.derived_seed(-1, 1) >= 0  # negative config seeds are fine
+    def draws(epoch: int, rank: int) -> tuple[list[float], list[float]]:
+        """(augmentation, dropout) draws after seeding the epoch."""
+        generator = sharding.seed_epoch(7, epoch, rank)
+        return torch.rand(3, generator=generator).tolist(), torch.rand(3).tolist()
+
+    assert draws(1, 0) == draws(1, 0)  # reproducible, whatever ran before
+    others = [draws(2, 0), draws(1, 1), draws(1, 2)]  # another epoch, other ranks
+    for augment, dropout in others:
+        assert augment != draws(1, 0)[0] and dropout != draws(1, 0)[1]
+    assert sharding.derived_seed(-1, 1) >= 0  # negative config seeds are fine
 
 
 def test_threads_default_to_the_cores_shared_by_the_processes_of_a_machine(monkeypatch) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 import cli
-from bitmoji_ml.training import distributed, job
+from bitmoji_ml.training import distributed, job, sharding
 
 
 def main() -> None:
     out, arguments = Path(sys.argv[1]), sys.argv[2:]
     shards: dict[int, list[int]] = {}
-    real_shard_batches, real_fit = distributed.shard_batches, job.fit
+    real_shard_batches, real_fit = sharding.shard_batches, job.fit
 
     def recording_shard_batches(count: int, **options) -> list:
         batches = real_shard_batches(count, **options)
@@ -40,7 +40,7 @@ def main() -> None:
         torch.save(record, out / f"rank{distributed.rank()}.pt")
         return result
 
-    distributed.shard_batches, job.fit = recording_shard_batches, recording_fit
+    sharding.shard_batches, job.fit = recording_shard_batches, recording_fit
     sys.argv = ["bitmoji", *arguments]
     cli.main()
 

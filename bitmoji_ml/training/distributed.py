@@ -4,8 +4,8 @@ starts torchrun (`training/launch.py`); a user's own `torchrun ... -m cli train`
 code. In a single process every function here is a no-op or plain call, so one loop serves both.
 
 What the ranks agree on, and how:
-- Data: each epoch is a permutation seeded by (seed, epoch); a rank takes every world-size-th
-  index from its rank (DistributedSampler's order, without padding) in batches of
+- Data (`sharding.py`): each epoch is a permutation seeded by (seed, epoch); a rank takes every
+  world-size-th index from its rank (DistributedSampler's order, without padding) in batches of
   `batch_size / world size`, so `batch_size` stays the global batch (images per optimizer
   step) and the same recipe gives the same schedule on any number of processes. Every rank
   takes the same number of steps.
@@ -13,8 +13,8 @@ What the ranks agree on, and how:
   on CPU; `sync_batchnorm` turns it on for CUDA). After every step the running statistics are
   averaged over the ranks, so weights, buffers and the weight average (EMA, which averages
   buffers too) are identical on every rank.
-- Randomness: augmentation and dropout draw from generators seeded by (seed, epoch, rank):
-  different on each rank, reproducible, and a resumed run continues exactly.
+- Randomness (`sharding.py`): augmentation and dropout draw from generators seeded by (seed,
+  epoch, rank): different on each rank, reproducible, and a resumed run continues exactly.
 - Rank 0 alone talks to MLflow, validates, writes checkpoints and plots; what it decides
   (metrics, best epoch, early stop) and any error it meets are broadcast, so no rank waits on a
   peer that has stopped. A process-group timeout turns a stuck peer into an error, and SIGTERM
@@ -34,7 +34,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -43,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bitmoji_ml.console import progress
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
 from bitmoji_ml.files import write_text_atomic
-from bitmoji_ml.training.launch import RUN_ID_FILE_ENV, per_rank_batch_size
+from bitmoji_ml.training.launch import RUN_ID_FILE_ENV
 
 Value = TypeVar("Value")
 TIMEOUT_ENV = "BITMOJI_PROCESS_GROUP_TIMEOUT"
@@ -51,7 +50,6 @@ TIMEOUT_ENV = "BITMOJI_PROCESS_GROUP_TIMEOUT"
 # wait at the next collective, so this must exceed a validation pass plus MLflow logging.
 DEFAULT_TIMEOUT_SECONDS = 600
 PACKAGE_LOGGER = "bitmoji_ml"
-ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = 0, 1, 2  # independent seeds from one config seed
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,70 +208,6 @@ def termination_deferred() -> Iterator[None]:
         raise Terminated("SIGTERM")
 
 
-# --------------------------------------------------------------------------------------------
-# The data each rank trains on
-
-
-def derived_seed(*values: int) -> int:
-    """A 63-bit seed mixed from `values` (numpy's SeedSequence): nearby inputs, such as epoch 1
-    and epoch 2, give unrelated streams."""
-    words = [value % 2**64 for value in values]  # SeedSequence takes non-negative integers
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def shard_order(count: int, *, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
-    """The indices rank `rank` trains on in `epoch`, in order: a permutation of range(count)
-    seeded by (seed, epoch), every `world_size`-th entry from `rank` (DistributedSampler's
-    order, without its padding). The ranks' shards are disjoint and together cover the set."""
-    generator = torch.Generator().manual_seed(derived_seed(seed, epoch, ORDER_STREAM))
-    return torch.randperm(count, generator=generator)[rank::world_size]
-
-
-def steps_per_epoch(count: int, *, batch_size: int, world_size: int) -> int:
-    """Optimizer steps per epoch, the same on every rank. A last global batch too small to give
-    every rank two images (BatchNorm cannot train on one) is left out; its images train in
-    other epochs, since every epoch has its own order."""
-    full, rest = divmod(count, batch_size)
-    if full == 0 and rest < 2 * world_size and world_size > 1:
-        raise BitmojiError(
-            f"{count} training images are too few for {world_size} processes (each needs 2 per step)"
-        )
-    return full + int(rest >= 2 * world_size or (full == 0 and rest > 0))
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardBatch:
-    """One step's images on this rank, and the factor that scales its loss so that DDP's mean
-    of the ranks' gradients is the gradient of the mean over the whole global batch (the
-    ranks' shares of a last, smaller batch can differ by one image). 1.0 in a single process."""
-
-    index: torch.Tensor
-    loss_weight: float
-
-
-def shard_batches(
-    count: int, *, seed: int, epoch: int, batch_size: int, rank: int, world_size: int
-) -> list[ShardBatch]:
-    """This rank's batches for `epoch`: its shard (`shard_order`) cut into per-rank batches,
-    step by step the rank's share of the same global batch."""
-    order = shard_order(count, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
-    per_rank = per_rank_batch_size(batch_size, world_size)
-    batches = []
-    for step in range(steps_per_epoch(count, batch_size=batch_size, world_size=world_size)):
-        index = order[step * per_rank : (step + 1) * per_rank]
-        step_images = min(batch_size, count - step * batch_size)
-        batches.append(ShardBatch(index, len(index) * world_size / step_images))
-    return batches
-
-
-def seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Seed this rank's dropout (torch's global generator) for `epoch` and return the generator
-    of its augmentations: distinct per rank, reproducible, and independent of earlier epochs,
-    so a resumed run draws what an uninterrupted one would."""
-    torch.manual_seed(derived_seed(seed, epoch, DROPOUT_STREAM, rank()))
-    return torch.Generator().manual_seed(derived_seed(seed, epoch, AUGMENT_STREAM, rank()))
-
-
 def progress_on_main(description: str, total: int) -> contextlib.AbstractContextManager:
     """A progress bar on rank 0; the other ranks draw none (their bars would interleave)."""
     if is_main():
@@ -282,7 +216,7 @@ def progress_on_main(description: str, total: int) -> contextlib.AbstractContext
 
 
 # --------------------------------------------------------------------------------------------
-# The model: DDP wrapper and BatchNorm statistics
+# The model: DDP wrapper, BatchNorm statistics, metric sums
 
 
 def data_parallel(model: nn.Module, *, sync_batchnorm: bool) -> DistributedDataParallel | None:

@@ -21,8 +21,9 @@ from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters
-from bitmoji_ml.training import distributed
+from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData, load_data
+from bitmoji_ml.training.launch import per_rank_batch_size
 from bitmoji_ml.training.loop import TrainResult, fit
 from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
@@ -191,10 +192,10 @@ def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> 
     wrapped for data-parallel training under torchrun."""
     world = distributed.world_size()
     try:
-        steps = distributed.steps_per_epoch(
+        steps = sharding.steps_per_epoch(
             len(data.train_labels), batch_size=config.batch_size, world_size=world
         )
-        distributed.per_rank_batch_size(config.batch_size, world)
+        per_rank_batch_size(config.batch_size, world)
     except BitmojiError as error:
         raise distributed.rank_error(str(error)) from None
     device = distributed.local_device(config.device)

@@ -22,7 +22,7 @@ from bitmoji_ml import plots
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
 from bitmoji_ml.config import TrainConfig
-from bitmoji_ml.training import distributed
+from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.evaluate import evaluate
 from bitmoji_ml.training.state import TrainState
@@ -121,8 +121,8 @@ def train_one_epoch(
     """One pass over this rank's shard of the training images (all of them in one process) in
     the epoch's random order, with a progress bar; returns the totals over every rank."""
     state.trained.train()
-    generator = distributed.seed_epoch(config.seed, epoch)
-    batches = distributed.shard_batches(
+    generator = sharding.seed_epoch(config.seed, epoch, distributed.rank())
+    batches = sharding.shard_batches(
         len(labels),
         seed=config.seed,
         epoch=epoch,

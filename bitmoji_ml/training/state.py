@@ -2,7 +2,7 @@
 `state_dict()`; `--resume` builds a fresh state and calls `load_state_dict()`.
 
 The random generators are not part of it: each epoch seeds its own from (seed, epoch, rank)
-(`distributed.seed_epoch`), so a resumed run draws what an uninterrupted one would, on any
+(`sharding.seed_epoch`), so a resumed run draws what an uninterrupted one would, on any
 number of processes."""
 
 from __future__ import annotations
