@@ -1,7 +1,9 @@
-"""Training benchmark: a whole `bitmoji train` run of the default model on the real data, and one
-epoch of the seed-cnn baseline, each in a fresh temporary MLflow store. Prints one table.
+"""Training benchmark: a whole `bitmoji train` run of the default model on the real data (once
+per `--nproc` value: the same recipe and global batch on 1, 2, ... processes), and one epoch of
+the seed-cnn baseline, each in a fresh temporary MLflow store. Prints one table.
 
     .venv/bin/python benchmarks/train_speed.py [--data-dir ../shared/bitmoji] [--skip-seed]
+    .venv/bin/python benchmarks/train_speed.py --nproc 1 2 --skip-seed   # 1 vs 2 processes
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def figures(store: str, wall: float) -> dict[str, object]:
             to_target = f"{elapsed:.1f} s (epoch {step})"
     return {
         "model": run_info.data.params["model"],
+        "processes": run_info.data.params.get("world_size", "1"),
+        "batch": run_info.data.params["batch_size"],
         "params": int(run_info.data.tags["parameters"]),
         "epochs": len(val),
         "wall": wall,
@@ -63,6 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--skip-seed", action="store_true", help="skip the (minutes-long) seed-cnn epoch")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="train the default model on each number of processes",
+    )
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir).resolve()
     rows = []
@@ -70,11 +81,11 @@ def main() -> None:
         work = Path(folder)
         env = {**os.environ, "BITMOJI_DATA": str(data_dir)}
         subprocess.run([*BITMOJI, "prepare", "--lists", str(work / "lists")], env=env, cwd=ROOT, check=True)
-        jobs = [("default", [])]
+        jobs = [(f"default, {n} process{'es' if n > 1 else ''}", ["--nproc", str(n)]) for n in args.nproc]
         if not args.skip_seed:
             jobs.append(("seed-cnn, 1 epoch", ["--preset", "seed-cnn", "--epochs", "1"]))
         for label, flags in jobs:
-            store_dir = work / label.split(",")[0] / "mlruns"
+            store_dir = work / label.replace(",", "").replace(" ", "-") / "mlruns"
             store_dir.mkdir(parents=True)
             store = f"sqlite:///{store_dir}/mlflow.db"
             MlflowClient(tracking_uri=store).search_experiments()  # migrate before timing
@@ -87,6 +98,8 @@ def main() -> None:
         format_table(
             [
                 "run",
+                "processes",
+                "global batch",
                 "params",
                 "epochs",
                 "wall s",
@@ -99,6 +112,8 @@ def main() -> None:
             [
                 [
                     label,
+                    r["processes"],
+                    r["batch"],
                     f"{r['params']:,}",
                     r["epochs"],
                     f"{r['wall']:.1f}",
@@ -112,8 +127,20 @@ def main() -> None:
             ],
         )
     )
-    if len(rows) == 2:
-        ratio = rows[0][1]["speed"] / rows[1][1]["speed"]
+    print_ratios(rows)
+
+
+def print_ratios(rows: list[tuple[str, dict[str, object]]]) -> None:
+    """Wall time and accuracy of N processes against one, and the default model against seed-cnn."""
+    default = [r for label, r in rows if label.startswith("default")]
+    for r in default[1:]:
+        print(
+            f"{r['processes']} processes: {r['wall'] / default[0]['wall']:.2f}x the wall time of "
+            f"{default[0]['processes']}, best val acc {100 * (r['best'] - default[0]['best']):+.2f} points"
+        )
+    seed = [r for label, r in rows if label.startswith("seed")]
+    if default and seed:
+        ratio = default[0]["speed"] / seed[0]["speed"]
         print(f"default model trains {ratio:.1f}x more images per second than seed-cnn")
 
 

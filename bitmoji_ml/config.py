@@ -36,6 +36,9 @@ class TrainConfig:
     disk_cache: bool = False  # keep decoded images under data/cache/ between runs
     width: float = 1.0  # channel-width multiplier of the model (1 = its registered size)
     all_labelled: bool = False  # train on train + val, no validation: the last epoch is the model
+    # With several CUDA processes: BatchNorm statistics over the whole global batch
+    # (SyncBatchNorm) instead of each process's share. SyncBatchNorm does not run on CPU.
+    sync_batchnorm: bool = False
 
     def to_params(self) -> dict[str, str]:
         """Flat, stably named MLflow params."""

@@ -3,3 +3,8 @@
 
 class BitmojiError(Exception):
     """A problem the user caused or can fix; the message says what went wrong and what to do."""
+
+
+class ReportedElsewhere(BitmojiError):
+    """An error another process has already reported (rank 0 of a torchrun job speaks for all
+    ranks): cli.py exits 1 without printing it again."""

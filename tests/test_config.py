@@ -35,6 +35,7 @@ PARAM_NAMES = [
     "disk_cache",
     "width",
     "all_labelled",
+    "sync_batchnorm",
 ]
 
 

@@ -126,7 +126,6 @@ def test_state_dict_round_trip_restores_every_part(tmp_path: Path) -> None:
     assert restored["history"] == saved["history"] and restored["best"] == saved["best"]
     assert restored["best_confusion"] == saved["best_confusion"]
     assert restored["schedule"] == saved["schedule"]
-    assert torch.equal(restored["generator"], saved["generator"])
     for part in ("model", "ema"):
         for key, tensor in saved[part].items():
             assert torch.equal(restored[part][key], tensor), (part, key)

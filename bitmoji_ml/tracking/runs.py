@@ -221,3 +221,13 @@ def download_run_checkpoint(store: Store, *, run_id: str, name: str, folder: Pat
         return Path(store.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", str(folder)))
     except Exception as error:
         raise BitmojiError(f"run {run_id} has no {CHECKPOINT_DIR}/{name}") from error
+
+
+def end_run_if_running(store: Store, *, run_id: str, status: str) -> str:
+    """End run `run_id` as `status` if it is still RUNNING (the process training it died before
+    it could end it); return the run's status now."""
+    run = store.get_run(run_id)
+    if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        return run.info.status
+    store.client.set_terminated(run_id, status=status)
+    return status

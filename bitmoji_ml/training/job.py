@@ -1,12 +1,14 @@
 """`bitmoji train`: resolve the config (or continue a run under the resume policy), decode the
 lists, build the training state, and train inside one MLflow run. Everything that can fail on
-user input fails before the run is created."""
+user input fails before the run is created.
+
+Under torchrun every rank runs this job (`distributed`): rank 0 opens the store, loads the run
+to resume and shares it, creates the run and logs to it; the other ranks log to a `NullRun`."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -17,12 +19,15 @@ import torch
 from bitmoji_ml.checkpoints import read_checkpoint, train_state_of
 from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
 from bitmoji_ml.data.lists import read_manifest
+from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters
 from bitmoji_ml.tracking.names import BEST_ON_VAL, LAST_EPOCH
+from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData, load_data
+from bitmoji_ml.training.launch import per_rank_batch_size
 from bitmoji_ml.training.loop import Tracker, TrainResult, fit
 from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
-from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
+from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
 from bitmoji_ml.training.state import TrainState, new_train_state
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
@@ -44,6 +49,15 @@ class TrainJobResult:
     train_seconds: float
     history: list[dict[str, float]]
     config: TrainConfig  # as resolved: the image size, device and threads actually used
+    rank: int = 0  # under torchrun, the rank that returns this; rank 0 alone reports
+
+
+@dataclasses.dataclass
+class Tracking:
+    """Where rank 0 logs: the store and the experiment's id."""
+
+    store: Store
+    experiment_id: str
 
 
 @dataclasses.dataclass
@@ -55,6 +69,7 @@ class Resume:
     train_state: dict[str, Any]
     run_name: str
     saved_run_name: str
+    saved_world_size: int  # processes the run trained on so far
 
 
 def train_job(
@@ -68,31 +83,32 @@ def train_job(
     resume_run_id: str | None = None,
     store: Store | None = None,
 ) -> TrainJobResult:
-    """Train a new run, or continue run `resume_run_id` from its last checkpoint."""
-    from bitmoji_ml.tracking.runs import TrainingRun
-    from bitmoji_ml.tracking.store import Store
-
-    store = store or Store.open()
-    experiment_id = store.experiment_id(experiment)
+    """Train a new run, or continue run `resume_run_id` from its last checkpoint (in one process,
+    or as one rank of a torchrun job)."""
     requested = requested_values(preset, config_file, overrides)
-    manifest = read_manifest(lists_dir)
-    resume = (
-        load_resume(store, resume_run_id, requested, manifest, lists_dir, run_name) if resume_run_id else None
-    )
-    config = resume.config if resume else resolve_config(config_from_dict(requested))
-    torch.set_num_threads(config.threads)
-    data = decode(lists_dir, manifest, config)
-    state = build_state(config, data, resume)
-    name = resume.run_name if resume else run_name or default_run_name(config)
-    selection = LAST_EPOCH if config.all_labelled else BEST_ON_VAL
-    with TrainingRun(
-        store, experiment_id=experiment_id, run_name=name, resume_run_id=resume_run_id, selection=selection
-    ) as run:
-        logger.info("MLflow run %s (%s, experiment %s)", run.run_id, store.uri, experiment)
-        log_start(run, config, manifest, state, lists_dir, resume)
-        header = checkpoint_header(config, manifest, run.run_id, name)
-        result = train_in_run(config, data, state, run, header, select_best=not config.all_labelled)
-        run.log_summary(summary_metrics(result, selected=not config.all_labelled))
+    with distributed.process_group(select_device(config_from_dict(requested).device).type):
+        tracking = distributed.run_on_main(lambda: open_tracking(store, experiment))
+        manifest = read_manifest(lists_dir)
+        resume = None
+        if resume_run_id:
+            resume = distributed.share_from_main(
+                lambda: load_resume(tracking.store, resume_run_id, requested, manifest, lists_dir, run_name)
+            )
+        config = resume.config if resume else resolve_config(config_from_dict(requested))
+        torch.set_num_threads(config.threads)
+        data = decode(lists_dir, manifest, config)
+        state = build_state(config, data, resume)
+        name = resume.run_name if resume else run_name or default_run_name(config)
+        selection = LAST_EPOCH if config.all_labelled else BEST_ON_VAL
+        with open_run(tracking, name, resume_run_id, selection) as run:
+            distributed.report_run_id(run.run_id)
+            if tracking is not None:
+                logger.info("MLflow run %s (%s, experiment %s)", run.run_id, tracking.store.uri, experiment)
+            log_start(run, config, manifest, state, lists_dir, resume)
+            header = checkpoint_header(config, manifest, run.run_id, name)
+            result = train_in_run(config, data, state, run, header, select_best=not config.all_labelled)
+            run.log_summary(summary_metrics(result, selected=not config.all_labelled))
+        rank = distributed.rank()
     return TrainJobResult(
         run_id=run.run_id,
         best_val_acc=result.best.get("val_acc"),
@@ -102,6 +118,32 @@ def train_job(
         train_seconds=result.train_seconds,
         history=result.history,
         config=config,
+        rank=rank,
+    )
+
+
+def open_tracking(store: Store | None, experiment: str) -> Tracking:
+    """The store (`store`, else the configured one, checked to be usable) and the experiment."""
+    from bitmoji_ml.tracking.store import Store
+
+    store = store or Store.open()
+    return Tracking(store, store.experiment_id(experiment))
+
+
+def open_run(
+    tracking: Tracking | None, name: str, resume_run_id: str | None, selection: str
+) -> TrainingRun | distributed.NullRun:
+    """Rank 0's MLflow run (a new one, or `resume_run_id` continued); a NullRun on the others."""
+    from bitmoji_ml.tracking.runs import TrainingRun
+
+    if tracking is None:
+        return distributed.NullRun()
+    return TrainingRun(
+        tracking.store,
+        experiment_id=tracking.experiment_id,
+        run_name=name,
+        resume_run_id=resume_run_id,
+        selection=selection,
     )
 
 
@@ -132,7 +174,8 @@ def load_resume(
     check_resumable(saved=saved, config=resumed.config, epochs_done=train_state["epoch"], run_id=run_id)
     saved_name = payload.get("run_name", "")
     name = resumed_run_name(saved=saved, config=resumed.config, saved_name=saved_name, requested=run_name)
-    return Resume(resumed.config, resumed.changed, train_state, name, saved_name)
+    world = int(payload.get("world_size", 1))
+    return Resume(resumed.config, resumed.changed, train_state, name, saved_name, world)
 
 
 def decode(lists_dir: Path, manifest: dict, config: TrainConfig) -> TrainData:
@@ -140,26 +183,35 @@ def decode(lists_dir: Path, manifest: dict, config: TrainConfig) -> TrainData:
     started = time.perf_counter()
     data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache, config.all_labelled)
     logger.info(
-        "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads",
+        "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads%s",
         len(data.train_labels),
         0 if data.val_labels is None else len(data.val_labels),
         time.perf_counter() - started,
         config.model,
         config.device,
         config.threads,
+        f" per process, {distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )
     return data
 
 
 def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> TrainState:
-    """A fresh training state, or the resumed one with its schedule re-planned to the epochs."""
-    steps_per_epoch = math.ceil(len(data.train_labels) / config.batch_size)
-    state = new_train_state(config, preprocess_for(config), torch.device(config.device), steps_per_epoch)
+    """A fresh training state, or the resumed one with its schedule re-planned to the epochs;
+    wrapped for data-parallel training under torchrun."""
+    world = distributed.world_size()
+    try:
+        steps = sharding.steps_per_epoch(
+            len(data.train_labels), batch_size=config.batch_size, world_size=world
+        )
+        per_rank_batch_size(config.batch_size, world)
+    except BitmojiError as error:
+        raise distributed.rank_error(str(error)) from None
+    device = distributed.local_device(config.device)
+    state = new_train_state(config, preprocess_for(config), device, steps)
     if resume is not None:
         state.load_state_dict(resume.train_state)
-        state.schedule = state.schedule.replanned(
-            end_step=config.epochs * steps_per_epoch, at_step=state.step
-        )
+        state.schedule = state.schedule.replanned(end_step=config.epochs * steps, at_step=state.step)
+    state.replica = distributed.data_parallel(state.model, sync_batchnorm=config.sync_batchnorm)
     return state
 
 
@@ -175,10 +227,14 @@ def log_start(
     from bitmoji_ml.tracking.datasets import lists_datasets
 
     tags = run_tags(config, state)
+    params = {**config.to_params(), **distributed.run_params(config.batch_size)}
     datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest, all_labelled=config.all_labelled)
-    run.log_start(params=config.to_params(), tags=tags, manifest=manifest, datasets=datasets)
-    if resume and (resume.changed or resume.run_name != resume.saved_run_name):
-        run.log_resume(changed=resume.changed, run_name=resume.run_name)
+    run.log_start(params=params, tags=tags, manifest=manifest, datasets=datasets)
+    changed = dict(resume.changed) if resume else {}
+    if resume and resume.saved_world_size != distributed.world_size():
+        changed["world_size"] = str(distributed.world_size())
+    if resume and (changed or resume.run_name != resume.saved_run_name):
+        run.log_resume(changed=changed, run_name=resume.run_name)
 
 
 def train_in_run(
@@ -205,6 +261,15 @@ def train_in_run(
         run_id = getattr(run, "run_id", "?")
         logger.info("interrupted: run %s ends as KILLED; continue it with --resume %s", run_id, run_id)
         raise
+    except Exception:
+        if distributed.world_size() > 1 and distributed.is_main():  # often a peer that died
+            logger.error(
+                "training stopped on rank 0 (if another process died, its messages say why): run %s "
+                "ends as FAILED; continue it from its last checkpoint with --resume %s",
+                run.run_id,
+                run.run_id,
+            )
+        raise
 
 
 def checkpoint_header(config: TrainConfig, manifest: dict, run_id: str, run_name: str) -> dict[str, Any]:
@@ -216,6 +281,7 @@ def checkpoint_header(config: TrainConfig, manifest: dict, run_id: str, run_name
         "data_digest": manifest.get("digest", ""),
         "mlflow_run_id": run_id,
         "run_name": run_name,
+        "world_size": distributed.world_size(),
     }
 
 

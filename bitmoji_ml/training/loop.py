@@ -1,9 +1,14 @@
 """The training loop. `fit` reads top to bottom: for each epoch, train one epoch, evaluate,
-decide the best, checkpoint, report. Everything MLflow is behind the `Tracker` it is given."""
+decide the best, checkpoint, report. Everything MLflow is behind the `Tracker` it is given.
+
+The same loop runs in one process or in each torchrun rank (`distributed`): every rank trains
+on its shard of the epoch; rank 0 alone validates, checkpoints and reports, and every rank
+records what it decided."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -17,9 +22,9 @@ from bitmoji_ml import plots
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
 from bitmoji_ml.config import TrainConfig
-from bitmoji_ml.console import progress
+from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData
-from bitmoji_ml.training.evaluate import EvaluationResult, evaluate
+from bitmoji_ml.training.evaluate import evaluate
 from bitmoji_ml.training.state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,12 @@ class EpochTotals:
     correct: int = 0
     lr: float = 0.0  # the last learning rate used
 
+    def summed_over_ranks(self, device: torch.device) -> EpochTotals:
+        """The totals of the whole epoch, over every rank's shard (this rank's in one process)."""
+        values = [self.seen, self.objective, self.loss, self.correct]
+        seen, objective, loss, correct = distributed.sum_over_ranks(values, device)
+        return EpochTotals(int(seen), objective, loss, int(correct), self.lr)
+
     def metrics(self) -> dict[str, float]:
         return {
             "train_loss": self.loss / self.seen,
@@ -71,19 +82,34 @@ def is_better(candidate: dict[str, float], best: dict[str, float] | None) -> boo
     return (candidate["val_acc"], -candidate["val_loss"]) > (best["val_acc"], -best["val_loss"])
 
 
+@dataclasses.dataclass
+class EpochOutcome:
+    """What rank 0 measured and decided after an epoch; every rank records it."""
+
+    metrics: dict[str, float]
+    improved: bool  # this epoch's weights are the run's model (best val_acc, or the last epoch)
+    confusion: np.ndarray | None  # its validation confusion matrix, when improved and validated
+
+
 def train_step(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig
+    state: TrainState,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    loss_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step at the schedule's learning rate; returns (logits, objective)."""
+    """One optimizer step at the schedule's learning rate; returns (logits, objective).
+    `loss_weight` scales the gradient of a rank's share of a global batch (`ShardBatch`)."""
     lr = config.lr * state.schedule.factor(state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
-        logits = state.model(images)
+        logits = state.trained(images)
     objective = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
     state.optimizer.zero_grad(set_to_none=True)
-    objective.backward()
+    (objective * loss_weight).backward()
     state.optimizer.step()
+    distributed.average_batchnorm_statistics(state.model)  # equal buffers before the EMA reads them
     if state.ema is not None:
         state.ema.update_parameters(state.model)
     state.step += 1
@@ -91,22 +117,30 @@ def train_step(
 
 
 def train_one_epoch(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, title: str
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, epoch: int
 ) -> EpochTotals:
-    """One pass over the training images in a fresh random order, with a progress bar."""
-    state.model.train()
-    order = torch.randperm(len(labels), generator=state.generator)
+    """One pass over this rank's shard of the training images (all of them in one process) in
+    the epoch's random order, with a progress bar; returns the totals over every rank."""
+    state.trained.train()
+    generator = sharding.seed_epoch(config.seed, epoch, distributed.rank())
+    batches = sharding.shard_batches(
+        len(labels),
+        seed=config.seed,
+        epoch=epoch,
+        batch_size=config.batch_size,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+    )
     totals = EpochTotals()
-    with progress(title, total=len(order)) as advance:
-        for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            if len(index) < 2 and totals.seen:  # BatchNorm cannot train on a batch of one
-                continue
+    title, shard_size = f"epoch {epoch}/{config.epochs}", sum(len(batch.index) for batch in batches)
+    with distributed.progress_on_main(title, total=shard_size) as advance:
+        for shard_batch in batches:
+            index = shard_batch.index
             batch = augment_batch(
-                images[index], state.generator, config.flip, config.shift, config.scale, config.jitter
+                images[index], generator, config.flip, config.shift, config.scale, config.jitter
             ).to(state.device, non_blocking=True)
             batch_labels = labels[index].to(state.device, non_blocking=True)
-            logits, objective = train_step(state, batch, batch_labels, config)
+            logits, objective = train_step(state, batch, batch_labels, config, shard_batch.loss_weight)
             totals.seen += len(index)
             totals.objective += objective.item() * len(index)
             totals.loss += F.cross_entropy(logits, batch_labels).item() * len(index)
@@ -115,7 +149,7 @@ def train_one_epoch(
             advance(
                 len(index), loss=f"{totals.loss / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.2%}"
             )
-    return totals
+    return totals.summed_over_ranks(state.device)
 
 
 def fit(
@@ -136,31 +170,42 @@ def fit(
     images, labels = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        totals = train_one_epoch(state, images, labels, config, f"epoch {epoch}/{config.epochs}")
+        totals = train_one_epoch(state, images, labels, config, epoch)
         seconds = time.perf_counter() - started
-        result = validate(state, data)
-        metrics = {**totals.metrics(), **(result.metrics("val") if result else {}), "epoch_seconds": seconds}
-        metrics["images_per_second"] = totals.seen / seconds
-        improved = is_better(metrics, state.best) if select_best else epoch == config.epochs
-        record_epoch(state, epoch, metrics, improved, result.confusion if result else None)
-        save_and_log(
-            state, tracker, workdir, {**header, "metrics": state.history[-1], "epoch": epoch}, improved
+        last = epoch == config.epochs
+        measure = functools.partial(
+            validate, state, data, totals, seconds, select_best=select_best, last=last
         )
-        log_epoch_line(epoch, config.epochs, metrics, improved)
+        outcome = distributed.share_from_main(measure)
+        record_epoch(state, epoch, outcome.metrics, outcome.improved, outcome.confusion)
+        if distributed.is_main():
+            with distributed.termination_deferred():  # a SIGTERM waits for whole checkpoints
+                fields = {**header, "metrics": state.history[-1], "epoch": epoch}
+                save_and_log(state, tracker, workdir, fields, outcome.improved)
+            log_epoch_line(epoch, config.epochs, outcome.metrics, outcome.improved)
         if select_best and config.patience and epoch - int(state.best["epoch"]) >= config.patience:
             logger.info("early stop: no better val_acc for %d epochs", config.patience)
             break
     if state.best is None:
         raise RuntimeError("training ran no epoch")
-    log_plots(tracker, state, workdir / "plots")
+    if distributed.is_main():
+        log_plots(tracker, state, workdir / "plots")
     return TrainResult(state.history, state.best, state.best_checkpoint, state.train_seconds)
 
 
-def validate(state: TrainState, data: TrainData) -> EvaluationResult | None:
-    """The evaluated weights on the validation images; None when there are none."""
-    if data.val_images is None:
-        return None
-    return evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
+def validate(
+    state: TrainState, data: TrainData, totals: EpochTotals, seconds: float, *, select_best: bool, last: bool
+) -> EpochOutcome:
+    """The epoch's metrics (train totals, validation of the evaluated weights when there are
+    validation images, speed) and whether it becomes the run's model: the best val_acc so far
+    with `select_best`, else the last epoch."""
+    result = None
+    if data.val_images is not None:
+        result = evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
+    metrics = {**totals.metrics(), **(result.metrics("val") if result else {}), "epoch_seconds": seconds}
+    metrics["images_per_second"] = totals.seen / seconds
+    improved = is_better(metrics, state.best) if select_best else last
+    return EpochOutcome(metrics, improved, result.confusion if result is not None and improved else None)
 
 
 def record_epoch(

@@ -42,8 +42,11 @@ RESUME_POLICY: dict[str, Rule] = {
     "device": Rule.MACHINE,
     "threads": Rule.MACHINE,
     "disk_cache": Rule.MACHINE,
+    "sync_batchnorm": Rule.MACHINE,  # how the devices share BatchNorm, chosen per launch
 }
 # Besides the config, the lists must be the ones the run trained on (same manifest digest).
+# The number of processes may change (tagged `resumed.world_size`): `batch_size` is the global
+# batch, so the recipe, and the learning-rate schedule, stay the same.
 
 
 @dataclasses.dataclass

@@ -1,10 +1,10 @@
 """From the requested config to the settings a run actually uses on this machine: the input size
-(0 = the model's), the device (`auto` = the best available) and the thread count (0 = all)."""
+(0 = the model's), the device (`auto` = the best available) and the thread count (0 = this
+machine's cores, shared out between its torchrun processes)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import torch
 
@@ -12,6 +12,7 @@ from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import model_spec
+from bitmoji_ml.training.distributed import threads_per_process
 
 
 def preprocess_for(config: TrainConfig) -> Preprocess:
@@ -35,12 +36,13 @@ def select_device(name: str) -> torch.device:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """`config` with image_size, device and threads replaced by the values used here, so that
-    params, checkpoints and run names say what happened (72, cpu, 16 rather than 0, auto, 0)."""
+    params, checkpoints and run names say what happened (72, cpu, 16 rather than 0, auto, 0).
+    Threads are per process: under torchrun each of a machine's N processes gets cores / N."""
     return dataclasses.replace(
         config,
         image_size=preprocess_for(config).size,
         device=select_device(config.device).type,
-        threads=config.threads or os.cpu_count() or 1,
+        threads=config.threads or threads_per_process(),
     )
 
 

@@ -1,5 +1,9 @@
 """The training state: everything a run changes as it trains, in one object. `last.pt` holds its
-`state_dict()`; `--resume` builds a fresh state and calls `load_state_dict()`."""
+`state_dict()`; `--resume` builds a fresh state and calls `load_state_dict()`.
+
+The random generators are not part of it: each epoch seeds its own from (seed, epoch, rank)
+(`sharding.seed_epoch`), so a resumed run draws what an uninterrupted one would, on any
+number of processes."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.images import Preprocess
@@ -44,13 +49,12 @@ def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.Optimi
 
 @dataclasses.dataclass
 class TrainState:
-    """Model, weight average, optimizer, LR schedule, random generators and the record so far."""
+    """Model, weight average, optimizer, LR schedule and the record so far."""
 
-    model: Classifier
+    model: Classifier  # the network itself; under torchrun, `replica` wraps it
     ema: AveragedModel | None  # the weights that are evaluated and saved, when EMA is on
     optimizer: torch.optim.Optimizer
     schedule: Schedule
-    generator: torch.Generator  # shuffling and augmentation (the global torch RNG drives dropout)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
@@ -58,6 +62,14 @@ class TrainState:
     best_confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, 2), np.int64))
     best_checkpoint: str = ""  # where the tracker stored the best epoch's best.pt
     train_seconds: float = 0.0
+    # Under torchrun: the DistributedDataParallel wrapper training steps call (never saved:
+    # checkpoints hold the unwrapped model's weights, which load anywhere).
+    replica: DistributedDataParallel | None = None
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        """What a training step calls: the data-parallel wrapper, or the model itself."""
+        return self.replica if self.replica is not None else self.model
 
     @property
     def evaluated(self) -> Classifier:
@@ -75,9 +87,6 @@ class TrainState:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "epoch": self.epoch,
             "step": self.step,
             "history": self.history,
@@ -94,10 +103,6 @@ class TrainState:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule = Schedule.from_state_dict(state["schedule"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.best = list(state["history"]), state["best"]
         self.best_confusion = np.array(state["best_confusion"], dtype=np.int64)
@@ -107,7 +112,7 @@ class TrainState:
 def new_train_state(
     config: TrainConfig, preprocess: Preprocess, device: torch.device, steps_per_epoch: int
 ) -> TrainState:
-    """A fresh state for `config`: seeded model and generators, the planned schedule."""
+    """A fresh state for `config`: the seeded model (the same on every rank), the planned schedule."""
     torch.manual_seed(config.seed)
     # Channels-last weights: ~1.4x faster convolutions on CPU (oneDNN) as well as on CUDA.
     model = create_model(config.model, preprocess, width=config.width).to(
@@ -115,8 +120,7 @@ def new_train_state(
     )
     optimizer = make_optimizer(model, config)
     schedule = Schedule.planned(config.schedule, config.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(config.seed)
     # An exponential moving average of the weights is what gets evaluated and checkpointed:
     # it is steadier from epoch to epoch than the raw weights.
     ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True) if config.ema else None
-    return TrainState(model, ema, optimizer, schedule, generator)
+    return TrainState(model, ema, optimizer, schedule)
