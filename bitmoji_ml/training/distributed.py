@@ -4,17 +4,14 @@ starts torchrun (`training/launch.py`); a user's own `torchrun ... -m cli train`
 code. In a single process every function here is a no-op or plain call, so one loop serves both.
 
 What the ranks agree on, and how:
-- Data (`sharding.py`): each epoch is a permutation seeded by (seed, epoch); a rank takes every
-  world-size-th index from its rank (DistributedSampler's order, without padding) in batches of
-  `batch_size / world size`, so `batch_size` stays the global batch (images per optimizer
-  step) and the same recipe gives the same schedule on any number of processes. Every rank
-  takes the same number of steps.
+- Data and random numbers: `sharding.py` (each rank's shard of a permutation seeded by (seed,
+  epoch), in batches of `batch_size / world size`: `batch_size` stays the global batch, so the
+  same recipe gives the same schedule on any number of processes; generators seeded by (seed,
+  epoch, rank)).
 - BatchNorm: each rank normalises with its own batch's statistics (SyncBatchNorm does not run
   on CPU; `sync_batchnorm` turns it on for CUDA). After every step the running statistics are
   averaged over the ranks, so weights, buffers and the weight average (EMA, which averages
   buffers too) are identical on every rank.
-- Randomness (`sharding.py`): augmentation and dropout draw from generators seeded by (seed,
-  epoch, rank): different on each rank, reproducible, and a resumed run continues exactly.
 - Rank 0 alone talks to MLflow, validates, writes checkpoints and plots; what it decides
   (metrics, best epoch, early stop) and any error it meets are broadcast, so no rank waits on a
   peer that has stopped. A process-group timeout turns a stuck peer into an error, and SIGTERM
