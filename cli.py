@@ -391,17 +391,24 @@ def audit(
         raise BitmojiError(f"--top must be at least 1, got {top}")
     result = audit_job(store=Store.open(), experiment=experiment, run_id=run_id, top=top, output=output)
     rows = [
-        [i.rank, i.image_id, CLASS_NAMES[i.label], f"{i.prob_male:.4f}", f"{i.label_quality:.4f}", i.fold]
-        for i in result.issues[:top]
+        [
+            i.rank,
+            i.image_id,
+            CLASS_NAMES[i.label],
+            f"{i.prob_male:.4f}",
+            f"{i.label_quality:.4f}",
+            i.fold,
+            "yes" if i.flagged else "-",
+        ]
+        for i in result.ranked[:top]
     ]
-    if rows:
-        typer.echo(
-            format_table(["rank", "image_id", "given label", "P(male)", "label quality", "fold"], rows)
-        )
+    headers = ["rank", "image_id", "given label", "P(male)", "label quality", "fold", "issue"]
+    typer.echo(format_table(headers, rows))
     typer.echo(
-        f"{len(result.issues)} likely label issue(s) among {result.images} images (run {result.run_id}); "
-        "look at label_issues.png, keep the rows you judge wrong in label_issues.csv, then "
-        "`bitmoji prepare --exclude label_issues.csv`"
+        f"{len(result.issues)} label issue(s) flagged by cleanlab among {result.images} images (run "
+        f"{result.run_id}), then the least trusted other labels. Look at label_issues.png; list the "
+        "ones you judge wrong in a CSV with an image_id column (label_issues.csv holds the flagged "
+        "ones), then `bitmoji prepare --exclude FILE`"
     )
     for path in result.written:
         typer.echo(f"wrote {path}")

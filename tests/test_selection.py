@@ -12,6 +12,7 @@ from bitmoji_ml.selection.audit import (
     OutOfFold,
     face_grid,
     find_label_issues,
+    rank_labels,
     read_oof_csv,
     write_issues_csv,
     write_oof_csv,
@@ -88,3 +89,17 @@ def test_read_oof_csv_refuses_other_files(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(BitmojiError, match="not an out-of-fold file"):
         read_oof_csv(tmp_path / "x.csv")
+
+
+def test_rank_labels_lists_the_issues_first_then_the_least_trusted_other_labels() -> None:
+    oof = noisy_oof([7, 42])
+    ranked = rank_labels(oof, top=5)
+    assert [issue.rank for issue in ranked] == [1, 2, 3, 4, 5]
+    assert [issue.flagged for issue in ranked] == [True, True, False, False, False]
+    assert {int(issue.image_id[:4]) for issue in ranked[:2]} == {7, 42}
+    trusted = np.where(oof.labels == 1, oof.prob_male, 1 - oof.prob_male)  # P(given label)
+    trusted[[7, 42]] = np.inf
+    expected = [f"{index:04d}.jpg" for index in np.argsort(trusted)[:3]]
+    assert [issue.image_id for issue in ranked[2:]] == expected
+    assert all(issue.label_quality == pytest.approx(trusted[int(issue.image_id[:4])]) for issue in ranked[2:])
+    assert len(rank_labels(oof, top=1)) == 2  # never fewer than the issues

@@ -57,7 +57,8 @@ def test_tune_runs_trials_as_child_runs_and_writes_a_recipe_train_reads(
     recipe = tomllib.loads((tmp_path / "best.toml").read_text())
     for name in searched:  # the file is the best trial's recipe
         assert str(recipe[name]) == best_run.data.params[name], name
-    assert parent.data.metrics["best_val_acc"] == best_run.data.metrics["best_val_acc"]
+    assert parent.data.metrics["best_trial_val_acc"] == best_run.data.metrics["best_val_acc"]
+    assert "best_val_acc" not in parent.data.metrics  # `bitmoji runs` ranks training runs by it
     assert f"wrote {tmp_path / 'best.toml'}" in output
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert logged == {"best_config.toml"}
@@ -89,7 +90,7 @@ def test_tune_with_cv_scores_trials_by_cross_validation(tiny_lists: Path, mlflow
     assert {"cv_acc", "cv_acc_std", "oof_acc"} <= set(trial.data.metrics)
     folds = children_of(client, trial)
     assert sorted(fold.data.params["cv_fold"] for fold in folds) == ["1", "2"]
-    assert parent.data.metrics["best_cv_acc"] == trial.data.metrics["cv_acc"]
+    assert parent.data.metrics["best_trial_cv_acc"] == trial.data.metrics["cv_acc"]
 
 
 def test_a_continued_study_keeps_its_objective(tmp_path: Path):

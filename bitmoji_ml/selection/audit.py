@@ -37,6 +37,7 @@ class LabelIssue:
     prob_male: float
     label_quality: float  # cleanlab's self-confidence: P(given label); low = suspicious
     fold: int
+    flagged: bool = True  # cleanlab's filter calls it an issue (else: only among the least confident)
 
     @property
     def image_id(self) -> str:
@@ -72,27 +73,53 @@ def read_oof_csv(path: Path) -> OutOfFold:
         raise BitmojiError(f"{path}: malformed row ({error})") from error
 
 
+def _pred_probs(oof: OutOfFold) -> np.ndarray:
+    if len(set(oof.labels.tolist())) < 2:
+        raise BitmojiError("the audit needs images of both classes")
+    prob = np.clip(oof.prob_male.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.stack([1 - prob, prob], axis=1)
+
+
+def _issue(oof: OutOfFold, index: int, rank: int, quality: float, flagged: bool) -> LabelIssue:
+    return LabelIssue(
+        rank=rank,
+        image=oof.images[index],
+        label=int(oof.labels[index]),
+        prob_male=float(oof.prob_male[index]),
+        label_quality=float(quality),
+        fold=int(oof.folds[index]),
+        flagged=flagged,
+    )
+
+
 def find_label_issues(oof: OutOfFold) -> list[LabelIssue]:
     """cleanlab's confident-learning label issues, most suspicious first."""
     from cleanlab.filter import find_label_issues as cleanlab_label_issues
 
-    if len(set(oof.labels.tolist())) < 2:
-        raise BitmojiError("the audit needs images of both classes")
-    prob = np.clip(oof.prob_male.astype(np.float64), 1e-6, 1 - 1e-6)
-    pred_probs = np.stack([1 - prob, prob], axis=1)
+    pred_probs = _pred_probs(oof)
     ranked = cleanlab_label_issues(
         oof.labels, pred_probs, return_indices_ranked_by="self_confidence", filter_by="prune_by_noise_rate"
     )
     return [
-        LabelIssue(
-            rank=rank,
-            image=oof.images[index],
-            label=int(oof.labels[index]),
-            prob_male=float(oof.prob_male[index]),
-            label_quality=float(pred_probs[index, oof.labels[index]]),
-            fold=int(oof.folds[index]),
-        )
+        _issue(oof, index, rank, pred_probs[index, oof.labels[index]], True)
         for rank, index in enumerate(ranked, start=1)
+    ]
+
+
+def rank_labels(oof: OutOfFold, *, top: int) -> list[LabelIssue]:
+    """The label issues, then (up to `top` in all) the other images whose given label the
+    out-of-fold models trusted least (cleanlab's self-confidence label quality, lowest first),
+    marked `flagged=False`: candidates for a person to look at, not verdicts."""
+    from cleanlab.rank import get_label_quality_scores
+
+    issues = find_label_issues(oof)
+    quality = get_label_quality_scores(oof.labels, _pred_probs(oof), method="self_confidence")
+    found = {issue.image for issue in issues}
+    others = [int(index) for index in np.argsort(quality, kind="stable") if oof.images[index] not in found]
+    extra = others[: max(0, top - len(issues))]
+    start = len(issues) + 1
+    return issues + [
+        _issue(oof, index, rank, quality[index], False) for rank, index in enumerate(extra, start)
     ]
 
 
@@ -136,11 +163,14 @@ def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24) -> None:
         except OSError:
             axis.text(0.5, 0.5, "unreadable", ha="center", va="center")
         axis.set_title(
-            f"{issue.image_id}\nlabel {CLASS_NAMES[issue.label]}, P(male) {issue.prob_male:.2f}", fontsize=8
+            f"{issue.image_id}\nlabel {CLASS_NAMES[issue.label]}, P(male) {issue.prob_male:.2f}",
+            fontsize=8,
+            color="firebrick" if issue.flagged else "black",
         )
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no label issues found", ha="center", va="center")
-    figure.suptitle("Likely label issues (cleanlab, out-of-fold)", fontsize=10)
+    title = "Least trusted labels, out-of-fold (red: flagged as label issues by cleanlab)"
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)

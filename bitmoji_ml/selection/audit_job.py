@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from bitmoji_ml.selection.audit import (
     LabelIssue,
     face_grid,
-    find_label_issues,
+    rank_labels,
     read_oof_csv,
     write_issues_csv,
 )
@@ -31,7 +31,8 @@ class AuditResult:
 
     run_id: str
     images: int  # labelled images the CV run predicted out of fold
-    issues: list[LabelIssue]
+    issues: list[LabelIssue]  # flagged by cleanlab: label_issues.csv
+    ranked: list[LabelIssue]  # the issues, then the least trusted other labels, `top` at least
     written: list[Path]  # copies under --output, if asked
 
 
@@ -39,8 +40,8 @@ def audit_job(
     *, store: Store, experiment: str, run_id: str | None = None, top: int = 24, output: Path | None = None
 ) -> AuditResult:
     """Rank the CV run's likely label errors (default run: the experiment's newest finished
-    `cv` run); log label_issues.csv (every issue) and label_issues.png (the `top` first) to it,
-    and copy both into `output` when given."""
+    `cv` run); log label_issues.csv (every issue cleanlab flags) and label_issues.png (the `top`
+    least trusted labels, flagged ones first) to it, and copy both into `output` when given."""
     from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind
 
     run_id = run_id or newest_run_of_kind(store, experiment=experiment, kind=CV_RUN)
@@ -50,14 +51,15 @@ def audit_job(
             store, run_id=run_id, artifact=OOF_PREDICTIONS, folder=folder / "download", kind=CV_RUN
         )
         oof = read_oof_csv(oof_path)
-        issues = find_label_issues(oof)
+        ranked = rank_labels(oof, top=top)
+        issues = [issue for issue in ranked if issue.flagged]
         files = [folder / LABEL_ISSUES_CSV, folder / LABEL_ISSUES_PNG]
         write_issues_csv(issues, files[0])
-        face_grid(issues, files[1], limit=top)
+        face_grid(ranked, files[1], limit=top)
         add_results(store, run_id=run_id, files=files, metrics={"label_issues": len(issues)})
         written = _copy_into(files, output) if output is not None else []
     logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
-    return AuditResult(run_id, len(oof.images), issues, written)
+    return AuditResult(run_id, len(oof.images), issues, ranked, written)
 
 
 def _copy_into(files: list[Path], output: Path) -> list[Path]:

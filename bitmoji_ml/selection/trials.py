@@ -137,6 +137,7 @@ class TrialRunner:
                 pruned = stop
             run.log_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE"})
         if pruned is not None:
+            logger.info("trial %d pruned: %s", trial.number, pruned)
             raise pruned
         best = trained.result.best
         metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "best_epoch": int(best["epoch"])}
@@ -180,6 +181,7 @@ class TrialRunner:
                 pruned = stop
             run.log_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE"})
         if pruned is not None:
+            logger.info("trial %d pruned: %s", trial.number, pruned)
             raise pruned
         metrics = outcome.metrics()
         keys = ("cv_acc", "cv_acc_std", "cv_loss", "oof_acc")

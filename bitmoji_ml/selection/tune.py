@@ -241,7 +241,8 @@ def best_of(
             "best_value": best.value,
             "best_trial": best.number,
             "trials_total": len(study.trials),
-            **{f"best_{key}": value for key, value in metrics.items()},
+            # best_trial_*, not best_val_*: a tune run must not sort among training runs by them
+            **{f"best_trial_{key}": value for key, value in metrics.items()},
         }
     )
     parent.log_params({f"best.{key}": recipe[key] for key in best.params})
