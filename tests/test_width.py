@@ -41,6 +41,6 @@ def test_a_checkpoint_rebuilds_its_width(tmp_path: Path) -> None:
 def test_width_in_config_and_run_name() -> None:
     with pytest.raises(BitmojiError, match="width must be positive"):
         build_config(overrides={"width": 0})
-    assert "compact-w0.75-" in default_run_name(TrainConfig(width=0.75))
+    assert default_run_name(TrainConfig(width=0.75)).startswith(f"{TrainConfig().model}-w0.75-")
     assert "-w" not in default_run_name(TrainConfig())
     assert default_run_name(TrainConfig(all_labelled=True)).endswith("-all")
