@@ -123,13 +123,18 @@ def metadata_for(source: ExportSource, preprocess: Preprocess, extra: dict[str, 
     }
 
 
-def write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Set metadata_props on the ONNX file at `path` and run the full checker."""
-    model = onnx.load(str(path))
+def replace_metadata_props(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Make `metadata` the model's whole metadata_props (the int8 file is written this way too)."""
     del model.metadata_props[:]
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set metadata_props on the ONNX file at `path` and run the full checker."""
+    model = onnx.load(str(path))
+    replace_metadata_props(model, metadata)
     model.producer_name = "bitmoji-ml"
     model.doc_string = "Bitmoji face gender classifier (Kaggle labels: 1 male, -1 female)"
     onnx.checker.check_model(model, full_check=True)

@@ -258,9 +258,8 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
     """Replace the metadata_props of the ONNX file at `path`."""
     import onnx
 
+    from bitmoji_ml.export import replace_metadata_props  # export imports this module
+
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    replace_metadata_props(model, metadata)
     onnx.save(model, str(path))
