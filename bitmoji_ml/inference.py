@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ META_LABEL_MAPPING = "kaggle_label_mapping"
 INPUT_NAME = "images"
 PROB_OUTPUT = "prob_male"
 LOGITS_OUTPUT = "logits"
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -148,24 +150,42 @@ def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list
 def decoded_batches(
     paths: list[Path], spec: Preprocess, batch_size: int, workers: int
 ) -> Iterator[tuple[list[Path], np.ndarray, list[str | None]]]:
-    """Decode batches in a thread pool, at most 2 x `workers` batches ahead of the consumer (so
-    memory stays flat on any number of files), yielded in order. The decoders release the GIL
-    while they decode, so threads keep every core busy. On Ctrl-C, an error or an early stop of
-    the consumer, batches not yet started are cancelled instead of decoded."""
+    """Decoded batches of `paths`, in order, with per-path errors (see `_ordered_batches`)."""
+    for chunk, (images, errors) in _ordered_batches(paths, batch_size, workers, _decode_batch, spec):
+        yield chunk, images, errors
+
+
+def _ordered_batches(
+    paths: list[Path], batch_size: int, workers: int, work: Callable[..., _T], *args: object
+) -> Iterator[tuple[list[Path], _T]]:
+    """`work(chunk, *args)` for each `batch_size` chunk of `paths`, run in a pool of `workers`
+    threads at most 2 x `workers` chunks ahead of the consumer (so memory stays flat on any
+    number of files), yielded in order. The decoders and onnxruntime release the GIL, so the
+    threads keep every core busy. On Ctrl-C, an error or an early stop of the consumer, chunks
+    not yet started are cancelled instead of worked on."""
     pending: collections.deque[tuple[list[Path], Future]] = collections.deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="bitmoji-decode")
     try:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            pending.append((chunk, pool.submit(_decode_batch, chunk, spec)))
+            pending.append((chunk, pool.submit(work, chunk, *args)))
             if len(pending) > 2 * workers:
                 chunk_done, future = pending.popleft()
-                yield (chunk_done, *future.result())
+                yield chunk_done, future.result()
         while pending:
             chunk_done, future = pending.popleft()
-            yield (chunk_done, *future.result())
+            yield chunk_done, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_batch(paths: list[Path], model: OnnxModel) -> tuple[np.ndarray, list[str | None]]:
+    """P(male) of the paths that decoded, and each path's error (None when it decoded)."""
+    images, errors = _decode_batch(paths, model.preprocess)
+    good = np.array([error is None for error in errors])
+    if not good.any():
+        return np.zeros(0, dtype=np.float32), errors
+    return model.predict(images if good.all() else images[good]), errors
 
 
 def predict_paths(
@@ -176,8 +196,10 @@ def predict_paths(
     on_skip: Callable[[Path, str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Predictions:
-    """Decode (in threads) and run `model` over `paths`, pipelined; unreadable files are skipped.
-    `on_batch(n)` is called after each batch with its number of files (for a progress bar)."""
+    """Run `model` over `paths`; unreadable files are skipped. Each of `workers` threads decodes
+    a batch and runs the network on it, so no stage waits for another (with a one-thread
+    onnxruntime session, `workers` threads use `workers` cores). `on_batch(n)` is called after
+    each batch with its number of files (for a progress bar)."""
     if batch_size < 1:
         raise BitmojiError("--batch-size must be at least 1")
     started = time.perf_counter()
@@ -185,7 +207,7 @@ def predict_paths(
     probabilities: list[np.ndarray] = []
     skipped: list[tuple[Path, str]] = []
     workers = workers or (os.cpu_count() or 1)
-    for chunk, images, errors in decoded_batches(paths, model.preprocess, batch_size, workers):
+    for chunk, (prob, errors) in _ordered_batches(paths, batch_size, workers, _score_batch, model):
         for path, error in zip(chunk, errors, strict=True):
             if error is None:
                 kept.append(path)
@@ -193,9 +215,7 @@ def predict_paths(
             skipped.append((path, error))
             if on_skip:
                 on_skip(path, error)
-        good = np.array([error is None for error in errors])
-        if good.any():
-            probabilities.append(model.predict(images if good.all() else images[good]))
+        probabilities.append(prob)
         if on_batch:
             on_batch(len(chunk))
     prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
