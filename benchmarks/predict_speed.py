@@ -3,13 +3,15 @@ one (the default model, its decoder) side by side, in one table from one invocat
 
     .venv/bin/python benchmarks/predict_speed.py [--images 20000] [--big-images 200000]
         [--old-checkpoint compact.pt] [--new-checkpoint default.pt] [--data-dir ../shared/bitmoji]
+        [--old-cv-run ID] [--new-cv-run ID]
 
 Rows: CPU per image of the decode and of the network, each single-threaded
 (`time.process_time()`, onnxruntime with one thread: little affected by other load), the limit
 that gives on this machine's cores, `bitmoji predict`'s own images/s over `--images` files and its
 ratio to the limit, its CPU per image over all its threads (start-up taken out), its peak RSS
 over `--images` and `--big-images` files, the start-up time (a whole `bitmoji predict` of one
-image), the ONNX size and the checkpoints' val accuracy. The folders are hard links to the test
+image), the ONNX size, the checkpoints' val accuracy and, given the ids of a `bitmoji cv` run of
+each recipe (same folds: same --seed), their out-of-fold accuracy over every labelled image. The folders are hard links to the test
 images, under a temporary folder. Without checkpoints each model gets seeded random weights:
 speed does not depend on the weights. Wall-clock rows need otherwise idle cores; the CPU rows
 hold up under other load. About 3 minutes on two idle cores with the default counts.
@@ -151,6 +153,17 @@ def measure(name: str, model_path: Path, folders: dict[str, Path], files: list[P
             "cpu": cpu, "rss": run.peak_rss_mib, "big_rss": big_rss, "startup": startup.wall, "size": size, "val_acc": val_acc}  # fmt: skip
 
 
+def cv_accuracy(run_id: str | None) -> str:
+    """`oof_acc (errors of images)` of a `bitmoji cv` parent run in $MLFLOW_TRACKING_URI's store."""
+    if run_id is None:
+        return "-"
+    from bitmoji_ml.tracking.store import Store
+
+    run = Store.open().get_run(run_id)
+    metrics, images = run.data.metrics, run.data.params["cv_images"]
+    return f"{metrics['oof_acc']:.2%} ({int(metrics['oof_errors'])} of {images} wrong)"
+
+
 def table(old: dict, new: dict, args: argparse.Namespace) -> str:
     def ratio(key: str) -> str:
         return f"{old[key] / new[key]:.2f}x less" if key in ("decode", "network", "cpu") else ""
@@ -172,6 +185,7 @@ def table(old: dict, new: dict, args: argparse.Namespace) -> str:
         ["start-up (predict 1 image, wall)", f"{old['startup']:.2f} s", f"{new['startup']:.2f} s", ""],
         ["ONNX size", f"{old['size']:.0f} KiB", f"{new['size']:.0f} KiB", ""],
         ["val accuracy of the checkpoint", f"{old['val_acc']:.2%}", f"{new['val_acc']:.2%}", ""],
+        ["out-of-fold accuracy, bitmoji cv", cv_accuracy(args.old_cv_run), cv_accuracy(args.new_cv_run), ""],
     ]
     return format_table(["", "today", "new", ""], rows)
 
@@ -183,6 +197,8 @@ def main() -> None:
     parser.add_argument("--old-checkpoint", type=Path, default=None, help=f"a {OLD_MODEL} checkpoint")
     parser.add_argument("--new-checkpoint", type=Path, default=None, help=f"a {DEFAULT_MODEL} checkpoint")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--old-cv-run", default=None, help=f"id of a `bitmoji cv --model {OLD_MODEL}` run")
+    parser.add_argument("--new-cv-run", default=None, help="id of a `bitmoji cv` run of the default recipe")
     args = parser.parse_args()
     files = find_images(resolve_data_dir(args.data_dir) / "testimages")
     with tempfile.TemporaryDirectory(prefix="bitmoji-predict-bench-") as folder:
