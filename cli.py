@@ -139,7 +139,7 @@ def setting(field: str, text: str, *names: str):
 # The recipe flags, shared by train, cv and tune (each maps to the TrainConfig field of its name).
 Preset = Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")]
-Model = Annotated[str | None, setting("model", "separable, compact, seed-cnn or resnet18")]
+Model = Annotated[str | None, setting("model", "hybrid, separable, compact, seed-cnn or resnet18")]
 Epochs = Annotated[int | None, setting("epochs", "Training epochs")]
 BatchSize = Annotated[int | None, setting("batch_size", "Images per step")]
 Lr = Annotated[float | None, setting("lr", "Peak learning rate")]
@@ -148,7 +148,7 @@ Schedule = Annotated[str | None, setting("schedule", "onecycle, cosine or consta
 WeightDecay = Annotated[float | None, setting("weight_decay", "Weight decay")]
 LabelSmoothing = Annotated[float | None, setting("label_smoothing", "Label smoothing")]
 ImageSize = Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")]
-Width = Annotated[float | None, setting("width", "Model channel-width multiplier (separable, compact)")]
+Width = Annotated[float | None, setting("width", "Model channel-width multiplier (hybrid, separable, compact)")]
 Patience = Annotated[
     int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
 ]

@@ -14,7 +14,7 @@ from bitmoji_ml.errors import BitmojiError
 class TrainConfig:
     """Everything that decides a training run. Every field is logged as an MLflow param."""
 
-    model: str = "separable"
+    model: str = "hybrid"
     image_size: int = 0  # 0: the model's default input size
     epochs: int = 20
     batch_size: int = 64

@@ -9,7 +9,7 @@ import pytest
 
 from bitmoji_ml.config import PRESETS, TrainConfig, build_config, config_from_dict, requested_values
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.models import MODELS
+from bitmoji_ml.models import DEFAULT_MODEL, MODELS
 
 # The MLflow param names: renaming one breaks comparisons with earlier runs.
 PARAM_NAMES = [
@@ -51,7 +51,7 @@ def write_toml(folder: Path, text: str) -> Path:
 
 def test_defaults() -> None:
     config = TrainConfig()
-    assert config.model == "separable"
+    assert config.model == DEFAULT_MODEL
     assert config.model in MODELS
     assert config.image_size == 0
     assert config.epochs == 20

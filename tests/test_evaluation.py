@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import evaluation
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.tracking.names import evaluation_experiment
 
 # Eight faces (1 = male): P(male) >= 0.5 calls male, so predictions are 1 1 0 1 0 0 0 1.
@@ -141,7 +142,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert tags["evaluation"] == "true"
     assert tags["source_run_id"] == store.run_ids[0]
     assert tags["evaluated_model"] == str(store.onnx.resolve())
-    assert tags["model"] == "separable"  # the default model
+    assert tags["model"] == DEFAULT_MODEL
     assert run.data.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}

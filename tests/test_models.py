@@ -113,11 +113,29 @@ def test_compact_is_small() -> None:
     assert 10_000 < count_parameters(built("compact")) < 1_000_000
 
 
-def test_default_is_the_separable_model_with_fewer_parameters_than_compact() -> None:
-    assert DEFAULT_MODEL == "separable"
-    assert count_parameters(built("separable")) == 225_698  # "226 k" in its docstring
-    assert count_parameters(built("separable")) < count_parameters(built("compact"))
-    assert model_spec("separable").preprocess.size == 64  # 128 px JPEGs reach it by DCT scaling
+def test_default_is_the_hybrid_model_with_fewer_parameters_than_compact() -> None:
+    assert DEFAULT_MODEL == "hybrid"
+    assert count_parameters(built("hybrid")) < count_parameters(built("compact"))
+    assert model_spec("hybrid").preprocess.size == 64  # 128 px JPEGs reach it by DCT scaling
+    depthwise = [layer[0].groups > 1 for layer in built("hybrid").net if isinstance(layer, nn.Sequential)]
+    assert depthwise == [False, False, False, True, True]  # stem, two full stages, two separable
+
+
+EARLIER_LAYOUTS = {  # from the builders before both became instances of build_stages
+    "compact": (245_650, 34, {"net.1.0.weight": (32, 16, 3, 3), "net.3.0.weight": (64, 32, 3, 3)}),
+    "separable": (225_698, 46, {"net.1.0.weight": (16, 1, 3, 3), "net.3.0.weight": (32, 1, 3, 3)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER_LAYOUTS))
+def test_earlier_defaults_keep_their_layout_so_their_checkpoints_still_load(name: str) -> None:
+    parameters, tensors, shapes = EARLIER_LAYOUTS[name]
+    state = built(name).state_dict()
+    assert count_parameters(built(name)) == parameters
+    assert len(state) == tensors
+    assert {key: tuple(state[key].shape) for key in shapes} == shapes
+    assert tuple(state["net.7.0.weight"].shape) == (128, 128, 3, 3)  # the last stage, full
+    assert tuple(state["net.11.weight"].shape) == (2, 128)
 
 
 def test_resnet18_count_matches_torchvision() -> None:

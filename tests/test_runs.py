@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import comparison
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.tracking.datasets import labelled_files
 from bitmoji_ml.tracking.evaluations import log_evaluation
 from bitmoji_ml.tracking.listing import RunRecord, experiment_runs
@@ -115,8 +116,8 @@ def test_runs_are_comparable_in_the_ui(store: TrainedStore):
     )
     assert set(first.data.params) == set(second.data.params)  # flat, stable names
     for tracked in (first, second):
-        assert tracked.data.tags["model"] == "separable"
-        assert tracked.info.run_name.startswith("separable-")
+        assert tracked.data.tags["model"] == DEFAULT_MODEL
+        assert tracked.info.run_name.startswith(f"{DEFAULT_MODEL}-")
         assert f"bs{tracked.data.params['batch_size']}" in tracked.info.run_name
         assert f"lr{float(tracked.data.params['lr']):g}" in tracked.info.run_name
 

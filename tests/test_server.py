@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import serving
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.tracking.names import evaluation_experiment
 from bitmoji_ml.tracking.store import artifact_root
 
@@ -94,9 +95,9 @@ def test_live_server_serves_the_runs_params_and_metric_history(
                     as_dict(data["metrics"]),
                     as_dict(data["tags"]),
                 )
-                assert params["model"] == "separable" and params["epochs"] == "1"
+                assert params["model"] == DEFAULT_MODEL and params["epochs"] == "1"
                 assert {"best_val_acc", "best_val_loss", "val_acc", "train_seconds"} <= set(metrics)
-                assert tags["model"] == "separable"
+                assert tags["model"] == DEFAULT_MODEL
                 batch_sizes.append(params["batch_size"])
                 history = call(port, "metrics/get-history", query={"run_id": run_id, "metric_key": "val_acc"})
                 assert [point["step"] for point in history["metrics"]] == [1]

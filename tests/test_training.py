@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.models import model_spec
+from bitmoji_ml.models import DEFAULT_MODEL, model_spec
 from bitmoji_ml.training import TrainJobResult, job, loop, train_job
 
 EPOCH_METRICS = {
@@ -49,7 +49,7 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     client = MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model"] == "separable"
+    assert run.data.params["model"] == DEFAULT_MODEL
     assert run.data.params["epochs"] == "2"
     assert run.data.params["batch_size"] == "16"
     assert {"model", "torch_version", "cpu_count", "device", "data_digest"} <= set(run.data.tags)
@@ -78,7 +78,7 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     # The best checkpoint printed for the user is a real file holding that epoch.
     payload = read_checkpoint(result.best_checkpoint)
     assert payload["epoch"] == result.best_epoch
-    assert payload["preprocess"]["size"] == model_spec("separable").preprocess.size
+    assert payload["preprocess"]["size"] == model_spec(DEFAULT_MODEL).preprocess.size
     assert set(payload["config"]) >= {"model", "lr", "epochs"}
 
 
@@ -86,11 +86,11 @@ def test_params_are_logged_resolved(tiny_lists: Path, mlflow_store: str):
     # Requested: the model's input size (0), the best device (auto), all cores (0).
     result = train_job(lists_dir=tiny_lists, experiment="test-exp", overrides={"epochs": 1, "batch_size": 16})
     run = MlflowClient().get_run(result.run_id)
-    size = model_spec("separable").preprocess.size
+    size = model_spec(DEFAULT_MODEL).preprocess.size
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     expected = {"image_size": str(size), "device": device, "threads": str(os.cpu_count())}
     assert {key: run.data.params[key] for key in expected} == expected
-    assert run.info.run_name == f"separable-{size}px-e1-bs16-adamw-lr0.002"
+    assert run.info.run_name == f"{DEFAULT_MODEL}-{size}px-e1-bs16-adamw-lr0.002"
     assert run.data.tags["device"] == device
     assert int(run.data.tags["parameters"]) > 1000
     assert result.config.image_size == size and result.config.device == device

@@ -9,10 +9,9 @@ from torch import nn
 
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.models.compact import build_compact
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.models.seed_cnn import build_seed_cnn
-from bitmoji_ml.models.separable import build_separable
+from bitmoji_ml.models.stages import build_compact, build_hybrid, build_separable
 from bitmoji_ml.models.width import fixed_width
 
 
@@ -36,22 +35,29 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
+    "hybrid": ModelSpec(
+        build_hybrid,
+        Preprocess(size=64, resize=64, decoder="simplejpeg"),
+        "BatchNorm CNN, full convs at 32 and 16 px, separable at 8 and 4 px, 64 px (JPEGs decoded by "
+        "libjpeg-turbo at 1/2 scale)",
+        scalable=True,
+    ),
     "separable": ModelSpec(
         build_separable,
         Preprocess(size=64, resize=64, decoder="simplejpeg"),
-        "BatchNorm CNN, separable at 32 and 16 px, 64 px (JPEGs decoded by libjpeg-turbo at 1/2 scale)",
+        "BatchNorm CNN, separable at 32 and 16 px, full at 8 and 4 px, 64 px (libjpeg-turbo decode)",
         scalable=True,
     ),
     "compact": ModelSpec(
         build_compact,
         Preprocess(size=72, resize=72),
-        "BatchNorm CNN, 72 px (the previous default)",
+        "BatchNorm CNN, full convs throughout, 72 px (Pillow decode)",
         scalable=True,
     ),
     "seed-cnn": ModelSpec(build_seed_cnn, Preprocess(size=224, resize=256), "the baseline, 224 px"),
     "resnet18": ModelSpec(build_resnet18, Preprocess(size=128, resize=128), "ResNet-18, 128 px"),
 }
-DEFAULT_MODEL = "separable"
+DEFAULT_MODEL = "hybrid"
 
 
 def model_spec(name: str) -> ModelSpec:
