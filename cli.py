@@ -148,7 +148,9 @@ Schedule = Annotated[str | None, setting("schedule", "onecycle, cosine or consta
 WeightDecay = Annotated[float | None, setting("weight_decay", "Weight decay")]
 LabelSmoothing = Annotated[float | None, setting("label_smoothing", "Label smoothing")]
 ImageSize = Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")]
-Width = Annotated[float | None, setting("width", "Model channel-width multiplier (hybrid, separable, compact)")]
+Width = Annotated[
+    float | None, setting("width", "Model channel-width multiplier (hybrid, separable, compact)")
+]
 Patience = Annotated[
     int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
 ]
@@ -531,7 +533,9 @@ def predict(
     ],
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
     output: Annotated[Path, typer.Option("--output", help="CSV file to write")] = paths.PREDICTIONS_CSV,
-    batch_size: Annotated[int, typer.Option(help="Images per inference batch")] = 256,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per inference batch (default: 64, one batch per thread)")
+    ] = None,
     threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders")] = False,
     kaggle: Annotated[bool, typer.Option(help="Write a Kaggle submission (image_id,is_male)")] = False,
@@ -548,6 +552,9 @@ def predict(
     actors: Annotated[int, typer.Option(help="--engine ray: model actors")] = 1,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
+    from bitmoji_ml.inference import PREDICT_BATCH
+
+    batch_size = PREDICT_BATCH if batch_size is None else batch_size
     if engine == "ray":
         return predict_ray(source, model, output, batch_size, ray_address, actors, strict)
     if engine != "plain":

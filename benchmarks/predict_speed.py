@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bitmoji_ml.data.images import decode_image
-from bitmoji_ml.inference import OnnxModel, find_images
+from bitmoji_ml.inference import PREDICT_BATCH, OnnxModel, find_images
 from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
@@ -85,10 +85,10 @@ def cpu_per_image(model: OnnxModel, files: list[Path]) -> tuple[float, float]:
     started = time.process_time()
     images = np.stack([decode_image(path, spec) for path in paths])
     decode = (time.process_time() - started) * 1000 / len(paths)
-    model.predict(images[:256])  # warm-up
+    model.predict(images[:PREDICT_BATCH])  # warm-up
     started = time.process_time()
-    for start in range(0, len(images), 256):
-        model.predict(images[start : start + 256])
+    for start in range(0, len(images), PREDICT_BATCH):
+        model.predict(images[start : start + PREDICT_BATCH])
     network = (time.process_time() - started) * 1000 / len(images)
     return decode, network
 
@@ -212,7 +212,9 @@ def main() -> None:
         old = measure(OLD_MODEL, old_model, folders, files, work)
         new = measure(DEFAULT_MODEL, new_model, folders, files, work)
     weights = "checkpoints given" if args.old_checkpoint and args.new_checkpoint else "random weights"
-    print(f"\n{os.cpu_count()} CPU cores, batch 256, {weights}; CPU figures single-threaded (process_time)")
+    print(
+        f"\n{os.cpu_count()} CPU cores, batch {PREDICT_BATCH}, {weights}; CPU figures single-threaded (process_time)"
+    )
     print(table(old, new, args))
 
 

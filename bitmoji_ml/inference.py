@@ -31,6 +31,10 @@ INPUT_NAME = "images"
 PROB_OUTPUT = "prob_male"
 LOGITS_OUTPUT = "logits"
 _T = TypeVar("_T")
+# Images per inference batch of `bitmoji predict`. Each thread runs its own batch, so the
+# activations of one batch per thread are alive at once: 64 kept peak RSS at about half of 256's
+# (143 vs 290 MiB over 20,000 images) at the same images/s on 2 cores.
+PREDICT_BATCH = 64
 
 
 @dataclasses.dataclass
@@ -191,7 +195,7 @@ def _score_batch(paths: list[Path], model: OnnxModel) -> tuple[np.ndarray, list[
 def predict_paths(
     model: OnnxModel,
     paths: list[Path],
-    batch_size: int = 256,
+    batch_size: int = PREDICT_BATCH,
     workers: int = 0,
     on_skip: Callable[[Path, str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
