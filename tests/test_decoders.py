@@ -51,6 +51,16 @@ def test_simplejpeg_gives_pillows_pixels_at_power_of_two_scales(tmp_path: Path, 
     np.testing.assert_array_equal(turbo, decode_image(path, PILLOW))
 
 
+@pytest.mark.parametrize("side", [128, 64])  # DCT scaling to the resize side, or none needed
+def test_simplejpeg_centre_crop_gives_pillows_pixels(tmp_path: Path, side: int):
+    path = jpeg(tmp_path / "face.jpg", side)
+    cropped = Preprocess(size=60, resize=64, decoder="simplejpeg")
+    turbo = decode_image(path, cropped)
+    assert turbo.shape == (60, 60, 3) and turbo.flags.c_contiguous
+    np.testing.assert_array_equal(turbo, decode_image(path, dataclasses.replace(cropped, decoder="pillow")))
+    np.testing.assert_array_equal(turbo, decode_image(path, TURBO)[2:62, 2:62])
+
+
 def test_simplejpeg_decodes_jpegs_itself_and_other_files_through_pillow(tmp_path: Path, monkeypatch):
     calls: list[Path] = []
     pillow = images._decode_pillow

@@ -116,9 +116,10 @@ def test_compact_is_small() -> None:
 def test_default_is_the_hybrid_model_with_fewer_parameters_than_compact() -> None:
     assert DEFAULT_MODEL == "hybrid"
     assert count_parameters(built("hybrid")) < count_parameters(built("compact"))
-    assert model_spec("hybrid").preprocess.size == 64  # 128 px JPEGs reach it by DCT scaling
+    # 128 px JPEGs reach 64 px by DCT scaling; the centre 60 px are kept
+    assert (model_spec("hybrid").preprocess.size, model_spec("hybrid").preprocess.resize) == (60, 64)
     depthwise = [layer[0].groups > 1 for layer in built("hybrid").net if isinstance(layer, nn.Sequential)]
-    assert depthwise == [False, False, False, True, True]  # stem, two full stages, two separable
+    assert depthwise == [False, False, False, False, True]  # stem, three full stages, one separable
 
 
 EARLIER_LAYOUTS = {  # from the builders before both became instances of build_stages

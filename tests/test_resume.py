@@ -16,7 +16,7 @@ from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.models import DEFAULT_MODEL, create_model
+from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 from bitmoji_ml.training import TrainJobResult, train_job
 from bitmoji_ml.training.resume import RESUME_POLICY, Rule, resume_config
 from bitmoji_ml.training.schedule import Schedule
@@ -173,7 +173,10 @@ def test_resume_with_more_epochs_records_the_change(tiny_lists: Path, mlflow_sto
     run = MlflowClient().get_run(first.run_id)
     assert run.data.params["epochs"] == "2"  # params are immutable ...
     assert run.data.tags["resumed.epochs"] == "4"  # ... the tag says what changed
-    assert run.info.run_name == f"{DEFAULT_MODEL}-64px-e4-bs16-adamw-lr0.002"
+    assert (
+        run.info.run_name
+        == f"{DEFAULT_MODEL}-{model_spec(DEFAULT_MODEL).preprocess.size}px-e4-bs16-adamw-lr0.002"
+    )
     assert resumed.config.epochs == 4
     lrs = lr_history(first.run_id)
     assert len(lrs) == 4

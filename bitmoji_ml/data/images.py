@@ -222,8 +222,11 @@ def _decode_jpeg_turbo(path: Path | BinaryIO, spec: Preprocess) -> np.ndarray | 
         pixels = simplejpeg.decode_jpeg(data, "rgb", min_width=spec.resize, min_height=spec.resize)
     except (OSError, SyntaxError, ValueError):
         return None
-    if orientation == 1 and pixels.shape[:2] == (spec.size, spec.size) and spec.resize == spec.size:
-        return pixels
+    if orientation == 1 and pixels.shape[:2] == (spec.resize, spec.resize):
+        # DCT scaling reached the resize side exactly: only the centre crop is left, the same
+        # square _resize_and_crop would cut, without a round trip through Pillow.
+        start = (spec.resize - spec.size) // 2
+        return np.ascontiguousarray(pixels[start : start + spec.size, start : start + spec.size])
     image = Image.fromarray(pixels)
     if orientation != 1:
         image = image.transpose(ORIENTATION_TRANSPOSE[orientation])

@@ -37,9 +37,9 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "hybrid": ModelSpec(
         build_hybrid,
-        Preprocess(size=64, resize=64, decoder="simplejpeg"),
-        "BatchNorm CNN, full convs at 32 and 16 px, separable at 8 and 4 px, 64 px (JPEGs decoded by "
-        "libjpeg-turbo at 1/2 scale)",
+        Preprocess(size=60, resize=64, decoder="simplejpeg"),
+        "BatchNorm CNN, full convs but a separable last stage, 60 px (JPEGs decoded by libjpeg-turbo "
+        "at 1/2 scale to 64 px, centre 60 px kept)",
         scalable=True,
     ),
     "separable": ModelSpec(
