@@ -4,21 +4,24 @@ stop discipline as `bitmoji ui` (Ctrl-C, SIGTERM and SIGHUP stop the whole proce
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.inference_pyfunc import CONFIG_ENV
-from bitmoji_ml.serving import HOST, ServerExit, check_port_free, run_in_foreground
+from bitmoji_ml.serving import (
+    HOST,
+    ServerExit,
+    check_port_free,
+    local_url,
+    run_in_foreground,
+    wait_until_answering,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +60,7 @@ def curl_line(port: int, image: str = "face.jpg") -> str:
 
 def wait_until_ready(process: subprocess.Popen, port: int, timeout: float = READY_SECONDS) -> None:
     """Return once /ping answers 200; BitmojiError if the server exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BitmojiError(
-                f"the model server exited with code {process.returncode} (see its messages above)"
-            )
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise BitmojiError(f"the model server did not answer on port {port} within {timeout:.0f}s")
+    wait_until_answering(process, url=f"{local_url(port)}/ping", what="the model server", timeout=timeout)
 
 
 def serve_model(*, store_uri: str, model_uri: str, port: int, workers: int) -> ServerExit:

@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +47,22 @@ class ServerExit:
 def local_url(port: int) -> str:
     """The server's address on the loopback interface."""
     return f"http://{HOST}:{port}"
+
+
+def wait_until_answering(process: subprocess.Popen, *, url: str, what: str, timeout: float) -> None:
+    """Return once `url` answers 200; BitmojiError if `process` exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BitmojiError(f"{what} exited with code {process.returncode} (see its messages above)")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise BitmojiError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
 def mlflow_ui_command(*, uri: str, artifact_root: str | None, port: int) -> list[str]:

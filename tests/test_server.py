@@ -135,18 +135,11 @@ def descendants(root: int) -> set[int]:
 
 def wait_for_ui(process: subprocess.Popen, port: int, log: Path) -> None:
     """Return once the UI answers /health; fail if `bitmoji ui` exits or takes too long."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bitmoji ui exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=5) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"the UI did not answer within {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}")
+    url = f"{serving.local_url(port)}/health"
+    try:
+        serving.wait_until_answering(process, url=url, what="bitmoji ui", timeout=STARTUP_SECONDS)
+    except BitmojiError as error:
+        pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
