@@ -151,15 +151,7 @@ def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list
     return images, errors
 
 
-def decoded_batches(
-    paths: list[Path], spec: Preprocess, batch_size: int, workers: int
-) -> Iterator[tuple[list[Path], np.ndarray, list[str | None]]]:
-    """Decoded batches of `paths`, in order, with per-path errors (see `_ordered_batches`)."""
-    for chunk, (images, errors) in _ordered_batches(paths, batch_size, workers, _decode_batch, spec):
-        yield chunk, images, errors
-
-
-def _ordered_batches(
+def ordered_batches(
     paths: list[Path], batch_size: int, workers: int, work: Callable[..., _T], *args: object
 ) -> Iterator[tuple[list[Path], _T]]:
     """`work(chunk, *args)` for each `batch_size` chunk of `paths`, run in a pool of `workers`
@@ -211,7 +203,7 @@ def predict_paths(
     probabilities: list[np.ndarray] = []
     skipped: list[tuple[Path, str]] = []
     workers = workers or (os.cpu_count() or 1)
-    for chunk, (prob, errors) in _ordered_batches(paths, batch_size, workers, _score_batch, model):
+    for chunk, (prob, errors) in ordered_batches(paths, batch_size, workers, _score_batch, model):
         for path, error in zip(chunk, errors, strict=True):
             if error is None:
                 kept.append(path)

@@ -20,7 +20,7 @@ from bitmoji_ml import inference
 from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.data.images import Preprocess, decode_image
 from bitmoji_ml.export import export_job
-from bitmoji_ml.inference import OnnxModel, decoded_batches, find_images, predict_paths
+from bitmoji_ml.inference import OnnxModel, find_images, ordered_batches, predict_paths
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 
 runner = CliRunner()
@@ -47,7 +47,7 @@ def test_batches_keep_input_order_and_mark_bad_files_in_place(tmp_path: Path, de
     paths = write_folder(tmp_path / "images")
     spec = Preprocess(size=32, resize=32, decoder=decoder)
     seen, errors, images = [], [], []
-    for chunk, batch, chunk_errors in decoded_batches(paths, spec, batch_size=3, workers=4):
+    for chunk, (batch, chunk_errors) in ordered_batches(paths, 3, 4, inference._decode_batch, spec):
         assert len(chunk) == len(batch) == len(chunk_errors) <= 3
         seen += chunk
         errors += chunk_errors
@@ -129,7 +129,7 @@ def counted_decodes(monkeypatch) -> list[int]:
 
 def test_stopping_early_cancels_queued_batches_and_ends_the_threads(tmp_path: Path, counted_decodes):
     paths = write_folder(tmp_path / "images") * 5  # 105 files, 35 batches of 3
-    batches = decoded_batches(paths, Preprocess(size=16, resize=16), batch_size=3, workers=1)
+    batches = ordered_batches(paths, 3, 1, inference._decode_batch, Preprocess(size=16, resize=16))
     next(batches)  # batch 1 is being decoded now and batches 2 and 3 are queued behind it
     batches.close()
     assert decode_threads() == []
