@@ -15,14 +15,14 @@ import pytest
 import torch
 from conftest import face
 from PIL import Image
+from random_model import export_network
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml.checkpoints import model_from_checkpoint, save_checkpoint
+from bitmoji_ml.checkpoints import model_from_checkpoint
 from bitmoji_ml.data import images
 from bitmoji_ml.data.images import DECODERS, ImageError, Preprocess, decode_image
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import export_job
 from bitmoji_ml.inference import META_PREPROCESS, OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 
@@ -167,15 +167,8 @@ def test_missing_simplejpeg_is_refused_with_the_install_hint(monkeypatch):
 @pytest.fixture(scope="module")
 def turbo_export(tmp_path_factory) -> tuple[Path, Path]:
     """A random-weights default model (simplejpeg decoder) saved and exported without MLflow."""
-    folder = tmp_path_factory.mktemp("turbo-export")
     torch.manual_seed(0)
-    preprocess = model_spec(DEFAULT_MODEL).preprocess
-    checkpoint = folder / "model.pt"
-    fields = {"model": DEFAULT_MODEL, "preprocess": preprocess.to_dict(), "epoch": 0, "metrics": {}}
-    save_checkpoint(checkpoint, create_model(DEFAULT_MODEL).eval(), config={}, **fields)
-    output = folder / "turbo.onnx"
-    export_job(output=output, checkpoint=checkpoint, register=False, lists_dir=None)
-    return checkpoint, output
+    return export_network(tmp_path_factory.mktemp("turbo-export"), create_model(DEFAULT_MODEL).eval())
 
 
 def test_export_records_the_decoder_and_stays_under_1_mb(turbo_export):

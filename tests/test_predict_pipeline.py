@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import face
+from random_model import export_network
 from typer.testing import CliRunner
 
 import cli
 from bitmoji_ml import inference
-from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.data.images import Preprocess, decode_image
-from bitmoji_ml.export import export_job
 from bitmoji_ml.inference import OnnxModel, find_images, ordered_batches, predict_paths
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 
@@ -70,11 +69,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     exported = {}
     for decoder in ("pillow", "simplejpeg"):
         preprocess = dataclasses.replace(model_spec(DEFAULT_MODEL).preprocess, decoder=decoder)
-        checkpoint = folder / f"{decoder}.pt"
-        fields = {"model": DEFAULT_MODEL, "preprocess": preprocess.to_dict(), "epoch": 0, "metrics": {}}
-        save_checkpoint(checkpoint, network, config={}, **fields)
-        exported[decoder] = folder / f"{decoder}.onnx"
-        export_job(output=exported[decoder], checkpoint=checkpoint, register=False, lists_dir=None)
+        exported[decoder] = export_network(folder, network, name=decoder, preprocess=preprocess)[1]
     return exported
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from random_model import export_network
 
 from bitmoji_ml import quantize
-from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import export_job
 from bitmoji_ml.inference import OnnxModel
-from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.models import DEFAULT_MODEL, create_model
 from bitmoji_ml.quantize import (
     META_INT8_PARITY,
     MIN_AGREEMENT,
@@ -60,14 +59,8 @@ def test_fp32_stays_champion_when_int8_is_not_faster(int8_ms):
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory) -> Path:
     """A random-weights default model exported without MLflow."""
-    folder = tmp_path_factory.mktemp("quantize")
     torch.manual_seed(0)
-    preprocess = model_spec(DEFAULT_MODEL).preprocess
-    checkpoint = folder / "model.pt"
-    fields = {"model": DEFAULT_MODEL, "preprocess": preprocess.to_dict(), "epoch": 0, "metrics": {}}
-    save_checkpoint(checkpoint, create_model(DEFAULT_MODEL).eval(), config={}, **fields)
-    export_job(output=folder / "model.onnx", checkpoint=checkpoint, register=False, lists_dir=None)
-    return folder / "model.onnx"
+    return export_network(tmp_path_factory.mktemp("quantize"), create_model(DEFAULT_MODEL).eval())[1]
 
 
 @pytest.fixture
