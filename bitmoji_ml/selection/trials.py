@@ -4,8 +4,10 @@ Images are decoded once per input size for the whole study."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +21,38 @@ if TYPE_CHECKING:
     import optuna
 
     from bitmoji_ml.selection.cv import FoldResult, LabelledImages
+    from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
     from bitmoji_ml.training.data import TrainData
 
 logger = logging.getLogger(__name__)
 TRIAL_STATE_TAG = "optuna_state"
+
+
+@dataclasses.dataclass
+class TrialEnd:
+    """How a trial's run ended: pruned (with the pruner's reason) or complete."""
+
+    pruned: optuna.TrialPruned | None = None
+
+    @contextlib.contextmanager
+    def recorded(self, run: TrainingRun | ParentRun) -> Iterator[None]:
+        """Around the trial's work inside its run: keep a TrialPruned instead of letting it
+        fail the run, and tag the run PRUNED or COMPLETE (other errors pass through untagged)."""
+        import optuna
+
+        try:
+            yield
+        except optuna.TrialPruned as stop:
+            self.pruned = stop
+        run.log_tags({TRIAL_STATE_TAG: "PRUNED" if self.pruned else "COMPLETE"})
+
+    def raise_if_pruned(self, trial: optuna.Trial) -> None:
+        """Once the run is closed, hand a pruning back to Optuna."""
+        if self.pruned is not None:
+            logger.info("trial %d pruned: %s", trial.number, self.pruned)
+            raise self.pruned
 
 
 class PruningTracker:
@@ -109,13 +137,11 @@ class TrialRunner:
 
     def _train_trial(self, trial: optuna.Trial, config: TrainConfig) -> tuple[dict[str, float], int]:
         """Train on the train list, validate on the val list, prune per epoch."""
-        import optuna
-
         from bitmoji_ml.tracking.runs import TrainingRun
         from bitmoji_ml.training.nested import train_on_data
 
         data, datasets = self._lists_data(config)
-        pruned: optuna.TrialPruned | None = None
+        end = TrialEnd()
         with TrainingRun(
             self.store,
             experiment_id=self.experiment_id,
@@ -123,7 +149,7 @@ class TrialRunner:
             parent_run_id=self.parent[0],
         ) as run:
             trial.set_user_attr("run_id", run.run_id)
-            try:
+            with end.recorded(run):
                 trained = train_on_data(
                     run=run,
                     config=config,
@@ -133,20 +159,13 @@ class TrialRunner:
                     tags=self._tags(trial),
                     tracker=PruningTracker(run, trial),
                 )
-            except optuna.TrialPruned as stop:
-                pruned = stop
-            run.log_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE"})
-        if pruned is not None:
-            logger.info("trial %d pruned: %s", trial.number, pruned)
-            raise pruned
+        end.raise_if_pruned(trial)
         best = trained.result.best
         metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "best_epoch": int(best["epoch"])}
         return metrics, len(data.val_labels)
 
     def _cv_trial(self, trial: optuna.Trial, config: TrainConfig) -> tuple[dict[str, float], int]:
         """Cross-validate the recipe, its folds nested under the trial's run; prune per fold."""
-        import optuna
-
         from bitmoji_ml.selection.cv import check_cv_recipe, cross_validate, log_cv_results, log_cv_start
         from bitmoji_ml.selection.folds import stratified_folds
         from bitmoji_ml.tracking.parents import ParentRun
@@ -154,7 +173,7 @@ class TrialRunner:
         check_cv_recipe(config)
         labelled = self._labelled(config)
         assignment = stratified_folds(labelled.labels, folds=self.folds, seed=config.seed)
-        pruned: optuna.TrialPruned | None = None
+        end = TrialEnd()
         with ParentRun(
             self.store,
             experiment_id=self.experiment_id,
@@ -166,7 +185,7 @@ class TrialRunner:
             log_cv_start(run, config=config, labelled=labelled, folds=self.folds)
             run.log_params({"trial": trial.number})
             run.log_tags(self._tags(trial))
-            try:
+            with end.recorded(run):
                 outcome = cross_validate(
                     store=self.store,
                     experiment_id=self.experiment_id,
@@ -177,12 +196,7 @@ class TrialRunner:
                     on_fold=report_folds(trial),
                 )
                 log_cv_results(run, outcome=outcome, seconds={})
-            except optuna.TrialPruned as stop:
-                pruned = stop
-            run.log_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE"})
-        if pruned is not None:
-            logger.info("trial %d pruned: %s", trial.number, pruned)
-            raise pruned
+        end.raise_if_pruned(trial)
         metrics = outcome.metrics()
         keys = ("cv_acc", "cv_acc_std", "cv_loss", "oof_acc")
         return {key: metrics[key] for key in keys}, len(labelled.labels)
