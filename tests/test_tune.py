@@ -15,7 +15,7 @@ import cli
 from bitmoji_ml.config import build_config
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.selection.search import SEARCH_SPACE, objective_value, sample_recipe, searched_settings
-from bitmoji_ml.selection.trials import PruningTracker
+from bitmoji_ml.selection.trials import TRIAL_STATE_TAG, PruningTracker, TrialEnd
 from bitmoji_ml.selection.tune import open_study, optuna_storage
 
 FIXED = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--threads", "1"]
@@ -126,6 +126,10 @@ class FakeRun:
 
     def __init__(self) -> None:
         self.epochs: list[int] = []
+        self.tags: dict[str, str] = {}
+
+    def log_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
 
     def log_epoch(self, *, epoch, metrics, best_checkpoint, model_name) -> str:
         self.epochs.append(epoch)
@@ -133,6 +137,8 @@ class FakeRun:
 
 
 class FakeTrial:
+    number = 3
+
     def __init__(self, prune_at: int) -> None:
         self.prune_at = prune_at
         self.reports: list[tuple[float, int]] = []
@@ -154,3 +160,22 @@ def test_the_pruning_tracker_logs_then_reports_each_epoch_and_stops_when_told():
         tracker.log_epoch(epoch=2, metrics=metrics, best_checkpoint=None, model_name="m")
     assert run.epochs == [1, 2]  # the pruned epoch is logged before the trial stops
     assert trial.reports == [(0.75, 1), (0.75, 2)]
+
+
+def test_a_pruned_trial_tags_its_run_and_is_handed_back_once_the_run_is_closed():
+    run, trial = FakeRun(), FakeTrial(prune_at=1)
+    end = TrialEnd()
+    with end.recorded(run):
+        raise optuna.TrialPruned("val_acc below the median")
+    assert run.tags == {TRIAL_STATE_TAG: "PRUNED"}
+    with pytest.raises(optuna.TrialPruned, match="below the median"):
+        end.raise_if_pruned(trial)
+    complete, finished = FakeRun(), TrialEnd()
+    with finished.recorded(complete):
+        pass
+    assert complete.tags == {TRIAL_STATE_TAG: "COMPLETE"}
+    finished.raise_if_pruned(trial)  # nothing to hand back
+    failed = FakeRun()
+    with pytest.raises(ValueError), TrialEnd().recorded(failed):
+        raise ValueError("not a pruning")
+    assert failed.tags == {}  # other errors fail the run untagged
