@@ -124,9 +124,9 @@ def processes() -> dict[int, tuple[int, int]]:
     return found
 
 
-def descendants(root: int) -> set[int]:
-    """The processes started, directly or not, by `root`."""
-    table, found, frontier = processes(), set(), {root}
+def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
+    """The processes of `table` (from `processes()`) started, directly or not, by `root`."""
+    found, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
         found |= frontier
@@ -159,8 +159,10 @@ def test_ui_stopped_by_a_signal_leaves_no_server_process_and_frees_the_port(
         )
         try:
             wait_for_ui(ui, port, log)
-            started = descendants(ui.pid)
-            groups = {processes()[pid][1] for pid in started} - {ui.pid}
+            # One snapshot for both: a short-lived child may be gone by a second `ps`.
+            table = processes()
+            started = descendants(ui.pid, table)
+            groups = {table[pid][1] for pid in started} - {ui.pid}
             assert started and groups, "bitmoji ui started no server process of its own"
             ui.send_signal(stop)
             assert ui.wait(timeout=STOP_SECONDS) == 0, log.read_text()[-3000:]
