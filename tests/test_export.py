@@ -29,7 +29,7 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import ExportResult, export_job
+from bitmoji_ml.export.job import ExportResult, export_job
 from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 from bitmoji_ml.training import train_job
@@ -314,7 +314,7 @@ def test_parity_failure_is_an_error_and_writes_nothing(
 ):
     """Ship a graph that is not the checkpoint's (the trained model's, for random weights):
     onnxruntime and PyTorch disagree, so the export must stop and write nothing."""
-    import bitmoji_ml.export as export
+    import bitmoji_ml.export.job as export
 
     def wrong_graph(model, preprocess, path):
         shutil.copy(trained.output, path)
@@ -408,7 +408,7 @@ def test_second_export_moves_the_champion_alias(trained: Trained, second_export)
     assert ("onnx/second.int8.onnx" in logged) is report["int8_champion"]
     assert f"champion: {'int8' if report['int8_champion'] else 'fp32'}" in result.stdout
     # The champion is the image model; the ONNX file inside it is the one the report chose.
-    from bitmoji_ml.tracking.registry import champion_model
+    from bitmoji_ml.tracking.resolve import champion_model
     from bitmoji_ml.tracking.store import Store
 
     registered = champion_model(Store.open(trained.uri), folder=trained.root / "champion")

@@ -11,19 +11,13 @@ import pytest
 import torch
 from random_model import export_network
 
-from bitmoji_ml import quantize
 from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.export import int8 as quantize
+from bitmoji_ml.export.int8 import META_INT8_PARITY, quantize_beside
+from bitmoji_ml.export.int8_gate import MIN_AGREEMENT, Int8Case, Int8Report, champion_decision
 from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model
-from bitmoji_ml.quantize import (
-    META_INT8_PARITY,
-    MIN_AGREEMENT,
-    Int8Case,
-    Int8Report,
-    champion_decision,
-    quantize_beside,
-)
 
 
 def report(same: tuple[int, ...] = (1000, 1084), fp32_ms: float = 0.2, int8_ms: float = 0.1) -> Int8Report:
