@@ -27,11 +27,13 @@ def test_a_folder_in_place_of_the_second_file_leaves_the_first_unchanged(tmp_pat
 def test_a_folder_made_while_the_block_runs_is_found_before_any_rename(tmp_path: Path):
     model, report = tmp_path / "m.onnx", tmp_path / "m.parity.json"
     model.write_bytes(b"old model")
-    with pytest.raises(BitmojiError, match="it is a folder"):
-        with atomic_paths([model, report]) as (model_tmp, report_tmp):
-            model_tmp.write_bytes(b"new model")
-            report_tmp.write_bytes(b"{}")
-            report.mkdir()
+    with (
+        pytest.raises(BitmojiError, match="it is a folder"),
+        atomic_paths([model, report]) as (model_tmp, report_tmp),
+    ):
+        model_tmp.write_bytes(b"new model")
+        report_tmp.write_bytes(b"{}")
+        report.mkdir()
     assert model.read_bytes() == b"old model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.parity.json"]
 
