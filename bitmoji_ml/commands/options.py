@@ -64,7 +64,9 @@ def recipe_parameter(name: str) -> inspect.Parameter:
         if kind is bool
         else f"--{name.replace('_', '-')}"
     )
-    option = typer.Option(flag, help=f"{field.description} (default: {field.default})", show_default=False)
+    default = ("on" if field.default else "off") if kind is bool else field.default
+    text = field.description if declared else f"{field.description} (default: {default})"
+    option = typer.Option(flag, help=text, show_default=False)
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind | None, option], default=None
     )

@@ -188,13 +188,14 @@ def decode(lists_dir: Path, manifest: dict, config: Recipe) -> TrainData:
     started = time.perf_counter()
     data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache, config.all_labelled)
     logger.info(
-        "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads%s",
+        "decoded %d train + %d val images in %.1fs; model %s on %s, %d thread%s%s",
         len(data.train_labels),
         0 if data.val_labels is None else len(data.val_labels),
         time.perf_counter() - started,
         config.model,
         config.device,
         config.threads,
+        "" if config.threads == 1 else "s",
         f" per process, {distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )
     return data
