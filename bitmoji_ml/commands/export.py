@@ -25,7 +25,8 @@ def export_onnx(
     promote: Annotated[
         bool,
         typer.Option(
-            help="Make it @champion even if it is not better than the current one (or not comparable)"
+            "--promote",
+            help="Make it @champion even if it is not better than the current one (or not comparable)",
         ),
     ] = False,
 ) -> None:
