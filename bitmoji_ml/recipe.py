@@ -119,7 +119,9 @@ class Recipe(BaseModel):
             for key, value in values.items():
                 field = cls.model_fields.get(key)
                 if isinstance(value, bool) and field is not None and field.annotation in (int, float):
-                    raise ValueError(f"{key}={value!r}: true/false where a number ({field.annotation.__name__}) is expected")
+                    raise ValueError(
+                        f"{key}={value!r}: true/false where a number ({field.annotation.__name__}) is expected"
+                    )
         return values
 
     @model_validator(mode="after")
