@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.listing import RunRecord
+from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
 
 COMPARED_TAGS = ("model", "device", "parameters", "data_digest", "git_commit", "torch_version")
 EVALUATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
@@ -208,14 +209,16 @@ def runs_table(arranged: Arranged, columns: Sequence[str] = DEFAULT_COLUMNS) -> 
 
 
 def evaluations_table(runs: Sequence[RunRecord]) -> tuple[list[str], list[list[object]]]:
-    """Headers and rows for the evaluation runs: what was scored on what, and how well."""
-    headers = ["run", "name", "evaluated model", "images", *EVALUATION_METRICS]
+    """Headers and rows for the evaluation runs: what was scored on what, how many of the
+    scored images the model trained on ("unknown" when it could not be told), and how well."""
+    headers = ["run", "name", "evaluated model", "images", "trained on", *EVALUATION_METRICS]
     rows = [
         [
             run.run_id[:ID_WIDTH],
             run.name,
             run.tags.get("evaluated_model", "-"),
             _number(run.metrics.get("images"), int),
+            run.tags.get(TRAINING_IMAGES_TAG, "-"),
             *(_number(run.metrics.get(key)) for key in EVALUATION_METRICS),
         ]
         for run in sort_evaluations(runs)
