@@ -208,6 +208,11 @@ def test_evaluation_runs_have_an_experiment_of_their_own(mlflow_store: str, tmp_
     result = CliRunner().invoke(cli.app, ["runs", "--experiment", EXPERIMENT, "--evaluations"])
     assert result.exit_code == 0, result.output
     assert "eval-m.onnx-val" in result.output and "compact-run" not in result.output
+    chosen = CliRunner().invoke(
+        cli.app, ["runs", "--experiment", EXPERIMENT, "--evaluations", logged.run_id[:10]]
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert [line.split()[0] for line in chosen.output.splitlines()[2:-1]] == [logged.run_id[:8]]
     last = result.output.splitlines()[-1]  # it names the experiment the runs are in
     assert (
         last == "1 evaluation run(s) in test-exp-evaluations (and 1 that an older version logged in test-exp)"

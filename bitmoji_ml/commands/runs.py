@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bitmoji_ml import paths
 from bitmoji_ml.commands.options import Experiment, friendly
 from bitmoji_ml.errors import BitmojiError
+
+if TYPE_CHECKING:
+    from bitmoji_ml.tracking.listing import ExperimentRuns
 
 
 @friendly
@@ -74,12 +77,21 @@ def runs(
             typer.echo(f"{table.same} field(s) with the same value in every run not shown: --all-fields")
         return
     if evaluations:
-        _evaluations(found, filter_string)
+        _evaluations(found, ids=ids, filter_string=filter_string)
         return
     _training(found, ids=ids, children=children, parent=parent, columns=shown_columns, store_uri=store.uri)
 
 
-def _training(found, *, ids, children: bool, parent: str | None, columns: list[str], store_uri: str) -> None:
+def _training(
+    found: ExperimentRuns,
+    *,
+    ids: list[str] | None,
+    children: bool,
+    parent: str | None,
+    columns: list[str],
+    store_uri: str,
+) -> None:
+    """The table of training runs (top level, or the tree under `parent`) and a summary line."""
     from bitmoji_ml import comparison
     from bitmoji_ml.report import format_table
 
@@ -98,16 +110,18 @@ def _training(found, *, ids, children: bool, parent: str | None, columns: list[s
     typer.echo("; ".join(notes))
 
 
-def _evaluations(found, filter_string: str | None) -> None:
+def _evaluations(found: ExperimentRuns, *, ids: list[str] | None, filter_string: str | None) -> None:
+    """The table of evaluation runs and the experiment they are in."""
     from bitmoji_ml import comparison
     from bitmoji_ml.report import format_table
 
-    if not found.evaluations:
+    listed = comparison.select_runs(found.evaluations, ids) if ids else found.evaluations
+    if not listed:
         matching = " matching --filter" if filter_string else ""
         raise BitmojiError(
             f"no evaluation runs{matching} in {found.evaluations_experiment!r}: run `bitmoji evaluate`"
         )
-    typer.echo(format_table(*comparison.evaluations_table(found.evaluations)))
+    typer.echo(format_table(*comparison.evaluations_table(listed)))
     older = (
         f" (and {found.legacy_evaluations} that an older version logged in {found.experiment})"
         if found.legacy_evaluations
