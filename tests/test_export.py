@@ -32,6 +32,7 @@ from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export import ExportResult, export_job
 from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.recipe import resolve_recipe
 from bitmoji_ml.training import train_job
 
 EXPERIMENT = "test-exp"
@@ -97,7 +98,9 @@ def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         settings = {"epochs": 1, "batch_size": 16, "threads": 1}
-        train = dataclasses.asdict(train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings))
+        train = dataclasses.asdict(
+            train_job(lists_dir=lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=settings))
+        )
         output = root / "models" / "bitmoji.onnx"
         with logged_lines() as printed:
             result = export_job(output=output, experiment=EXPERIMENT, lists_dir=lists)
