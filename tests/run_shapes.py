@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.recipe import SEARCH_SPACE, Recipe
 from bitmoji_ml.tracking.datasets import RunDatasets
 from bitmoji_ml.tracking.names import CV_FOLD, CV_RUN, RUN_KIND_TAG, TUNE_RUN, TUNE_TRIAL
 from bitmoji_ml.tracking.parents import ParentRun
@@ -62,7 +62,7 @@ def _training(store, experiment_id, name, config, *, parent="", tags=None, world
     return run.run_id
 
 
-def _cv(store: Store, experiment_id: str, config: TrainConfig) -> tuple[str, list[str]]:
+def _cv(store: Store, experiment_id: str, config: Recipe) -> tuple[str, list[str]]:
     from bitmoji_ml.selection.audit import OutOfFold
     from bitmoji_ml.selection.cv import CrossValidation, FoldResult
 
@@ -89,10 +89,9 @@ def _cv(store: Store, experiment_id: str, config: TrainConfig) -> tuple[str, lis
     return parent.run_id, folds
 
 
-def _tune(store: Store, experiment_id: str, config: TrainConfig, folder: Path) -> tuple[str, list[str]]:
+def _tune(store: Store, experiment_id: str, config: Recipe, folder: Path) -> tuple[str, list[str]]:
     import optuna
 
-    from bitmoji_ml.selection.search import SEARCH_SPACE, recipe_values
     from bitmoji_ml.selection.tune import TuneSettings, best_of, log_tune_start
 
     settings = TuneSettings(
@@ -103,7 +102,7 @@ def _tune(store: Store, experiment_id: str, config: TrainConfig, folder: Path) -
         log_tune_start(parent, settings)
         trials = []
         for number, lr in enumerate((0.003, 0.006)):
-            trial_config = dataclasses.replace(config, lr=lr)
+            trial_config = config.replace(lr=lr)
             tags = {RUN_KIND_TAG: TUNE_TRIAL, "optuna_trial": str(number)}
             run_id = _training(
                 store,
@@ -121,7 +120,7 @@ def _tune(store: Store, experiment_id: str, config: TrainConfig, folder: Path) -
                     distributions={"lr": optuna.distributions.FloatDistribution(5e-4, 1e-2, log=True)},
                     value=0.9 + number / 100,
                     user_attrs={
-                        "recipe": recipe_values(trial_config),
+                        "recipe": trial_config.recipe_values(),
                         "metrics": {"val_acc": 0.9 + number / 100, "val_loss": 0.2, "best_epoch": 5},
                         "run_id": run_id,
                     },
@@ -136,18 +135,18 @@ def build_shapes(folder: Path) -> tuple[Store, Shapes]:
     (folder / "mlruns").mkdir(parents=True, exist_ok=True)
     store = Store.open(f"sqlite:///{folder}/mlruns/mlflow.db")
     experiment_id = store.experiment_id(EXPERIMENT)
-    config = TrainConfig(epochs=20)
+    config = Recipe(epochs=20)
     train = _training(store, experiment_id, "hybrid-e20", config, best=0.97)
     with TrainingRun(store, experiment_id=experiment_id, resume_run_id=train) as run:  # --resume --epochs 22
         run.log_start(params={}, tags={}, manifest={}, datasets=NO_DATASETS)
         run.log_resume(changed={"epochs": "22"}, run_name="hybrid-e22")
         run.log_summary(_summary(22, best=0.97))
-    other = _training(store, experiment_id, "hybrid-lr0.01", dataclasses.replace(config, lr=0.01), best=0.95)
+    other = _training(store, experiment_id, "hybrid-lr0.01", config.replace(lr=0.01), best=0.95)
     refit = _training(
         store,
         experiment_id,
         "hybrid-e20-all",
-        dataclasses.replace(config, all_labelled=True),
+        config.replace(all_labelled=True),
         best=None,
         selected=False,
         val=False,
