@@ -73,10 +73,10 @@ def _recorded_lists(recorded: list[TrainingList], lists_dir: Path) -> tuple[list
     for dataset in recorded:
         path = _file_with_digest(dataset.digest, [dataset.source, *beside])
         if path is None:
-            where = dataset.source or "an unknown place"
-            return (
-                [],
-                f"its training list {dataset.name} (digest {dataset.digest}, from {where}) is no longer on disk",
+            places = ", ".join(str(place) for place in [dataset.source, Path(lists_dir)] if place is not None)
+            return [], (
+                f"no file holds its training list {dataset.name} (digest {dataset.digest}) any more "
+                f"(looked in {places})"
             )
         found.append(path)
     return found, ""

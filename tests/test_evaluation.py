@@ -296,9 +296,8 @@ def test_overlap_is_unknown_when_the_training_list_is_gone(
     recorded = [TrainingList("bitmoji-train", "0123456789abcdef", tmp_path / "old" / "train.txt")]
     found = training_overlap(scored, metadata={}, lists_dir=tiny_lists, recorded=recorded)
     assert found.training is None and found.tag == "unknown"
-    assert (
-        "bitmoji-train (digest 0123456789abcdef" in found.message() and "no longer on disk" in found.message()
-    )
+    assert "no file holds its training list bitmoji-train (digest 0123456789abcdef) any more" in found.reason
+    assert found.reason.endswith(f"(looked in {tmp_path / 'old' / 'train.txt'}, {tiny_lists})")
     found = training_overlap(scored, metadata={}, lists_dir=tiny_lists, recorded=[])
     assert found.training is None and "recorded no training dataset" in found.reason
 
