@@ -19,6 +19,7 @@ EVALUATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
 ID_WIDTH = 8
 NAME_WIDTH = 38
 TAG_WIDTH = 12  # digests and commits: enough to tell apart
+VALUE_WIDTH = 48  # a longer value (a tune run's search_space) is cut: the UI shows it whole
 FIELD_PREFIXES = ("params.", "metrics.", "tags.")
 # The accuracy a run is judged by, first one present wins, with what it was measured on:
 # a training run's best epoch on the val list, a cv run's out-of-fold predictions, a tune run's
@@ -242,7 +243,8 @@ class Comparison:
 def _value(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.6g}"
-    return "-" if value is None else str(value)
+    text = "-" if value is None else str(value)
+    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
 
 
 def _param(run: RunRecord, key: str) -> str:

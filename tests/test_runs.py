@@ -300,3 +300,17 @@ def test_compare_uses_the_values_a_resumed_run_trained_with(shapes: Shapes):
     assert fields["params.lr"] == ["0.002", "0.01"]
     assert "params.seed" not in fields and "status" not in fields
     assert result.output.splitlines()[-1].endswith("not shown: --all-fields")
+
+
+def test_compare_cuts_long_values_and_lists_parents_side_by_side(shapes: Shapes):
+    result = CliRunner().invoke(
+        cli.app, ["runs", "--experiment", "shapes", "--compare", shapes.cv, shapes.tune]
+    )
+    assert result.exit_code == 0, result.output
+    fields = {
+        re.split(r"  +", line)[0]: re.split(r"  +", line)[1:] for line in result.output.splitlines()[2:-1]
+    }
+    assert fields["kind"] == ["cv", "tune"]
+    assert fields["metrics.oof_acc"] == ["0.75", "-"]
+    space = fields["params.search_space"][1]  # a repr of the whole search space, hundreds of characters
+    assert len(space) == comparison.VALUE_WIDTH and space.endswith("…")
