@@ -107,6 +107,20 @@ def test_an_unreachable_tracking_server_is_reported_in_whole_words(monkeypatch: 
     )
 
 
+def test_a_sqlite_store_that_cannot_be_opened_fails_at_once(tmp_path: Path):
+    """MLflow retries such a file for about two minutes; the store opens it itself first."""
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BitmojiError) as raised:
+        Store.open(f"sqlite:///{tmp_path}/a-file/mlflow.db")  # a folder that is a file
+    assert str(raised.value).startswith(
+        f"cannot use the MLflow tracking store 'sqlite:///{tmp_path}/a-file/mlflow.db': "
+    )
+    assert "File exists" in str(raised.value) or "Not a directory" in str(raised.value)
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(BitmojiError, match="unable to open database file"):
+        Store.open(f"sqlite:///{tmp_path}/folder.db")  # a database path that is a folder
+
+
 def test_experiment_without_create_is_a_no_runs_yet_error(mlflow_store: str):
     with pytest.raises(BitmojiError, match="no runs yet"):
         Store.open().experiment_id("absent", create=False)

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -64,6 +65,18 @@ def failure_reason(error: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
+def _open_sqlite_file(uri: str) -> None:
+    """For a SQLite store, open (or create) the database file once: MLflow retries a file it
+    cannot open for about two minutes before it says so."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return
+    path = Path(unquote(uri[len(SQLITE_PREFIX) :].split("?")[0]))
+    if str(path) in ("", ":memory:"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+    sqlite3.connect(path).close()
+
+
 @dataclasses.dataclass(frozen=True)
 class Store:
     """An MLflow tracking store and a client bound to it (the registry lives in the same store)."""
@@ -83,6 +96,7 @@ class Store:
         if uri == paths.DEFAULT_TRACKING_URI:
             paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
         try:
+            _open_sqlite_file(uri)
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_experiments(max_results=1)
         except Exception as error:  # any failure to reach or open the store
