@@ -29,7 +29,7 @@ from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.evaluations import EvaluationRun
-    from bitmoji_ml.tracking.registry import ResolvedModel
+    from bitmoji_ml.tracking.resolve import ResolvedModel
     from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
@@ -117,16 +117,16 @@ def _resolve_model(
     model: Path | None, run_id: str | None, folder: Path, store: Store | None
 ) -> ResolvedModel:
     """--model, else --run-id's export, else the registry's @champion."""
-    from bitmoji_ml.tracking import registry
+    from bitmoji_ml.tracking import resolve
     from bitmoji_ml.tracking.store import Store
 
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
-        return registry.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+        return resolve.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
-        return registry.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
-    return registry.champion_model(store or Store.open(), folder=folder)
+        return resolve.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
+    return resolve.champion_model(store or Store.open(), folder=folder)
 
 
 def evaluate_job(

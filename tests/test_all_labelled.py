@@ -13,9 +13,9 @@ import cli
 from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.data.lists import read_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export.job import export_job
 from bitmoji_ml.recipe import resolve_recipe
-from bitmoji_ml.tracking.registry import best_logged_checkpoint
+from bitmoji_ml.tracking.ranking import best_logged_checkpoint
 from bitmoji_ml.tracking.store import Store
 from bitmoji_ml.training import train_job
 

@@ -22,7 +22,7 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import read_manifest, write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.names import CHECKPOINT_MODEL_TYPE
-from bitmoji_ml.tracking.registry import best_logged_checkpoint
+from bitmoji_ml.tracking.ranking import best_logged_checkpoint
 from bitmoji_ml.tracking.runs import TrainingRun
 from bitmoji_ml.tracking.store import TRACKING_URI_ENV, Store
 
@@ -222,7 +222,7 @@ def test_export_ranks_only_checkpoints_scored_on_the_current_val_list(
         best_logged_checkpoint(store, experiment=EXPERIMENT, lists_dir=lists, folder=tmp_path / "none")
 
     scored_on_current_list = log_checkpoint(store, lists=lists, val_acc=0.80, folder=tmp_path)
-    with captured("bitmoji_ml.tracking.registry") as messages:
+    with captured("bitmoji_ml.tracking.ranking") as messages:
         best = best_logged_checkpoint(store, experiment=EXPERIMENT, lists_dir=lists, folder=tmp_path / "best")
     assert best.run_id == scored_on_current_list != scored_on_old_list
     assert best.path.read_bytes() == b"scored 0.8"

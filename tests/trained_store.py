@@ -60,7 +60,7 @@ def exported_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) 
     """The shared store with its first run exported to ONNX and registered as @champion."""
     store = trained_store(tmp_path_factory, template_db)
     if store.onnx is None:
-        from bitmoji_ml.export import export_job
+        from bitmoji_ml.export.job import export_job
         from bitmoji_ml.tracking.store import Store
 
         onnx = Path(store.uri[len("sqlite:///") :]).parent.parent / "m.onnx"
