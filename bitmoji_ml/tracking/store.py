@@ -160,7 +160,7 @@ class Store:
     def process_default(self) -> Iterator[None]:
         """Make this store MLflow's process-wide tracking URI for the duration of the block,
         then restore the previous state. Only for MLflow code that ignores the client's URI
-        (see registry.register_champion and `download`).
+        (see registration.register_version and `download`).
 
         Public API only: $MLFLOW_TRACKING_URI is what MLflow reads when nobody called
         `mlflow.set_tracking_uri`; when someone did (a user's own code), that value wins over
