@@ -49,14 +49,14 @@ def audit(
     ] = None,
     top: Annotated[int, typer.Option(help="Issues to print and draw")] = 24,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Folder to also keep label_issues.csv and .png in")
-    ] = None,
+        Path, typer.Option("--output", help="Folder to write label_issues.csv and label_issues.png in")
+    ] = paths.AUDIT_DIR,
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
     """List the labelled images whose labels are likely wrong, from a cv run.
 
     cleanlab ranks the images by a cv run's out-of-fold predictions; label_issues.csv and
-    label_issues.png are logged to that run."""
+    label_issues.png are written to --output and logged to that run."""
     from bitmoji_ml.data.labels import CLASS_NAMES
     from bitmoji_ml.report import format_table
     from bitmoji_ml.selection.audit_job import audit_job
@@ -81,12 +81,10 @@ def audit(
     typer.echo(format_table(headers, rows))
     typer.echo(
         f"{len(result.issues)} label issue(s) flagged by cleanlab among {result.images} images (run "
-        f"{result.run_id}), then the least trusted other labels. Look at label_issues.png; list the "
-        "ones you judge wrong in a CSV with an image_id column (label_issues.csv holds the flagged "
+        f"{result.run_id}), then the least trusted other labels. Look at {result.faces_png}; list the "
+        f"ones you judge wrong in a CSV with an image_id column ({result.issues_csv} holds the flagged "
         "ones), then `bitmoji prepare --exclude FILE`"
     )
-    for path in result.written:
-        typer.echo(f"wrote {path}")
 
 
 @friendly
