@@ -62,7 +62,9 @@ def test_no_dataset_under_ci_fails(tmp_path: Path, no_data_settings, monkeypatch
         find_real_data(None, root=tmp_path).require()
 
 
-def test_a_named_folder_that_is_missing_or_not_the_dataset_fails(tmp_path: Path, no_data_settings, monkeypatch):
+def test_a_named_folder_that_is_missing_or_not_the_dataset_fails(
+    tmp_path: Path, no_data_settings, monkeypatch
+):
     monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "typo"))
     with pytest.raises(pytest.fail.Exception, match="typo"):
         find_real_data(None).require()
