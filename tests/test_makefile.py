@@ -55,6 +55,8 @@ def test_a_reinstall_does_not_prepare_again(project: Path):
     commands = plan(project, "train")
     assert any("pip install" in line for line in commands)
     assert not [line for line in commands if "bitmoji prepare" in line]
+    # The install ends by saying how `bitmoji` gets on PATH for the README's commands.
+    assert "source .venv/bin/activate" in commands[commands.index("touch .venv/.install-stamp") + 1]
 
 
 def test_the_quick_target_leaves_out_the_slow_tests_and_test_runs_all(project: Path):
