@@ -330,6 +330,7 @@ def torchrun_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_tem
     )
 
 
+@pytest.mark.slow
 def test_a_torchrun_job_is_one_mlflow_run_with_its_params_and_epoch_metrics(torchrun_job: TorchrunJob):
     assert torchrun_job.status == "FINISHED"
     params = torchrun_job.params
@@ -343,6 +344,7 @@ def test_a_torchrun_job_is_one_mlflow_run_with_its_params_and_epoch_metrics(torc
     assert len(re.findall(r"epoch +1/3", torchrun_job.output)) == 1
 
 
+@pytest.mark.slow
 def test_the_ranks_train_disjoint_shards_that_cover_the_training_set(torchrun_job: TorchrunJob):
     first, second = torchrun_job.ranks
     assert (first["rank"], second["rank"], first["world_size"]) == (0, 1, 2)
@@ -354,6 +356,7 @@ def test_the_ranks_train_disjoint_shards_that_cover_the_training_set(torchrun_jo
     assert first["shards"][1] != first["shards"][2]  # a new order every epoch
 
 
+@pytest.mark.slow
 def test_weights_buffers_and_weight_average_are_identical_on_every_rank(torchrun_job: TorchrunJob):
     first, second = torchrun_job.ranks
     for part in ("model", "ema"):
@@ -365,6 +368,7 @@ def test_weights_buffers_and_weight_average_are_identical_on_every_rank(torchrun
     assert running and all(value.abs().sum() > 0 for value in running)
 
 
+@pytest.mark.slow
 def test_a_torchrun_checkpoint_loads_and_exports_in_one_process(torchrun_job: TorchrunJob, tmp_path: Path):
     last = read_checkpoint(torchrun_job.last)
     assert last["world_size"] == 2
@@ -384,6 +388,7 @@ def test_a_torchrun_checkpoint_loads_and_exports_in_one_process(torchrun_job: To
     assert exported.report.passed and (tmp_path / "ddp.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_a_torchrun_run_resumes_in_one_process(torchrun_job: TorchrunJob, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", torchrun_job.uri)
     resumed = train_job(
@@ -473,6 +478,7 @@ def killed_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_templ
 KILLED_JOB_FLAGS = ["--batch-size", "8", "--image-size", "32", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_killing_one_rank_ends_the_job_and_its_run_with_a_clear_message(killed_job: KilledJob):
     assert killed_job.exit_code == 1
     assert killed_job.status in ("FAILED", "KILLED")
@@ -483,6 +489,7 @@ def test_killing_one_rank_ends_the_job_and_its_run_with_a_clear_message(killed_j
     assert killed_job.last_epoch >= 2  # read back whole: the checkpoint stayed usable
 
 
+@pytest.mark.slow
 def test_the_killed_run_resumes_on_two_processes(killed_job: KilledJob):
     done, run_id = killed_job.last_epoch, killed_job.run_id
     command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--resume", "--run-id", run_id]

@@ -80,6 +80,7 @@ def served(tmp_path_factory, mlflow_store_template, monkeypatch, tmp_path: Path)
     assert_nothing_listens(port)
 
 
+@pytest.mark.slow
 def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_path: Path):
     found, port = served
     files = face_files(tmp_path / "faces", 3, corrupt=1)
@@ -116,6 +117,7 @@ def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_p
     assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
 
 
+@pytest.mark.slow
 def test_curl_line_is_a_working_request(served, tmp_path: Path):
     found, port = served
     (face,) = face_files(tmp_path / "faces", 1, corrupt=0)
@@ -133,6 +135,7 @@ def test_curl_line_is_a_working_request(served, tmp_path: Path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_bitmoji_serve_stops_its_whole_process_group(
     tmp_path_factory, mlflow_store_template, tmp_path: Path, stop
