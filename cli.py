@@ -552,7 +552,7 @@ def predict(
     actors: Annotated[int, typer.Option(help="--engine ray: model actors")] = 1,
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow)."""
-    from bitmoji_ml.inference import PREDICT_BATCH
+    from bitmoji_ml.serving.folder_engine import PREDICT_BATCH
 
     batch_size = PREDICT_BATCH if batch_size is None else batch_size
     if engine == "ray":
@@ -563,7 +563,13 @@ def predict(
     from bitmoji_ml.console import progress
     from bitmoji_ml.data.labels import predicted_classes
     from bitmoji_ml.files import write_text_atomic
-    from bitmoji_ml.inference import OnnxModel, find_images, kaggle_csv, predict_paths, predictions_csv
+    from bitmoji_ml.serving.folder_engine import (
+        OnnxModel,
+        find_images,
+        kaggle_csv,
+        predict_paths,
+        predictions_csv,
+    )
 
     # Each thread decodes a batch and runs a one-thread onnxruntime pass on it: `threads` busy
     # cores and no stage waiting on another (measured faster than a decode pool feeding one
@@ -599,7 +605,7 @@ def predict_ray(
     source: str, model: Path, output: Path, batch_size: int, address: str | None, actors: int, strict: bool
 ) -> None:
     """`bitmoji predict --engine ray`: Ray Data + an actor pool, to a Parquet dataset."""
-    from bitmoji_ml.ray_engine import predict_with_ray
+    from bitmoji_ml.serving.ray_engine import predict_with_ray
 
     if output == paths.PREDICTIONS_CSV:
         output = output.with_suffix(".parquet")
@@ -723,7 +729,7 @@ def ui(
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
     """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP."""
-    from bitmoji_ml import serving
+    from bitmoji_ml.serving import processes as serving
     from bitmoji_ml.tracking.names import evaluation_experiment
     from bitmoji_ml.tracking.store import Store
 
@@ -754,7 +760,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
 ) -> None:
     """Serve the registered image model over REST on 127.0.0.1 until Ctrl-C (prints a curl line)."""
-    from bitmoji_ml.model_server import serve_model
+    from bitmoji_ml.serving.model_server import serve_model
     from bitmoji_ml.tracking.store import tracking_uri
 
     stopped = serve_model(store_uri=tracking_uri(), model_uri=model_uri, port=port, workers=workers)

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml import model_server, serving
-from bitmoji_ml.inference import find_images
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving import model_server
+from bitmoji_ml.serving import processes as serving
+from bitmoji_ml.serving.folder_engine import find_images
 from bitmoji_ml.tracking.store import tracking_uri
 
 REQUEST_TIMEOUT = 60

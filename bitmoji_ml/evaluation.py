@@ -262,7 +262,7 @@ def evaluate_job(
     default the lists' validation list), keep the plots in `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
-    from bitmoji_ml.inference import OnnxModel
+    from bitmoji_ml.serving.onnx_model import OnnxModel
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")

@@ -26,7 +26,10 @@ from bitmoji_ml.data.labels import CLASS_NAMES, predicted_classes
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import check_writable, write_files_atomic
-from bitmoji_ml.inference import (
+from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.quantize import quantize_beside
+from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.onnx_model import (
     INPUT_NAME,
     LOGITS_OUTPUT,
     META_CLASS_NAMES,
@@ -35,9 +38,6 @@ from bitmoji_ml.inference import (
     PROB_OUTPUT,
     OnnxModel,
 )
-from bitmoji_ml.models.normalize import Classifier
-from bitmoji_ml.quantize import quantize_beside
-from bitmoji_ml.report import format_table
 from bitmoji_ml.training.evaluate import predict_probabilities
 
 if TYPE_CHECKING:

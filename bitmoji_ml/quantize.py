@@ -25,8 +25,8 @@ from bitmoji_ml.data.labels import predicted_classes
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_paths
-from bitmoji_ml.inference import INPUT_NAME, OnnxModel
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.onnx_model import INPUT_NAME, OnnxModel
 
 log = logging.getLogger(__name__)
 

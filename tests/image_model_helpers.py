@@ -4,6 +4,7 @@ corrupt file, and the reference probabilities from `bitmoji predict`'s code path
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 from trained_store import exported_store
 
-REAL_FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "bitmoji" / "trainimages"
+# As the CLI finds the dataset: $BITMOJI_DATA first, else ../shared/bitmoji beside the checkout.
+DATA = os.environ.get("BITMOJI_DATA") or Path(__file__).resolve().parent.parent.parent / "shared" / "bitmoji"
+REAL_FACES = Path(DATA) / "trainimages"
 CHAMPION_URI = "models:/bitmoji-gender@champion"
 
 
@@ -56,7 +59,8 @@ def face_files(folder: Path, count: int, corrupt: int = 1) -> list[Path]:
 
 def reference_probabilities(onnx: Path, paths: list[Path]) -> dict[str, float]:
     """P(male) per file name from the code `bitmoji predict` runs (skipped files left out)."""
-    from bitmoji_ml.inference import OnnxModel, predict_paths
+    from bitmoji_ml.serving.folder_engine import predict_paths
+    from bitmoji_ml.serving.onnx_model import OnnxModel
 
     result = predict_paths(OnnxModel.load(onnx, 1), paths, batch_size=64, workers=1)
     return {path.name: float(prob) for path, prob in zip(result.paths, result.prob_male, strict=True)}

@@ -123,7 +123,7 @@ def test_a_bad_row_does_not_fail_its_batch(tmp_path_factory, mlflow_store_templa
 def test_settings_come_from_the_environment_and_unknown_keys_fail(monkeypatch):
     import pytest
 
-    from bitmoji_ml.inference_pyfunc import CONFIG_ENV, DEFAULT_CONFIG, model_settings
+    from bitmoji_ml.serving.image_model import CONFIG_ENV, DEFAULT_CONFIG, model_settings
 
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     assert model_settings() == DEFAULT_CONFIG

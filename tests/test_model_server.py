@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from image_model_helpers import assert_rows_match, champion, face_files, reference_probabilities
 
-from bitmoji_ml import model_server, serving
+from bitmoji_ml.serving import model_server
+from bitmoji_ml.serving import processes as serving
 
 HOST = "127.0.0.1"
 

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import inference
 from bitmoji_ml.data.images import Preprocess, decode_image
-from bitmoji_ml.inference import OnnxModel, find_images, ordered_batches, predict_paths
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.serving.folder_engine import find_images, ordered_batches, predict_paths
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 runner = CliRunner()
 BAD = {"03-truncated.jpg", "07-empty.jpg", "11-text.jpg", "12-corrupt.png"}

@@ -14,7 +14,6 @@ from random_model import export_network
 from bitmoji_ml import quantize
 from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model
 from bitmoji_ml.quantize import (
     META_INT8_PARITY,
@@ -24,6 +23,7 @@ from bitmoji_ml.quantize import (
     champion_decision,
     quantize_beside,
 )
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 
 def report(same: tuple[int, ...] = (1000, 1084), fp32_ms: float = 0.2, int8_ms: float = 0.1) -> Int8Report:

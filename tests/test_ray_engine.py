@@ -12,7 +12,7 @@ from image_model_helpers import champion, face_files
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml.ray_engine import predict_with_ray
+from bitmoji_ml.serving.ray_engine import predict_with_ray
 
 
 def plain_predict_csv(folder: Path, model: Path, output: Path) -> dict[str, float]:

@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bitmoji_ml import serving
 from bitmoji_ml.config import config_from_dict
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.serving import processes as serving
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.inference_pyfunc import CONFIG_ENV
 from bitmoji_ml.serving import (
     HOST,
     ServerExit,
@@ -22,6 +21,7 @@ from bitmoji_ml.serving import (
     run_in_foreground,
     wait_until_answering,
 )
+from bitmoji_ml.serving.image_model import CONFIG_ENV
 
 logger = logging.getLogger(__name__)
 

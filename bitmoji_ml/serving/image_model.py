@@ -15,8 +15,8 @@ import os
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from bitmoji_ml.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_bytes
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_bytes
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 ONNX_ARTIFACT = "onnx_model"
 # Settings, as JSON in $BITMOJI_IMAGE_MODEL_CONFIG (read when the model loads; `bitmoji serve`

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bitmoji_ml.data.images import ImageError, decode_image_bytes
 from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 IMAGE_COLUMN = "image"
 OUTPUT_COLUMNS = ("prob_male", "is_male", "error")

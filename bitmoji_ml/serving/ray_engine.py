@@ -33,7 +33,7 @@ class OnnxActor:
     shared file system) and scores batches of Ray's binary-file rows."""
 
     def __init__(self, model_bytes: bytes) -> None:
-        from bitmoji_ml.inference import OnnxModel
+        from bitmoji_ml.serving.onnx_model import OnnxModel
 
         with tempfile.TemporaryDirectory(prefix="bitmoji-ray-") as folder:
             path = Path(folder) / "model.onnx"
@@ -41,7 +41,7 @@ class OnnxActor:
             self.model = OnnxModel.load(path, threads=1)  # one intra-op thread per actor
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from bitmoji_ml.image_batch import predict_image_bytes
+        from bitmoji_ml.serving.image_batch import predict_image_bytes
 
         # Arrow-backed binary columns become plain Python bytes.
         scored = predict_image_bytes(self.model, batch["bytes"].astype(object).tolist())
@@ -113,7 +113,7 @@ def predict_with_ray(
 
     if actors < 1:
         raise BitmojiError("--actors must be at least 1")
-    from bitmoji_ml.inference import OnnxModel
+    from bitmoji_ml.serving.onnx_model import OnnxModel
 
     OnnxModel.load(model, threads=1)  # a missing or unusable model fails here, before Ray starts
     if "://" not in source and not Path(source).exists():
