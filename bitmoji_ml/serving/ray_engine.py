@@ -1,8 +1,10 @@
-"""`bitmoji predict SOURCE --engine ray`: Ray Data reads the image files (any path or URI it
-reads), a pool of actors runs the project's decode and the ONNX model (loaded once per actor,
-one onnxruntime thread each), and the rows go to a Parquet dataset: path, prob_male, is_male,
-error. Runs locally (Ray starts itself) or on a cluster (`--ray-address auto` under `ray job
-submit`). Imported only for `--engine ray`, so plain `bitmoji predict` never imports Ray."""
+"""`bitmoji predict SOURCE --engine ray`: Ray Data reads the image files (the listing of a
+local folder, or any URI it reads), a pool of actors runs the project's decode and the ONNX
+model (loaded once per actor, one onnxruntime thread each), and the rows go to a Parquet
+dataset: path, prob_male, is_male, error (an unreadable file keeps its row, with its error and
+no prediction). Runs locally (Ray starts itself) or on a cluster (`--ray-address auto` under
+`ray job submit`). Imported only for `--engine ray`, so plain `bitmoji predict` never imports
+Ray."""
 
 from __future__ import annotations
 
@@ -51,11 +53,13 @@ class OnnxActor:
 
 @dataclasses.dataclass(frozen=True)
 class RayPrediction:
-    """What `predict_with_ray` wrote."""
+    """What `predict_with_ray` wrote: one row per image file, `skipped` the (path, error) of the
+    rows without a prediction."""
 
     output: str
     rows: int
-    errors: int
+    male: int
+    skipped: list[tuple[str, str]]
     seconds: float
 
 
@@ -75,12 +79,15 @@ def _start_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-def _write(*, source: str, model_bytes: bytes, output: str, actors: int, batch_size: int) -> None:
+def _score(*, files: str | list[str], model_bytes: bytes, actors: int, batch_size: int):
+    """The scored rows, materialized: path, prob_male, is_male, error per file (small: the
+    image bytes are dropped by the actors), so they can be counted before anything is written."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    images = ray.data.read_binary_files(source, include_paths=True, file_extensions=_file_extensions())
+    extensions = _file_extensions() if isinstance(files, str) else None  # a listing is already filtered
+    images = ray.data.read_binary_files(files, include_paths=True, file_extensions=extensions)
     scored = images.map_batches(
         OnnxActor,
         fn_constructor_kwargs={"model_bytes": model_bytes},
@@ -89,16 +96,48 @@ def _write(*, source: str, model_bytes: bytes, output: str, actors: int, batch_s
         batch_size=batch_size,
         batch_format="pandas",
     )
-    scored.write_parquet(output)
+    return scored.materialize()
 
 
-def _is_local(output: str) -> bool:
+def is_local(output: str) -> bool:
     return "://" not in output
+
+
+def check_replaceable(output: Path) -> None:
+    """Refuse, before any work, an existing `output` that is not a Parquet dataset: replacing it
+    would delete a file or a folder of other files (the plain engine never replaces a folder)."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise BitmojiError(f"cannot write {output}: it is a file, not a Parquet dataset folder")
+    others = sorted(entry.name for entry in output.iterdir() if entry.suffix != ".parquet")
+    if others:
+        shown = ", ".join(others[:5]) + (f" (and {len(others) - 5} more)" if len(others) > 5 else "")
+        raise BitmojiError(
+            f"cannot write {output}: it holds files that are not Parquet ({shown}) and replacing it "
+            "would remove them; choose a new folder"
+        )
+
+
+def _write(scored, output: str) -> None:
+    """A local output is written beside itself and renamed into place (an earlier dataset is
+    replaced whole); a remote one is written where it is."""
+    if not is_local(output):
+        scored.write_parquet(output)
+        return
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        scored.write_parquet(str(staging))
+        swap_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def predict_with_ray(
     *,
-    source: str,
+    files: str | list[str],
     model: Path,
     output: str,
     address: str | None = None,
@@ -107,8 +146,10 @@ def predict_with_ray(
     num_cpus: int | None = None,
     strict: bool = False,
 ) -> RayPrediction:
-    """Score every image file under `source` into the Parquet dataset `output`. A local output
-    is written beside itself and renamed into place; Ray is always shut down."""
+    """Score `files` (a list of image files, or a URI Ray reads with its sub-folders) into the
+    Parquet dataset `output`. The rows are counted before anything is written, so `strict` (any
+    unreadable file) and "nothing readable" write nothing, local or remote. Ray is always shut
+    down, and no temporary folder outlives the call."""
     import ray
 
     if actors < 1:
@@ -116,40 +157,28 @@ def predict_with_ray(
     from bitmoji_ml.serving.onnx_model import OnnxModel
 
     OnnxModel.load(model, threads=1)  # a missing or unusable model fails here, before Ray starts
-    if "://" not in source and not Path(source).exists():
-        raise BitmojiError(f"{source} does not exist")
+    if is_local(output):
+        check_replaceable(Path(output))
     started = time.perf_counter()
-    target = output
-    if _is_local(output):
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        target = tempfile.mkdtemp(prefix=f".{Path(output).name}.", dir=Path(output).parent)
-    _start_ray(address, num_cpus)
     try:
-        _write(
-            source=source,
-            model_bytes=Path(model).read_bytes(),
-            output=target,
-            actors=actors,
-            batch_size=batch_size,
+        _start_ray(address, num_cpus)
+        scored = _score(
+            files=files, model_bytes=Path(model).read_bytes(), actors=actors, batch_size=batch_size
         )
-    except BaseException:
-        if _is_local(output):
-            shutil.rmtree(target, ignore_errors=True)
-        raise
+        rows = scored.select_columns(["path", "is_male", "error"]).to_pandas()
+        skipped = [(path, error) for path, error in zip(rows["path"], rows["error"], strict=True) if error]
+        for path, error in skipped:  # as the plain engine does, before a --strict refusal too
+            logger.warning("skipped %s: %s", path, error)
+        if len(rows) and len(skipped) == len(rows):
+            raise BitmojiError(
+                f"none of the {len(rows)} image file(s) could be read; {output} was not written"
+            )
+        if strict and skipped:
+            raise BitmojiError(
+                f"--strict: {len(skipped)} file(s) could not be read; {output} was not written"
+            )
+        _write(scored, output)
     finally:
         ray.shutdown()
-    rows, errors = _count(target) if _is_local(output) else (-1, -1)
-    if _is_local(output):
-        if strict and errors:  # a failed strict run writes nothing
-            shutil.rmtree(target, ignore_errors=True)
-            raise BitmojiError(f"--strict: {errors} file(s) could not be read; {output} was not written")
-        swap_folder(Path(target), Path(output))
-    return RayPrediction(output, rows, errors, time.perf_counter() - started)
-
-
-def _count(folder: str) -> tuple[int, int]:
-    """Rows and rows with an error in a local Parquet dataset."""
-    import pyarrow.parquet as pq
-
-    errors = pq.read_table(folder, columns=["error"]).column("error").to_pylist()
-    return len(errors), sum(1 for error in errors if error)
+    male = int((rows["is_male"] == 1).sum())
+    return RayPrediction(output, len(rows), male, skipped, time.perf_counter() - started)
