@@ -84,10 +84,10 @@ def load(*, url: str, body: bytes, clients: int, seconds: float) -> tuple[list[f
 def run(args: argparse.Namespace) -> list[list]:
     faces = find_images(args.faces or resolve_data_dir() / "testimages")[:64]
     port = free_port()
-    command = model_server.serve_command(model_uri=args.model_uri, port=port, workers=args.workers)
+    command = model_server.serve_command(port=port, workers=args.workers)
     process = serving.start_process_group(
         command,
-        env=model_server.serve_environment(store_uri=tracking_uri()),
+        env=model_server.serve_environment(store_uri=tracking_uri(), model_uri=args.model_uri),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
