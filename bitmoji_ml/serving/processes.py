@@ -1,4 +1,4 @@
-"""Local servers the CLI runs in the foreground: the MLflow UI today, `mlflow models serve` next.
+"""Local servers the CLI runs in the foreground: the MLflow UI, the model server, torchrun.
 
 A server command runs in its own process group on 127.0.0.1 until it exits. Whatever stops
 `bitmoji` (Ctrl-C, SIGTERM from a supervisor or `kill`, SIGHUP from a closed terminal) stops the
