@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it re-wraps text to the terminal and shows no <bool> placeholder for flags.
+    rich_markup_mode=None,
 )
 
 

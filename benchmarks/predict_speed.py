@@ -51,7 +51,7 @@ def export_model(name: str, checkpoint: Path | None, work: Path) -> Path:
     import torch
 
     from bitmoji_ml.checkpoints import save_checkpoint
-    from bitmoji_ml.export import export_job
+    from bitmoji_ml.export.job import export_job
     from bitmoji_ml.models import create_model, model_spec
 
     if checkpoint is None:

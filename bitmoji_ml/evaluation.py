@@ -1,8 +1,9 @@
 """`bitmoji evaluate`: score an exported ONNX model on a labelled set, draw the plots, and log
 the result as an MLflow evaluation run.
 
-Metrics come from scikit-learn on class indices (1 = male, the positive class) and P(male).
-Prediction goes through onnxruntime, never torch.
+Metrics are metrics.py's (scikit-learn), the set is labelled_set.py's, and whether the model
+trained on the scored images is training_overlap.py's. Prediction goes through onnxruntime,
+never torch.
 """
 
 from __future__ import annotations
@@ -17,131 +18,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn import metrics as sk
 
 from bitmoji_ml import paths
 from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classes
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.labelled_set import LabelledSet, read_labelled
+from bitmoji_ml.metrics import classification_metrics, confusion_matrix, metrics_table, roc_curve
+from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
+from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.evaluations import EvaluationRun
-    from bitmoji_ml.tracking.registry import ResolvedModel
+    from bitmoji_ml.tracking.resolve import ResolvedModel
     from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
 
-LOG_LOSS_EPSILON = 1e-7  # float32 probabilities reach exactly 0 or 1; clip before the log
 GRID_FACES = 24
 BATCH = 256
-CLASSES = [0, 1]  # female, male: stated so a one-class set still gives a 2x2 matrix
 PLOT_FILES = ("confusion_matrix.png", "roc_curve.png", "probability_histogram.png", "faces.png")
-
-
-# --- metrics (scikit-learn) -----------------------------------------------------------------
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """2x2 counts, rows = true class, columns = predicted class (index 0 female, 1 male)."""
-    return sk.confusion_matrix(labels, predicted, labels=CLASSES)
-
-
-def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Share of correct predictions."""
-    return float(sk.accuracy_score(labels, predicted))
-
-
-def precision(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Of the faces called male, the share that are male (0 when none is called male)."""
-    return float(sk.precision_score(labels, predicted, labels=CLASSES, zero_division=0))
-
-
-def recall(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Of the male faces, the share called male (0 when there are none)."""
-    return float(sk.recall_score(labels, predicted, labels=CLASSES, zero_division=0))
-
-
-def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Harmonic mean of precision and recall (0 when both are 0)."""
-    return float(sk.f1_score(labels, predicted, labels=CLASSES, zero_division=0))
-
-
-def roc_auc(labels: np.ndarray, prob_male: np.ndarray) -> float:
-    """Area under the ROC curve: the chance that a random male face scores above a random
-    female one, ties counting half. NaN when the set holds a single class."""
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(sk.roc_auc_score(labels, prob_male))
-
-
-def roc_curve(labels: np.ndarray, prob_male: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) from (0, 0) to (1, 1), one point per distinct
-    score, thresholds falling."""
-    fpr, tpr, _ = sk.roc_curve(labels, prob_male, pos_label=1, drop_intermediate=False)
-    return fpr, tpr
-
-
-def log_loss(labels: np.ndarray, prob_male: np.ndarray, epsilon: float = LOG_LOSS_EPSILON) -> float:
-    """Mean binary cross-entropy, probabilities clipped to [epsilon, 1 - epsilon]."""
-    prob = np.clip(np.asarray(prob_male, dtype=np.float64), epsilon, 1 - epsilon)
-    return float(sk.log_loss(labels, prob, labels=CLASSES))
-
-
-def classification_metrics(labels: np.ndarray, prob_male: np.ndarray) -> dict[str, float]:
-    """Every scalar `evaluate` reports, under the names it logs to MLflow."""
-    predicted = predicted_classes(prob_male)
-    return {
-        "accuracy": accuracy(labels, predicted),
-        "precision": precision(labels, predicted),
-        "recall": recall(labels, predicted),
-        "f1": f1(labels, predicted),
-        "roc_auc": roc_auc(labels, prob_male),
-        "log_loss": log_loss(labels, prob_male),
-        "images": float(len(labels)),
-        "misclassified": float((predicted != np.asarray(labels)).sum()),
-    }
-
-
-# --- the labelled set ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class LabelledSet:
-    """Images with class indices, the file they came from and a short name for run names."""
-
-    paths: list[Path]
-    labels: np.ndarray
-    source: Path
-    name: str
-
-
-def read_labelled(labels_file: Path, images_dir: Path | None = None) -> LabelledSet:
-    """A `prepare` list (`<path> <0|1>`) or, for a .csv, a train.csv-format file whose images
-    are in `images_dir` [default: trainimages/ beside the CSV, else the CSV's folder]."""
-    from bitmoji_ml.data.dataset import TRAIN_IMAGES, read_labels
-    from bitmoji_ml.data.lists import read_list
-
-    labels_file = Path(labels_file)
-    if labels_file.suffix.lower() == ".csv":
-        if images_dir is None:
-            beside = labels_file.parent / TRAIN_IMAGES
-            images_dir = beside if beside.is_dir() else labels_file.parent
-        samples = read_labels(labels_file, Path(images_dir))
-        entries = [(sample.path, sample.label) for sample in samples]
-    else:
-        if not labels_file.is_file():
-            raise BitmojiError(f"list {labels_file} not found: run `bitmoji prepare` or pass --labels")
-        entries = read_list(labels_file)
-    missing = [str(path) for path, _ in entries if not path.is_file()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
-        hint = " (pass --images for the CSV's image folder)" if labels_file.suffix.lower() == ".csv" else ""
-        raise BitmojiError(f"{len(missing)} image(s) of {labels_file} not found{hint}: {shown}")
-    return LabelledSet(
-        [path for path, _ in entries],
-        np.array([label for _, label in entries], dtype=int),
-        labels_file,
-        labels_file.stem,
-    )
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -202,47 +97,36 @@ def write_files(
     return [*written, folder / "metrics.json", folder / "predictions.csv"]
 
 
-def metrics_table(metrics: dict[str, float], matrix: np.ndarray) -> str:
-    """The metrics, then the confusion matrix, as terminal tables."""
-    from bitmoji_ml.report import format_table
-
-    names = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-    scores = format_table(["metric", "value"], [[name, metrics[name]] for name in names])
-    confusion = format_table(
-        ["true \\ predicted", *CLASS_NAMES],
-        [[CLASS_NAMES[row], *(int(count) for count in matrix[row])] for row in range(2)],
-    )
-    return f"{scores}\n\n{confusion}"
-
-
 # --- the job -------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class EvaluationResult:
-    """What `evaluate_job` measured, the files it kept (only with `output_dir`) and the
-    evaluation run it logged (None with `log_run=False`)."""
+    """What `evaluate_job` measured, the files it kept (only with `output_dir`), the
+    evaluation run it logged (None with `log_run=False`) and how many of the scored images the
+    model trained on."""
 
     metrics: dict[str, float]
     confusion_matrix: np.ndarray
     files: list[Path]
     run_id: str | None
+    overlap: TrainingOverlap
 
 
 def _resolve_model(
     model: Path | None, run_id: str | None, folder: Path, store: Store | None
 ) -> ResolvedModel:
     """--model, else --run-id's export, else the registry's @champion."""
-    from bitmoji_ml.tracking import registry
+    from bitmoji_ml.tracking import resolve
     from bitmoji_ml.tracking.store import Store
 
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
-        return registry.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+        return resolve.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
-        return registry.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
-    return registry.champion_model(store or Store.open(), folder=folder)
+        return resolve.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
+    return resolve.champion_model(store or Store.open(), folder=folder)
 
 
 def evaluate_job(
@@ -263,10 +147,13 @@ def evaluate_job(
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
     from bitmoji_ml.serving.onnx_model import OnnxModel
+    from bitmoji_ml.tracking.store import Store
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")
     data = read_labelled(labels_file or Path(lists_dir) / LIST_FILES["val"], images_dir)
+    if store is None and (model is None or log_run):  # a file, not logged: no MLflow
+        store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
@@ -277,6 +164,11 @@ def evaluate_job(
         described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")
         logger.info("evaluated %s on %d images of %s", described, len(data.paths), data.source)
         logger.info("%s", metrics_table(metrics, matrix))
+        overlap = _training_overlap(data, onnx_model.metadata, lists_dir, store)
+        if overlap.training:
+            logger.warning("%s", overlap.message())
+        else:
+            logger.info("%s", overlap.message())
 
         folder = Path(output_dir) if output_dir else Path(work) / "files"
         folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +177,7 @@ def evaluate_job(
             logger.info("wrote %s to %s", ", ".join(path.name for path in files), folder)
         logged_run = None
         if log_run:
-            logged = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment, store)
+            logged = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment, store, overlap)
             logged_run = logged.run_id
             logger.info(
                 "logged evaluation run %s (eval-%s-%s) to %s",
@@ -296,7 +188,19 @@ def evaluate_job(
             )
         elif not output_dir:
             logger.info("plots not kept: pass --output, or leave logging on")
-    return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run)
+    return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run, overlap)
+
+
+def _training_overlap(
+    data: LabelledSet, metadata: dict[str, str], lists_dir: Path, store: Store | None
+) -> TrainingOverlap:
+    """The scored images the model trained on, from its source run's training datasets (with
+    no store: from the lists folder, see training_overlap.py)."""
+    from bitmoji_ml.tracking.evaluations import training_lists
+
+    run_id = metadata.get("mlflow_run_id", "")
+    recorded = training_lists(store, run_id) if store is not None and run_id else None
+    return training_overlap(data.paths, metadata=metadata, lists_dir=lists_dir, recorded=recorded)
 
 
 def _log(
@@ -306,17 +210,18 @@ def _log(
     metrics: dict[str, float],
     folder: Path,
     experiment: str,
-    store: Store | None,
+    store: Store,
+    overlap: TrainingOverlap,
 ) -> EvaluationRun:
     from bitmoji_ml.tracking.datasets import labelled_files
     from bitmoji_ml.tracking.evaluations import log_evaluation
-    from bitmoji_ml.tracking.store import Store
 
     tags = {
         "evaluated_model": resolved.uri,
         "source_run_id": metadata.get("mlflow_run_id", ""),
         "model": metadata.get("model_name", ""),
         "eval_list": str(data.source.resolve()),
+        TRAINING_IMAGES_TAG: overlap.tag,
     }
     if resolved.model_id:
         tags["evaluated_model_id"] = resolved.model_id
@@ -331,7 +236,7 @@ def _log(
         labels=data.labels.tolist(),
     )
     return log_evaluation(
-        store or Store.open(),
+        store,
         experiment=experiment,
         run_name=f"eval-{resolved.label}-{data.name}",
         metrics=finite,

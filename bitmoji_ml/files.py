@@ -28,13 +28,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
-    """Temporary paths for several files, renamed into place together once all were written,
-    so a failure part-way leaves every target as it was."""
+    """Temporary paths for several files, renamed into place together once all were written:
+    every target is checked before the block runs and again before the first rename, and if a
+    rename fails the targets already replaced are put back, so a failure leaves every target
+    as it was. (Only a crash of the process between two renames can leave a mix.)"""
     targets = [Path(path) for path in paths]
     temps: list[Path] = []
     try:
         try:
             for target in targets:
+                _check_file_target(target)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
                 os.close(fd)
@@ -42,20 +45,68 @@ def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
         except OSError as error:
             raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
         yield temps
-        try:
-            for tmp, target in zip(temps, targets, strict=True):
-                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-                os.replace(tmp, target)
-        except OSError as error:
-            raise BitmojiError(f"cannot write {target}: {error.strerror or error}") from error
+        for target in targets:  # the block may have run for minutes: look again
+            _check_file_target(target)
+        _replace_all(temps, targets)
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
 
 
+def _check_file_target(target: Path) -> None:
+    if target.is_dir():
+        raise BitmojiError(f"cannot write {target}: it is a folder, not a file")
+
+
+def _replace_all(temps: list[Path], targets: list[Path]) -> None:
+    """Rename each temporary file over its target. Each existing target is first hard-linked
+    to a backup beside it (it stays in place, so a reader never finds it missing); if a rename
+    fails, the targets already replaced get their backups back, and new ones are removed."""
+    done: list[tuple[Path, Path | None]] = []  # (target, its backup, or None if it was new)
+    try:
+        for tmp, target in zip(temps, targets, strict=True):
+            done.append((target, _backup(target)))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+            os.replace(tmp, target)
+    except OSError as error:
+        _restore(done)
+        unchanged = "; nothing was replaced" if len(targets) > 1 else ""
+        raise BitmojiError(f"cannot write {target}: {error.strerror or error}{unchanged}") from error
+    finally:
+        for _, backup in done:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+
+
+def _backup(target: Path) -> Path | None:
+    """A hard link to `target` under a hidden temporary name beside it, or None if there is no
+    `target` (a copy where the file system has no hard links)."""
+    if not (target.exists() or target.is_symlink()):
+        return None
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+    os.close(fd)
+    backup = Path(name)
+    backup.unlink()
+    try:
+        os.link(target, backup, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(target, backup, follow_symlinks=False)
+    return backup
+
+
+def _restore(done: list[tuple[Path, Path | None]]) -> None:
+    """Put back what `_replace_all` replaced, newest first."""
+    for target, backup in reversed(done):
+        if backup is not None:
+            os.replace(backup, target)
+        elif not target.is_dir():
+            target.unlink(missing_ok=True)
+
+
 def check_writable(path: str | Path) -> None:
     """Fail now, with a clear message, if `path` could not be written later (nothing is created)."""
     target = Path(path)
+    _check_file_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix=f".{target.name}.", dir=target.parent):

@@ -17,6 +17,7 @@ DEFAULT_TRACKING_URI = f"sqlite:///{MLRUNS_DIR}/mlflow.db"
 ARTIFACTS_DIR = MLRUNS_DIR / "artifacts"
 ONNX_MODEL = Path("models/bitmoji.onnx")
 PREDICTIONS_CSV = Path("predictions.csv")
+AUDIT_DIR = Path("reports/audit")  # label_issues.csv and .png of `bitmoji audit`
 EXPERIMENT = "bitmoji-gender"
 REGISTERED_MODEL = "bitmoji-gender"
 

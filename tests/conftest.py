@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny generated datasets in the Kaggle layout and a migrated MLflow store."""
+"""Shared fixtures: the real dataset found the way the CLI finds it, tiny generated datasets in the
+Kaggle layout and a migrated MLflow store."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -10,8 +14,85 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bitmoji_ml import paths
+from bitmoji_ml.errors import BitmojiError
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "bitmoji"
+CI_ENV = "CI"  # set to "true" by CI services (GitHub Actions, GitLab CI, ...)
+
+
+# --------------------------------------------------------------------------------------------
+# The real dataset: --data-dir > $BITMOJI_DATA > the CLI's defaults, as `bitmoji prepare` does
+
+
+@dataclasses.dataclass(frozen=True)
+class RealData:
+    """The real dataset of this test session, or why there is none and whether that fails."""
+
+    folder: Path | None
+    problem: str = ""
+    must_exist: bool = False  # named by --data-dir / $BITMOJI_DATA, or under CI=true
+
+    def require(self) -> Path:
+        """The folder; else skip the calling test with the reason, or fail it when the data
+        was named explicitly or this is CI (a CI run must not pass by skipping)."""
+        if self.folder is not None:
+            return self.folder
+        if self.must_exist:
+            pytest.fail(self.problem, pytrace=False)
+        pytest.skip(self.problem)
+
+
+def in_ci() -> bool:
+    return os.environ.get(CI_ENV, "").strip().lower() in ("true", "1", "yes")
+
+
+def find_real_data(flag: str | Path | None, root: Path = ROOT) -> RealData:
+    """Resolve like `bitmoji_ml.paths.resolve_data_dir`: --data-dir and $BITMOJI_DATA relative to
+    the current folder, the defaults (../shared/bitmoji, data/bitmoji) relative to the project
+    `root`, so `pytest` finds the same data from any folder as the CLI does from the project."""
+    named = flag is not None or bool(os.environ.get(paths.DATA_ENV))
+    try:
+        if named:
+            folder = paths.resolve_data_dir(flag).resolve()
+        else:
+            with contextlib.chdir(root):
+                folder = paths.resolve_data_dir().resolve()
+    except BitmojiError as error:
+        return RealData(None, f"real dataset not found: {error}", must_exist=named or in_ci())
+    if not (folder / "train.csv").is_file():
+        # A folder that is there but is not the dataset is a mistake to fix, never a skip.
+        return RealData(None, f"{folder} is not the dataset: it has no train.csv", must_exist=True)
+    return RealData(folder)
+
+
+_real_data: list[RealData] = []  # resolved once per session, in pytest_configure
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help=f"the real Bitmoji dataset for the tests that need it (else ${paths.DATA_ENV}, "
+        "else the CLI's defaults ../shared/bitmoji, data/bitmoji)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _real_data[:] = [find_real_data(config.getoption("--data-dir"))]
+
+
+def real_data_dir() -> Path:
+    """The real dataset folder for helpers that are no fixture; skips or fails like `real_data`."""
+    return _real_data[0].require()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real dataset (absolute). Missing: the test is skipped with the reason (-rs prints it),
+    or fails under CI=true or when --data-dir / $BITMOJI_DATA named a folder that is not there."""
+    return real_data_dir()
 
 
 def face(label: int, rng: np.random.Generator, size: int = 48) -> Image.Image:
@@ -61,13 +142,6 @@ def tiny_dataset_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_dataset(tiny_dataset_template: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny dataset, free to break."""
     return Path(shutil.copytree(tiny_dataset_template, tmp_path / "bitmoji"))
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    """The real dataset; tests that need it fail loudly if it is missing."""
-    assert (SHARED_DATA / "train.csv").is_file(), f"real dataset expected at {SHARED_DATA}"
-    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

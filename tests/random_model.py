@@ -9,7 +9,7 @@ from torch import nn
 
 from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export.job import export_job
 from bitmoji_ml.models import DEFAULT_MODEL, model_spec
 
 

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 import cli
 from bitmoji_ml.checkpoints import read_checkpoint
-from bitmoji_ml.config import build_config
 from bitmoji_ml.data.lists import read_list
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import export_job
-from bitmoji_ml.tracking.registry import best_logged_checkpoint
+from bitmoji_ml.export.job import export_job
+from bitmoji_ml.recipe import resolve_recipe
+from bitmoji_ml.tracking.ranking import best_logged_checkpoint
 from bitmoji_ml.tracking.store import Store
 from bitmoji_ml.training import train_job
 
@@ -25,7 +25,11 @@ SETTINGS = {"epochs": 2, "batch_size": 16, "threads": 1, "image_size": 32}
 def test_all_labelled_trains_on_every_labelled_image_and_keeps_the_last_epoch(
     tiny_lists: Path, mlflow_store: str
 ):
-    result = train_job(lists_dir=tiny_lists, experiment="e", overrides={**SETTINGS, "all_labelled": True})
+    result = train_job(
+        lists_dir=tiny_lists,
+        experiment="e",
+        recipe=resolve_recipe(overrides={**SETTINGS, "all_labelled": True}),
+    )
     labelled = read_list(tiny_lists / "train.txt") + read_list(tiny_lists / "val.txt")
     assert result.train_images == len(labelled) == 40
     assert result.best_val_acc is None and result.best_epoch == 2
@@ -45,11 +49,17 @@ def test_all_labelled_trains_on_every_labelled_image_and_keeps_the_last_epoch(
 def test_export_does_not_rank_an_all_labelled_run_and_exports_it_by_run_id(
     tiny_lists: Path, mlflow_store: str, tmp_path: Path
 ):
-    refit = train_job(lists_dir=tiny_lists, experiment="e", overrides={**SETTINGS, "all_labelled": True})
+    refit = train_job(
+        lists_dir=tiny_lists,
+        experiment="e",
+        recipe=resolve_recipe(overrides={**SETTINGS, "all_labelled": True}),
+    )
     store = Store.open()
     with pytest.raises(BitmojiError, match="without validation selection.*pass --run-id"):
         best_logged_checkpoint(store, experiment="e", lists_dir=tiny_lists, folder=tmp_path)
-    scored = train_job(lists_dir=tiny_lists, experiment="e", overrides={**SETTINGS, "epochs": 1})
+    scored = train_job(
+        lists_dir=tiny_lists, experiment="e", recipe=resolve_recipe(overrides={**SETTINGS, "epochs": 1})
+    )
     best = best_logged_checkpoint(store, experiment="e", lists_dir=tiny_lists, folder=tmp_path / "best")
     assert best.run_id == scored.run_id
     exported = export_job(
@@ -60,7 +70,7 @@ def test_export_does_not_rank_an_all_labelled_run_and_exports_it_by_run_id(
 
 def test_all_labelled_refuses_early_stopping(tiny_lists: Path, mlflow_store: str):
     with pytest.raises(BitmojiError, match="patience"):
-        build_config(overrides={"all_labelled": True, "patience": 3})
+        resolve_recipe(overrides={"all_labelled": True, "patience": 3})
     result = CliRunner().invoke(
         cli.app, ["train", "--all-labelled", "--patience", "2", "--lists", str(tiny_lists)]
     )

@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT
 from typer.testing import CliRunner
 
 import cli
@@ -269,23 +269,22 @@ def test_prepare_without_any_dataset(tmp_path: Path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def real_prepare(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    assert (SHARED_DATA / "train.csv").is_file(), f"real dataset expected at {SHARED_DATA}"
+def real_prepare(real_data: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     assert BITMOJI.is_file(), f"installed executable expected at {BITMOJI}"
     out = tmp_path_factory.mktemp("real") / "lists"
-    command = [str(BITMOJI), "prepare", "--data-dir", str(SHARED_DATA), "--lists", str(out)]
+    command = [str(BITMOJI), "prepare", "--data-dir", str(real_data), "--lists", str(out)]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=ROOT
     )
     return result, out
 
 
-def test_prepare_real_data_executable(real_prepare):
+def test_prepare_real_data_executable(real_prepare, real_data: Path):
     result, out = real_prepare
     assert result.returncode == 0, result.stderr
-    with open(SHARED_DATA / "train.csv", newline="") as handle:
+    with open(real_data / "train.csv", newline="") as handle:
         n_labelled = sum(1 for _ in csv.DictReader(handle))
-    n_test = len(list((SHARED_DATA / "testimages").glob("*.jpg")))
+    n_test = len(list((real_data / "testimages").glob("*.jpg")))
     assert (n_labelled, n_test) == (3000, 1084)  # the Kaggle dataset as published
     table = table_rows(result.stdout)
     assert table["train"][1] == "2400"

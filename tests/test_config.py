@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bitmoji_ml.config import PRESETS, TrainConfig, build_config, config_from_dict, requested_values
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL, MODELS
+from bitmoji_ml.recipe import PRESETS, Recipe, recipe_from_values, requested_values, resolve_recipe
 
 # The MLflow param names: renaming one breaks comparisons with earlier runs.
 PARAM_NAMES = [
@@ -50,7 +49,7 @@ def write_toml(folder: Path, text: str) -> Path:
 
 
 def test_defaults() -> None:
-    config = TrainConfig()
+    config = Recipe()
     assert config.model == DEFAULT_MODEL
     assert config.model in MODELS
     assert config.image_size == 0
@@ -63,12 +62,12 @@ def test_defaults() -> None:
     assert config.device == "auto"
     assert config.flip is True
     assert config.disk_cache is False
-    assert build_config() == config
-    assert config_from_dict({}) == config
+    assert resolve_recipe().recipe == config
+    assert recipe_from_values({}) == config
 
 
 def test_seed_cnn_preset_is_the_published_baseline() -> None:
-    config = build_config("seed-cnn")
+    config = resolve_recipe("seed-cnn").recipe
     assert config.model == "seed-cnn"
     assert config.optimizer == "sgd"
     assert config.lr == 1e-4
@@ -83,25 +82,25 @@ def test_seed_cnn_preset_is_the_published_baseline() -> None:
 
 
 def test_resnet18_preset_selects_resnet18() -> None:
-    assert build_config("resnet18").model == "resnet18"
+    assert resolve_recipe("resnet18").recipe.model == "resnet18"
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_builds_a_valid_config_for_a_registered_model(preset: str) -> None:
-    config = build_config(preset)
+    config = resolve_recipe(preset).recipe
     assert config.model in MODELS
     for key, value in PRESETS[preset].items():
         assert getattr(config, key) == value
     # Fields the preset does not mention keep their defaults.
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        if field.name not in PRESETS[preset]:
-            assert getattr(config, field.name) == getattr(defaults, field.name)
+    defaults = Recipe()
+    for name in Recipe.model_fields:
+        if name not in PRESETS[preset]:
+            assert getattr(config, name) == getattr(defaults, name)
 
 
 def test_unknown_preset_is_refused_listing_presets() -> None:
     with pytest.raises(BitmojiError) as caught:
-        build_config("fast")
+        resolve_recipe("fast")
     message = str(caught.value)
     assert "'fast'" in message
     for preset in PRESETS:
@@ -110,7 +109,7 @@ def test_unknown_preset_is_refused_listing_presets() -> None:
 
 def test_build_config_does_not_modify_the_preset() -> None:
     before = dict(PRESETS["seed-cnn"])
-    build_config("seed-cnn", overrides={"epochs": 2, "lr": 0.5})
+    resolve_recipe("seed-cnn", overrides={"epochs": 2, "lr": 0.5})
     assert PRESETS["seed-cnn"] == before
 
 
@@ -120,31 +119,31 @@ def test_build_config_does_not_modify_the_preset() -> None:
 
 def test_precedence_defaults_preset_file_overrides(tmp_path: Path) -> None:
     config_file = write_toml(tmp_path, "epochs = 3\nlr = 0.5\nseed = 7\n")
-    config = build_config(
+    config = resolve_recipe(
         "seed-cnn",
         config_file,
         overrides={"lr": 0.25, "batch_size": None, "seed": None, "patience": 2},
-    )
+    ).recipe
     assert config.epochs == 3  # file beats preset (10)
     assert config.lr == 0.25  # override beats file (0.5) and preset (1e-4)
     assert config.seed == 7  # None override ignored: file value stays
     assert config.batch_size == 4  # None override ignored: preset value stays
     assert config.optimizer == "sgd"  # preset beats default
     assert config.patience == 2  # override beats default
-    assert config.device == TrainConfig().device  # nobody set it: default
+    assert config.device == Recipe().device  # nobody set it: default
 
 
 def test_file_alone_over_defaults(tmp_path: Path) -> None:
     config_file = write_toml(tmp_path, 'model = "resnet18"\nflip = false\nshift = 0.0\n')
-    config = build_config(config_file=config_file)
+    config = resolve_recipe(config_file=config_file).recipe
     assert config.model == "resnet18"
     assert config.flip is False
     assert config.shift == 0.0
-    assert config.epochs == TrainConfig().epochs
+    assert config.epochs == Recipe().epochs
 
 
 def test_overrides_alone_over_preset() -> None:
-    config = build_config("seed-cnn", overrides={"flip": True, "epochs": None})
+    config = resolve_recipe("seed-cnn", overrides={"flip": True, "epochs": None}).recipe
     assert config.flip is True
     assert config.epochs == 10
 
@@ -156,11 +155,11 @@ def test_requested_values_hold_only_what_was_set(tmp_path: Path) -> None:
     config_file = write_toml(tmp_path, "seed = 7\nepochs = 3\n")
     values = requested_values("seed-cnn", config_file, {"epochs": 5})
     assert values == {**PRESETS["seed-cnn"], "seed": 7, "epochs": 5}
-    assert build_config("seed-cnn", config_file, {"epochs": 5}) == config_from_dict(values)
+    assert resolve_recipe("seed-cnn", config_file, {"epochs": 5}).recipe == recipe_from_values(values)
 
 
 def test_toml_integer_for_float_field_becomes_float(tmp_path: Path) -> None:
-    config = build_config(config_file=write_toml(tmp_path, "lr = 1\nweight_decay = 0\n"))
+    config = resolve_recipe(config_file=write_toml(tmp_path, "lr = 1\nweight_decay = 0\n")).recipe
     assert config.lr == 1.0 and isinstance(config.lr, float)
     assert isinstance(config.weight_decay, float)
 
@@ -171,12 +170,12 @@ def test_toml_integer_for_float_field_becomes_float(tmp_path: Path) -> None:
 
 def test_unknown_key_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(BitmojiError, match="learning_rate"):
-        config_from_dict({"learning_rate": 0.1})
+        recipe_from_values({"learning_rate": 0.1})
     with pytest.raises(BitmojiError, match="learning_rate"):
-        build_config(overrides={"learning_rate": 0.1})
+        resolve_recipe(overrides={"learning_rate": 0.1})
     # A TOML table is an unknown key too, not silently ignored.
     with pytest.raises(BitmojiError, match="train"):
-        build_config(config_file=write_toml(tmp_path, "[train]\nepochs = 3\n"))
+        resolve_recipe(config_file=write_toml(tmp_path, "[train]\nepochs = 3\n"))
 
 
 @pytest.mark.parametrize(
@@ -193,12 +192,12 @@ def test_unknown_key_is_refused_naming_it(tmp_path: Path) -> None:
 def test_bad_type_is_refused_naming_the_key(values: dict) -> None:
     (key,) = values
     with pytest.raises(BitmojiError, match=key):
-        config_from_dict(values)
+        recipe_from_values(values)
 
 
 def test_bad_type_in_toml_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BitmojiError, match="epochs"):
-        build_config(config_file=write_toml(tmp_path, 'epochs = "many"\n'))
+        resolve_recipe(config_file=write_toml(tmp_path, 'epochs = "many"\n'))
 
 
 @pytest.mark.parametrize(
@@ -207,7 +206,7 @@ def test_bad_type_in_toml_file_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_choice_is_refused_listing_choices(key: str, value: str) -> None:
     with pytest.raises(BitmojiError) as caught:
-        config_from_dict({key: value})
+        recipe_from_values({key: value})
     message = str(caught.value)
     assert key in message and repr(value) in message
     assert {"optimizer": "adamw", "schedule": "onecycle", "device": "cpu"}[key] in message
@@ -225,24 +224,24 @@ def test_bad_choice_is_refused_listing_choices(key: str, value: str) -> None:
 )
 def test_non_positive_epochs_batch_or_lr_is_refused(values: dict) -> None:
     with pytest.raises(BitmojiError, match="positive"):
-        config_from_dict(values)
+        recipe_from_values(values)
 
 
 def test_smallest_positive_values_are_accepted() -> None:
-    config = config_from_dict({"epochs": 1, "batch_size": 1, "lr": 1e-9})
+    config = recipe_from_values({"epochs": 1, "batch_size": 1, "lr": 1e-9})
     assert (config.epochs, config.batch_size, config.lr) == (1, 1, 1e-9)
 
 
 def test_missing_config_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BitmojiError, match="not found"):
-        build_config(config_file=tmp_path / "absent.toml")
+        resolve_recipe(config_file=tmp_path / "absent.toml")
 
 
 def test_invalid_toml_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BitmojiError, match="TOML"):
-        build_config(config_file=write_toml(tmp_path, "epochs = = 3\n"))
+        resolve_recipe(config_file=write_toml(tmp_path, "epochs = = 3\n"))
     with pytest.raises(BitmojiError, match="TOML"):
-        build_config(config_file=write_toml(tmp_path, "epochs: 3\n"))
+        resolve_recipe(config_file=write_toml(tmp_path, "epochs: 3\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,18 +252,18 @@ def test_invalid_toml_is_refused(tmp_path: Path) -> None:
     ("text", "expected"), [("false", False), ("False", False), ("TRUE", True), ("true", True)]
 )
 def test_bool_from_string(text: str, expected: bool) -> None:
-    config = config_from_dict({"flip": text, "disk_cache": text})
+    config = recipe_from_values({"flip": text, "disk_cache": text})
     assert config.flip is expected
     assert config.disk_cache is expected
 
 
 def test_bool_from_string_false_through_overrides() -> None:
     # bool("false") would be True; the string must be parsed, not cast.
-    assert build_config(overrides={"flip": "false"}).flip is False
+    assert resolve_recipe(overrides={"flip": "false"}).recipe.flip is False
 
 
 def test_numbers_from_strings() -> None:
-    config = config_from_dict({"epochs": "5", "lr": "0.01", "model": "seed-cnn"})
+    config = recipe_from_values({"epochs": "5", "lr": "0.01", "model": "seed-cnn"})
     assert config.epochs == 5 and isinstance(config.epochs, int)
     assert config.lr == 0.01 and isinstance(config.lr, float)
 
@@ -274,10 +273,10 @@ def test_numbers_from_strings() -> None:
 
 
 def test_to_params_gives_every_field_as_a_string_with_stable_names() -> None:
-    config = build_config("seed-cnn", overrides={"epochs": 3})
+    config = resolve_recipe("seed-cnn", overrides={"epochs": 3}).recipe
     params = config.to_params()
     assert list(params) == PARAM_NAMES
-    assert [field.name for field in dataclasses.fields(TrainConfig)] == PARAM_NAMES
+    assert list(Recipe.model_fields) == PARAM_NAMES
     assert all(isinstance(value, str) for value in params.values())
     assert params["model"] == "seed-cnn"
     assert params["epochs"] == "3"
@@ -288,6 +287,6 @@ def test_to_params_gives_every_field_as_a_string_with_stable_names() -> None:
 
 
 def test_to_params_round_trips_through_config_from_dict() -> None:
-    config = build_config("seed-cnn", overrides={"epochs": 3, "jitter": 0.3})
-    assert config_from_dict(config.to_params()) == config
-    assert config_from_dict(dataclasses.asdict(config)) == config
+    config = resolve_recipe("seed-cnn", overrides={"epochs": 3, "jitter": 0.3}).recipe
+    assert recipe_from_values(config.to_params()) == config
+    assert recipe_from_values(config.values()) == config

@@ -199,6 +199,7 @@ def test_a_fold_cannot_be_resumed_as_a_training_on_the_lists(
     arguments = [
         "train",
         "--resume",
+        "--run-id",
         children[0].info.run_id,
         "--epochs",
         "9",

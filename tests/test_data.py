@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from PIL import Image
 
 import bitmoji_ml.data.images as images
@@ -46,19 +45,17 @@ from bitmoji_ml.files import write_text_atomic
 
 
 @pytest.fixture(scope="module")
-def real_csv_rows() -> list[dict[str, str]]:
+def real_csv_rows(real_data: Path) -> list[dict[str, str]]:
     """The real train.csv, read independently of the library (the oracle for the tests)."""
-    assert (SHARED_DATA / TRAIN_CSV).is_file(), f"real dataset expected at {SHARED_DATA}"
-    with open(SHARED_DATA / TRAIN_CSV, newline="", encoding="utf-8-sig") as handle:
+    with open(real_data / TRAIN_CSV, newline="", encoding="utf-8-sig") as handle:
         return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
-def real_dataset() -> Dataset:
+def real_dataset(real_data: Path) -> Dataset:
     """The real dataset's labels and test list, without decoding 4084 images (that is covered
     once, through the CLI, in test_cli_prepare.py)."""
-    root = SHARED_DATA.resolve()
-    assert (root / TRAIN_CSV).is_file(), f"real dataset expected at {root}"
+    root = real_data
     train = read_labels(root / TRAIN_CSV, root / TRAIN_IMAGES)
     return Dataset(root=root, train=train, test=list_images(root / TEST_IMAGES))
 
@@ -242,7 +239,7 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
     assert sorted(path.name for path in out.iterdir()) == names
     assert json.loads((out / MANIFEST).read_text()) == manifest
     assert manifest["counts"] == {"train": 2400, "val": 600, "test": len(real_dataset.test)}
-    assert manifest["counts"]["test"] == len(list((SHARED_DATA / TEST_IMAGES).glob("*.jpg")))
+    assert manifest["counts"]["test"] == len(list((real_dataset.root / TEST_IMAGES).glob("*.jpg")))
     for split in ("train", "val"):
         balance = manifest["class_balance"][split]
         assert balance["male"] + balance["female"] == balance["images"] == manifest["counts"][split]
@@ -253,7 +250,7 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
     # Per-file digests are of the bytes on disk; csv digest is of train.csv.
     for name in LIST_FILES.values():
         assert manifest["files"][name] == sha256(out / name)
-    assert manifest["csv_sha256"] == sha256(SHARED_DATA / TRAIN_CSV)
+    assert manifest["csv_sha256"] == sha256(real_dataset.root / TRAIN_CSV)
     assert manifest["data_dir"] == str(real_dataset.root)
     assert (manifest["split"], manifest["seed"], manifest["val_fraction"]) == ("stratified", 0, 0.2)
     # The portable digest is over ids + labels only, recomputed here independently.

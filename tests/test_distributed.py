@@ -28,11 +28,11 @@ from typer.testing import CliRunner
 
 import cli
 from bitmoji_ml.checkpoints import TRAIN_STATE, model_from_checkpoint, read_checkpoint
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export.job import export_job
+from bitmoji_ml.recipe import Recipe, resolve_recipe
 from bitmoji_ml.serving import processes as serving
 from bitmoji_ml.training import distributed, launch, sharding, train_job
 from bitmoji_ml.training.settings import resolve_config
@@ -119,10 +119,10 @@ def test_each_rank_and_epoch_draws_its_own_random_numbers() -> None:
 def test_threads_default_to_the_cores_shared_by_the_processes_of_a_machine(monkeypatch) -> None:
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     cores = os.cpu_count() or 1
-    assert resolve_config(TrainConfig(device="cpu")).threads == max(1, cores // 2)
-    assert resolve_config(TrainConfig(device="cpu", threads=3)).threads == 3
+    assert resolve_config(Recipe(device="cpu")).threads == max(1, cores // 2)
+    assert resolve_config(Recipe(device="cpu", threads=3)).threads == 3
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    assert resolve_config(TrainConfig(device="cpu")).threads == cores
+    assert resolve_config(Recipe(device="cpu")).threads == cores
 
 
 def test_the_process_group_timeout_can_be_set(monkeypatch) -> None:
@@ -156,19 +156,17 @@ def test_sigterm_waits_for_a_checkpoint_being_written_then_ends_the_run() -> Non
 # The launcher
 
 
-def test_nproc_passes_the_given_options_to_torchrun(tiny_lists: Path, monkeypatch) -> None:
+def test_nproc_passes_the_resolved_recipe_to_torchrun(tiny_lists: Path, monkeypatch) -> None:
     launched = {}
     monkeypatch.setattr(launch, "launch_training", lambda **options: launched.update(options))
     arguments = ["train", "--nproc", "2", "--epochs", "3", "--no-flip", "--lr", "0.001"]
     result = CliRunner().invoke(cli.app, [*arguments, "--lists", str(tiny_lists)])
     assert result.exit_code == 0, result.output
     assert launched["nproc"] == 2
-    # In the command's order; what was not given (defaults, --nproc itself) is left out.
-    expected = ["--epochs", "3", "--lr", "0.001", "--no-flip", "--lists", str(tiny_lists)]
-    assert launched["arguments"] == expected
-    assert launched["requested"] == {"epochs": 3, "flip": False, "lr": 0.001}
+    assert launched["recipe"].given_values() == {"epochs": 3, "flip": False, "lr": 0.001}
+    assert (launched["lists_dir"], launched["resume_run_id"]) == (tiny_lists, None)
     assert launched["entry_folder"] == ROOT
-    command = launch.torchrun_command(nproc=2, arguments=launched["arguments"])
+    command = launch.torchrun_command(nproc=2, arguments=["--config", "recipe.toml"])
     assert command[:5] == [
         sys.executable,
         "-m",
@@ -176,7 +174,7 @@ def test_nproc_passes_the_given_options_to_torchrun(tiny_lists: Path, monkeypatc
         "--standalone",
         "--nproc-per-node=2",
     ]
-    assert command[5:8] == ["-m", "cli", "train"]
+    assert command[5:] == ["-m", "cli", "train", "--config", "recipe.toml"]
 
 
 def test_workers_get_the_run_id_file_the_cores_and_this_cli(tmp_path: Path, monkeypatch) -> None:
@@ -197,7 +195,7 @@ def test_mistakes_are_refused_before_any_worker_starts(tiny_lists: Path, mlflow_
     odd = runner.invoke(cli.app, ["train", "--nproc", "3", "--lists", str(tiny_lists)])
     assert odd.exit_code == 1 and "batch_size 64 does not split evenly over 3 processes" in odd.output
     unknown = runner.invoke(
-        cli.app, ["train", "--nproc", "2", "--resume", "0" * 32, "--lists", str(tiny_lists)]
+        cli.app, ["train", "--nproc", "2", "--resume", "--run-id", "0" * 32, "--lists", str(tiny_lists)]
     )
     assert unknown.exit_code == 1 and "unknown run id" in unknown.output
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -216,7 +214,7 @@ def test_failed_workers_leave_no_run_running(mlflow_store: str) -> None:
         error = launch.failure(store, ended=ended, run_id=run_id, resume_run_id=None, nproc=2)
         assert client.get_run(run_id).info.status == status
         assert f"Run {run_id} ended as {status}" in str(error)
-        assert f"bitmoji train --resume {run_id} --nproc 2" in str(error)
+        assert f"bitmoji train --resume --run-id {run_id} --nproc 2" in str(error)
     finished = client.create_run(experiment).info.run_id
     client.set_terminated(finished, "FINISHED")
     launch.failure(store, ended=serving.ServerExit(1), run_id=finished, resume_run_id=None, nproc=2)
@@ -332,6 +330,7 @@ def torchrun_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_tem
     )
 
 
+@pytest.mark.slow
 def test_a_torchrun_job_is_one_mlflow_run_with_its_params_and_epoch_metrics(torchrun_job: TorchrunJob):
     assert torchrun_job.status == "FINISHED"
     params = torchrun_job.params
@@ -345,6 +344,7 @@ def test_a_torchrun_job_is_one_mlflow_run_with_its_params_and_epoch_metrics(torc
     assert len(re.findall(r"epoch +1/3", torchrun_job.output)) == 1
 
 
+@pytest.mark.slow
 def test_the_ranks_train_disjoint_shards_that_cover_the_training_set(torchrun_job: TorchrunJob):
     first, second = torchrun_job.ranks
     assert (first["rank"], second["rank"], first["world_size"]) == (0, 1, 2)
@@ -356,6 +356,7 @@ def test_the_ranks_train_disjoint_shards_that_cover_the_training_set(torchrun_jo
     assert first["shards"][1] != first["shards"][2]  # a new order every epoch
 
 
+@pytest.mark.slow
 def test_weights_buffers_and_weight_average_are_identical_on_every_rank(torchrun_job: TorchrunJob):
     first, second = torchrun_job.ranks
     for part in ("model", "ema"):
@@ -367,6 +368,7 @@ def test_weights_buffers_and_weight_average_are_identical_on_every_rank(torchrun
     assert running and all(value.abs().sum() > 0 for value in running)
 
 
+@pytest.mark.slow
 def test_a_torchrun_checkpoint_loads_and_exports_in_one_process(torchrun_job: TorchrunJob, tmp_path: Path):
     last = read_checkpoint(torchrun_job.last)
     assert last["world_size"] == 2
@@ -386,12 +388,13 @@ def test_a_torchrun_checkpoint_loads_and_exports_in_one_process(torchrun_job: To
     assert exported.report.passed and (tmp_path / "ddp.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_a_torchrun_run_resumes_in_one_process(torchrun_job: TorchrunJob, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", torchrun_job.uri)
     resumed = train_job(
         lists_dir=torchrun_job.lists,
         experiment="bitmoji-gender",
-        overrides={"epochs": EPOCHS + 1, "threads": 1},
+        recipe=resolve_recipe(overrides={"epochs": EPOCHS + 1, "threads": 1}),
         resume_run_id=torchrun_job.run_id,
     )
     client = MlflowClient(tracking_uri=torchrun_job.uri)
@@ -475,19 +478,21 @@ def killed_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_templ
 KILLED_JOB_FLAGS = ["--batch-size", "8", "--image-size", "32", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_killing_one_rank_ends_the_job_and_its_run_with_a_clear_message(killed_job: KilledJob):
     assert killed_job.exit_code == 1
     assert killed_job.status in ("FAILED", "KILLED")
     run_id = killed_job.run_id
     assert "a training process failed (torchrun exit code 1" in killed_job.output
     assert f"Run {run_id} ended as {killed_job.status}" in killed_job.output
-    assert f"bitmoji train --resume {run_id} --nproc 2" in killed_job.output
+    assert f"bitmoji train --resume --run-id {run_id} --nproc 2" in killed_job.output
     assert killed_job.last_epoch >= 2  # read back whole: the checkpoint stayed usable
 
 
+@pytest.mark.slow
 def test_the_killed_run_resumes_on_two_processes(killed_job: KilledJob):
     done, run_id = killed_job.last_epoch, killed_job.run_id
-    command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--resume", run_id]
+    command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--resume", "--run-id", run_id]
     command += ["--epochs", str(done + 1), "--lists", str(killed_job.lists), *KILLED_JOB_FLAGS]
     resumed = run_job(command, job_environment(killed_job.uri))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -14,10 +14,16 @@ from trained_store import EXPERIMENT, TrainedStore, exported_store
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import evaluation
+from bitmoji_ml import evaluation, labelled_set
+from bitmoji_ml import metrics as scoring
+from bitmoji_ml.data.labels import predicted_classes
+from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
+from bitmoji_ml.tracking.datasets import file_digest
+from bitmoji_ml.tracking.evaluations import TrainingList
 from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.training_overlap import training_overlap
 
 # Eight faces (1 = male): P(male) >= 0.5 calls male, so predictions are 1 1 0 1 0 0 0 1.
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 1])
@@ -25,14 +31,14 @@ PROBS = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.5])
 
 
 def test_confusion_matrix_rows_are_true_classes():
-    predicted = evaluation.predicted_classes(PROBS)
+    predicted = predicted_classes(PROBS)
     assert predicted.tolist() == [1, 1, 0, 1, 0, 0, 0, 1]
     # true female: 3 called female, 1 called male; true male: 1 called female, 3 called male
-    assert evaluation.confusion_matrix(LABELS, predicted).tolist() == [[3, 1], [1, 3]]
+    assert scoring.confusion_matrix(LABELS, predicted).tolist() == [[3, 1], [1, 3]]
 
 
 def test_scores_by_hand():
-    metrics = evaluation.classification_metrics(LABELS, PROBS)
+    metrics = scoring.classification_metrics(LABELS, PROBS)
     assert metrics["accuracy"] == pytest.approx(6 / 8)
     assert metrics["precision"] == pytest.approx(3 / 4)  # 3 of the 4 called male are male
     assert metrics["recall"] == pytest.approx(3 / 4)  # 3 of the 4 males found
@@ -46,38 +52,36 @@ def test_scores_by_hand():
 
 def test_precision_recall_f1_without_positives_are_zero():
     labels, predicted = np.array([0, 0, 1]), np.array([0, 0, 0])
-    assert evaluation.precision(labels, predicted) == 0.0
-    assert evaluation.recall(labels, predicted) == 0.0
-    assert evaluation.f1(labels, predicted) == 0.0
+    assert scoring.precision(labels, predicted) == 0.0
+    assert scoring.recall(labels, predicted) == 0.0
+    assert scoring.f1(labels, predicted) == 0.0
 
 
 def test_roc_auc_counts_ties_as_half():
     # pairs (male, female): (0.5, 0.5) tie = 0.5, (0.5, 0.2) = 1, (0.9, 0.5) = 1, (0.9, 0.2) = 1
-    assert evaluation.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == pytest.approx(
-        3.5 / 4
-    )
-    assert evaluation.roc_auc(np.array([0, 1]), np.array([0.3, 0.3])) == pytest.approx(0.5)
-    assert math.isnan(evaluation.roc_auc(np.array([1, 1]), np.array([0.2, 0.9])))
+    assert scoring.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == pytest.approx(3.5 / 4)
+    assert scoring.roc_auc(np.array([0, 1]), np.array([0.3, 0.3])) == pytest.approx(0.5)
+    assert math.isnan(scoring.roc_auc(np.array([1, 1]), np.array([0.2, 0.9])))
 
 
 def test_roc_curve_points_and_area():
     labels, probs = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
-    fpr, tpr = evaluation.roc_curve(labels, probs)
+    fpr, tpr = scoring.roc_curve(labels, probs)
     # thresholds 0.8, 0.4, 0.35, 0.1 admit: a male, a female, a male, a female
     assert fpr.tolist() == [0, 0, 0.5, 0.5, 1]
     assert tpr.tolist() == [0, 0.5, 0.5, 1, 1]
     area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    assert area == pytest.approx(evaluation.roc_auc(labels, probs)) == pytest.approx(0.75)
+    assert area == pytest.approx(scoring.roc_auc(labels, probs)) == pytest.approx(0.75)
     # tied scores make one point, not a staircase
-    fpr, tpr = evaluation.roc_curve(np.array([0, 1]), np.array([0.5, 0.5]))
+    fpr, tpr = scoring.roc_curve(np.array([0, 1]), np.array([0.5, 0.5]))
     assert fpr.tolist() == [0, 1] and tpr.tolist() == [0, 1]
 
 
 def test_log_loss_by_hand_and_clipped():
     expected = -(math.log(0.8) + math.log(0.6)) / 2
-    assert evaluation.log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(expected)
+    assert scoring.log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(expected)
     # certain and wrong: clipped to -log(1e-7) instead of infinity
-    assert evaluation.log_loss(np.array([0, 1]), np.array([1.0, 0.0])) == pytest.approx(
+    assert scoring.log_loss(np.array([0, 1]), np.array([1.0, 0.0])) == pytest.approx(
         -math.log(1e-7), rel=1e-6
     )
 
@@ -92,7 +96,7 @@ def test_hardest_faces_most_wrong_first_else_least_confident():
 
 
 def test_csv_labels_use_trainimages_beside_the_csv(tiny_dataset: Path):
-    data = evaluation.read_labelled(tiny_dataset / "train.csv")
+    data = labelled_set.read_labelled(tiny_dataset / "train.csv")
     assert len(data.paths) == 40
     assert data.paths[1] == tiny_dataset / "trainimages" / "0001.jpg"
     assert data.labels[:2].tolist() == [0, 1]  # Kaggle -1 / 1
@@ -101,12 +105,12 @@ def test_csv_labels_use_trainimages_beside_the_csv(tiny_dataset: Path):
 
 def test_missing_images_and_lists_are_clear_errors(tiny_dataset: Path, tmp_path: Path):
     with pytest.raises(BitmojiError, match="bitmoji prepare"):
-        evaluation.read_labelled(tmp_path / "nothing.txt")
+        labelled_set.read_labelled(tmp_path / "nothing.txt")
     other = tmp_path / "other.csv"
     shutil.copy(tiny_dataset / "train.csv", other)
     with pytest.raises(BitmojiError, match="40 image\\(s\\) of .*--images"):
-        evaluation.read_labelled(other)
-    assert len(evaluation.read_labelled(other, tiny_dataset / "trainimages").paths) == 40
+        labelled_set.read_labelled(other)
+    assert len(labelled_set.read_labelled(other, tiny_dataset / "trainimages").paths) == 40
 
 
 @pytest.fixture
@@ -130,7 +134,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert len(rows) == 10  # the val list of 40 images at val fraction 0.25
     probs = np.array([float(row["prob_male"]) for row in rows])
     labels = np.array([int(row["label"]) for row in rows])
-    assert result.metrics["accuracy"] == pytest.approx(evaluation.accuracy(labels, probs >= 0.5))
+    assert result.metrics["accuracy"] == pytest.approx(scoring.accuracy(labels, probs >= 0.5))
     assert result.confusion_matrix.sum() == 10
 
     client = MlflowClient()
@@ -148,6 +152,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert set(evaluation.PLOT_FILES) | {"metrics.json", "predictions.csv"} == logged
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["bitmoji-val"]
+    assert result.overlap.training == 0 and tags["training_images_scored"] == "0"  # the val list
 
 
 def test_evaluate_run_id_links_metrics_to_its_onnx_model(store: TrainedStore, tmp_path: Path):
@@ -166,6 +171,21 @@ def test_evaluate_run_id_links_metrics_to_its_onnx_model(store: TrainedStore, tm
     assert client.get_logged_model(model_id).source_run_id == store.run_ids[0]
     linked = [m for m in client.get_logged_model(model_id).metrics if m.run_id == result.run_id]
     assert {m.key for m in linked} >= {"accuracy", "roc_auc"}
+    # Issue 22 item 9: train.csv holds the 30 images of the run's train list (and the 10 of val).
+    assert result.overlap.training == 30 and result.overlap.lists == [(store.lists / "train.txt").resolve()]
+    assert run.data.tags["training_images_scored"] == "30"
+
+
+def test_evaluate_says_when_the_model_trained_on_the_scored_images(store: TrainedStore):
+    arguments = ["evaluate", "--run-id", store.run_ids[0], "--labels", str(store.dataset / "train.csv")]
+    result = CliRunner().invoke(cli.app, [*arguments, "--experiment", EXPERIMENT, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "30 of the 40 scored images (75.0%) are images this model trained on" in text
+    assert "not how it does on new faces" in text
+    listing = CliRunner().invoke(cli.app, ["runs", "--evaluations", "--experiment", EXPERIMENT])
+    assert listing.exit_code == 0, listing.output
+    assert "trained on" in listing.output.splitlines()[0]
 
 
 def test_evaluate_cli_defaults_to_the_champion(store: TrainedStore, tmp_path: Path):
@@ -233,9 +253,59 @@ def test_metrics_agree_with_the_hand_written_definitions_on_random_data():
     probs = np.round(rng.random(200), 2)  # rounding makes ties
     male, female = probs[labels == 1], probs[labels == 0]
     pairs = (male[:, None] > female[None, :]).sum() + 0.5 * (male[:, None] == female[None, :]).sum()
-    assert evaluation.roc_auc(labels, probs) == pytest.approx(pairs / (len(male) * len(female)))
+    assert scoring.roc_auc(labels, probs) == pytest.approx(pairs / (len(male) * len(female)))
     clipped = np.clip(probs, 1e-7, 1 - 1e-7)
     expected = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
-    assert evaluation.log_loss(labels, probs) == pytest.approx(expected)
-    matrix = evaluation.confusion_matrix(labels, probs >= 0.5)
+    assert scoring.log_loss(labels, probs) == pytest.approx(expected)
+    matrix = scoring.confusion_matrix(labels, probs >= 0.5)
     assert matrix.sum() == 200 and matrix[1, 1] == ((labels == 1) & (probs >= 0.5)).sum()
+
+
+# --- training images among the scored ones (issue 22 item 9) --------------------------------------
+
+
+def recorded_train_list(lists: Path, source: Path | None) -> list[TrainingList]:
+    return [TrainingList("bitmoji-train", file_digest(lists / "train.txt"), source)]
+
+
+def test_overlap_counts_the_scored_images_of_the_recorded_training_lists(
+    tiny_dataset: Path, tiny_lists: Path
+):
+    scored = labelled_set.read_labelled(tiny_dataset / "train.csv").paths  # all 40: 30 train, 10 val
+    found = training_overlap(
+        scored,
+        metadata={},
+        lists_dir=tiny_lists,
+        recorded=recorded_train_list(tiny_lists, tiny_lists / "train.txt"),
+    )
+    assert (found.scored, found.training, found.lists) == (40, 30, [tiny_lists / "train.txt"])
+    assert found.tag == "30" and found.message().startswith("30 of the 40 scored images (75.0%)")
+    val = labelled_set.read_labelled(tiny_lists / "val.txt").paths
+    found = training_overlap(
+        val, metadata={}, lists_dir=tiny_lists, recorded=recorded_train_list(tiny_lists, None)
+    )
+    assert found.training == 0 and found.message().startswith(
+        "none of the 10 scored images"
+    )  # found by digest
+
+
+def test_overlap_is_unknown_when_the_training_list_is_gone(
+    tiny_dataset: Path, tiny_lists: Path, tmp_path: Path
+):
+    scored = labelled_set.read_labelled(tiny_dataset / "train.csv").paths
+    recorded = [TrainingList("bitmoji-train", "0123456789abcdef", tmp_path / "old" / "train.txt")]
+    found = training_overlap(scored, metadata={}, lists_dir=tiny_lists, recorded=recorded)
+    assert found.training is None and found.tag == "unknown"
+    assert "no file holds its training list bitmoji-train (digest 0123456789abcdef) any more" in found.reason
+    assert found.reason.endswith(f"(looked in {tmp_path / 'old' / 'train.txt'}, {tiny_lists})")
+    found = training_overlap(scored, metadata={}, lists_dir=tiny_lists, recorded=[])
+    assert found.training is None and "recorded no training dataset" in found.reason
+
+
+def test_overlap_without_mlflow_uses_the_lists_the_model_was_trained_on(tiny_dataset: Path, tiny_lists: Path):
+    scored = labelled_set.read_labelled(tiny_dataset / "train.csv").paths
+    digest = read_manifest(tiny_lists)["digest"]
+    found = training_overlap(scored, metadata={"data_digest": digest}, lists_dir=tiny_lists, recorded=None)
+    assert found.training == 30
+    found = training_overlap(scored, metadata={"data_digest": "other"}, lists_dir=tiny_lists, recorded=None)
+    assert found.training is None and "trained on other lists" in found.reason

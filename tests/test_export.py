@@ -29,8 +29,9 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export import ExportResult, export_job
+from bitmoji_ml.export.job import ExportResult, export_job
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.recipe import resolve_recipe
 from bitmoji_ml.serving.onnx_model import OnnxModel
 from bitmoji_ml.training import train_job
 
@@ -97,7 +98,9 @@ def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         settings = {"epochs": 1, "batch_size": 16, "threads": 1}
-        train = dataclasses.asdict(train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings))
+        train = dataclasses.asdict(
+            train_job(lists_dir=lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=settings))
+        )
         output = root / "models" / "bitmoji.onnx"
         with logged_lines() as printed:
             result = export_job(output=output, experiment=EXPERIMENT, lists_dir=lists)
@@ -314,7 +317,7 @@ def test_parity_failure_is_an_error_and_writes_nothing(
 ):
     """Ship a graph that is not the checkpoint's (the trained model's, for random weights):
     onnxruntime and PyTorch disagree, so the export must stop and write nothing."""
-    import bitmoji_ml.export as export
+    import bitmoji_ml.export.job as export
 
     def wrong_graph(model, preprocess, path):
         shutil.copy(trained.output, path)
@@ -391,29 +394,105 @@ def test_export_logs_to_the_run_and_registers_champion(trained: Trained):
     assert client.get_run(trained.run_id).info.status == "FINISHED"
 
 
-def test_second_export_moves_the_champion_alias(trained: Trained, second_export):
+def registered_versions(client: MlflowClient) -> dict[str, Any]:
+    return {str(v.version): v for v in client.search_model_versions(f"name = '{paths.REGISTERED_MODEL}'")}
+
+
+def champion_version(client: MlflowClient) -> str:
+    return str(client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion").version)
+
+
+def test_the_version_is_tagged_with_the_checkpoint_it_holds(trained: Trained):
+    from bitmoji_ml.export.source import file_sha256
+
+    tags = registered_versions(trained.client())["1"].tags
+    assert tags["checkpoint_sha256"] == file_sha256(Path(trained.train["best_checkpoint"]))
+    assert tags["format"] == "fp32"
+    assert float(tags["val_acc"]) == pytest.approx(trained.train["best_val_acc"])
+    assert tags["data_digest"] == json.loads((trained.lists / "manifest.json").read_text())["digest"]
+    assert trained.export.registration.moved and trained.export.registration.before is None
+
+
+def test_second_export_of_the_run_with_int8(trained: Trained, second_export):
+    """The same checkpoint again, with --quantize int8: when fp32 stays the champion file, it is
+    the version registered already; when int8 wins, it is a new version (another file), and
+    @champion moves to it only if its own val acc is not lower (the same lists)."""
     result, _ = second_export
     assert result.exit_code == 0, result.output
     client = trained.client()
-    champion = client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion")
-    assert str(champion.version) == "2"
-    assert champion.run_id == trained.run_id
-    versions = client.search_model_versions(f"name = '{paths.REGISTERED_MODEL}'")
-    assert sorted(str(v.version) for v in versions) == ["1", "2"]
-    assert "registered bitmoji-gender v2 as @champion" in result.stdout
-    logged = {artifact.path for artifact in client.list_artifacts(trained.run_id, "onnx")}
-    assert {"onnx/second.onnx", "onnx/second.parity.json"} <= logged
-    # The int8 file is logged (as the champion) only when its parity report made it champion.
     report = json.loads((trained.root / "models" / "second.int8.parity.json").read_text())
-    assert ("onnx/second.int8.onnx" in logged) is report["int8_champion"]
     assert f"champion: {'int8' if report['int8_champion'] else 'fp32'}" in result.stdout
-    # The champion is the image model; the ONNX file inside it is the one the report chose.
-    from bitmoji_ml.tracking.registry import champion_model
-    from bitmoji_ml.tracking.store import Store
+    int8_versions = [v for v in registered_versions(client).values() if v.tags.get("format") == "int8"]
+    logged = {artifact.path for artifact in client.list_artifacts(trained.run_id, "onnx")}
+    if not report["int8_champion"]:
+        assert "already registered: bitmoji-gender v1 " in result.stdout
+        assert "no new version" in result.stdout
+        assert not int8_versions and "onnx/second.onnx" not in logged
+        return
+    (int8_version,) = int8_versions
+    assert f"registered bitmoji-gender v{int8_version.version} " in result.stdout
+    assert {"onnx/second.onnx", "onnx/second.int8.onnx", "onnx/second.parity.json"} <= logged
+    moved = report["int8_val_acc"] >= trained.train["best_val_acc"]
+    assert (champion_version(client) == str(int8_version.version)) is moved
+    assert ("@champion: v1 " in result.stdout) is moved
 
-    registered = champion_model(Store.open(trained.uri), folder=trained.root / "champion")
-    metadata = OnnxModel.load(registered.path, threads=1).metadata
-    assert ("quantization" in metadata) is report["int8_champion"]
+
+def test_export_again_reuses_its_version_and_champion_moves_only_with_a_reason(
+    trained: Trained, tmp_path: Path
+):
+    """Issue 22 item 4: exporting one checkpoint again registers no new version; a worse model
+    is registered beside @champion, which stays, with the reason; --promote moves it, saying
+    from what to what."""
+    client = trained.client()
+    before_versions, before_champion = set(registered_versions(client)), champion_version(client)
+    best = Path(trained.train["best_checkpoint"])
+    common = ["--lists", str(trained.lists), "--experiment", EXPERIMENT]
+    again = runner.invoke(
+        cli.app, ["export-onnx", "--checkpoint", str(best), "--output", str(tmp_path / "again.onnx"), *common]
+    )
+    assert again.exit_code == 0, again.output
+    assert "already registered: bitmoji-gender v1 (run " in again.stdout
+    assert set(registered_versions(client)) == before_versions
+    assert champion_version(client) == before_champion
+
+    payload = read_checkpoint(best)
+    network, _ = model_from_checkpoint(payload)
+    fields = {key: value for key, value in payload.items() if key not in ("format", "state_dict")}
+    worse = tmp_path / "worse.pt"
+    save_checkpoint(worse, network, **{**fields, "metrics": {**payload["metrics"], "val_acc": 0.01}})
+    output = str(tmp_path / "worse.onnx")
+    kept = runner.invoke(cli.app, ["export-onnx", "--checkpoint", str(worse), "--output", output, *common])
+    assert kept.exit_code == 0, kept.output
+    (new,) = set(registered_versions(client)) - before_versions
+    assert f"registered bitmoji-gender v{new} (run {trained.run_id[:8]}, val acc 1.00%)" in kept.stdout
+    assert f"@champion stays v{before_champion} (run " in kept.stdout
+    assert "is lower than" in kept.stdout and "pass --promote" in kept.stdout
+    assert champion_version(client) == before_champion
+
+    promoted = runner.invoke(
+        cli.app, ["export-onnx", "--checkpoint", str(worse), "--output", output, "--promote", *common]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert f"already registered: bitmoji-gender v{new} " in promoted.stdout
+    assert f"@champion: v{before_champion} (run {trained.run_id[:8]}, val acc " in promoted.stdout
+    assert f"-> v{new} (run {trained.run_id[:8]}, val acc 1.00%): --promote given" in promoted.stdout
+    assert champion_version(client) == new
+    assert set(registered_versions(client)) == before_versions | {new}
+
+
+def test_a_folder_where_the_report_goes_leaves_the_model_as_it_was(random_checkpoint: Path, tmp_path: Path):
+    """Issue 17 defect b: the ONNX file and its parity report are replaced both or neither."""
+    output = tmp_path / "models" / "bitmoji.onnx"
+    output.parent.mkdir()
+    output.write_bytes(b"the previous, good model")
+    output.with_suffix(".parity.json").mkdir()
+    result = runner.invoke(
+        cli.app,
+        ["export-onnx", "--checkpoint", str(random_checkpoint), "--output", str(output), "--no-register"],
+    )
+    assert f"cannot write {output.with_suffix('.parity.json')}: it is a folder" in error_of(result)
+    assert output.read_bytes() == b"the previous, good model"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["bitmoji.onnx", "bitmoji.parity.json"]
 
 
 def test_quantize_int8_writes_the_int8_model_and_compares(second_export):

@@ -114,6 +114,7 @@ def post_streamed(port: int, body: bytes, chunk: int = 2**16) -> tuple[int, str]
     return int(status_line.split()[1]), rest.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_path: Path):
     found, port = served
     files = face_files(tmp_path / "faces", 3, corrupt=1)
@@ -168,6 +169,7 @@ def test_server_refuses_an_oversized_body_before_parsing_it(served):
     assert status == 200, text
 
 
+@pytest.mark.slow
 def test_curl_line_is_a_working_request(served, tmp_path: Path):
     found, port = served
     (face,) = face_files(tmp_path / "faces", 1, corrupt=0)
@@ -185,6 +187,7 @@ def test_curl_line_is_a_working_request(served, tmp_path: Path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_bitmoji_serve_stops_its_whole_process_group(
     tmp_path_factory, mlflow_store_template, tmp_path: Path, stop

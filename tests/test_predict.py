@@ -27,7 +27,7 @@ import cli
 from bitmoji_ml.checkpoints import save_checkpoint
 from bitmoji_ml.data import images as images_module
 from bitmoji_ml.data.images import Preprocess, decode_image
-from bitmoji_ml.export import export_job
+from bitmoji_ml.export.job import export_job
 from bitmoji_ml.models import create_model
 from bitmoji_ml.models.normalize import Classifier
 

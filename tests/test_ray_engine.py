@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from image_model_helpers import champion, face_files
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ def plain_predict_csv(folder: Path, model: Path, output: Path) -> dict[str, floa
         return {row["image_id"]: float(row["prob_male"]) for row in csv.DictReader(handle)}
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_predicts_rows_and_errors(tmp_path_factory, mlflow_store_template, tmp_path: Path):
     import ray
 

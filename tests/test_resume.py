@@ -3,7 +3,6 @@ schedule, and how a resumed run records what changed."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import torch
 from mlflow import MlflowClient
 
 from bitmoji_ml.checkpoints import read_checkpoint, save_checkpoint
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.recipe import Recipe, resolve_recipe
 from bitmoji_ml.training import TrainJobResult, train_job
 from bitmoji_ml.training.resume import RESUME_POLICY, Rule, resume_config
 from bitmoji_ml.training.schedule import Schedule
@@ -27,12 +26,17 @@ STEPS_PER_EPOCH = 38  # the real data: 2400 training images at batch 64
 
 def train(lists: Path, **overrides) -> TrainJobResult:
     settings = {"batch_size": 16, "threads": 1, **overrides}
-    return train_job(lists_dir=lists, experiment="test-exp", overrides=settings)
+    return train_job(lists_dir=lists, experiment="test-exp", recipe=resolve_recipe(overrides=settings))
 
 
 def resume(lists: Path, run_id: str, **overrides) -> TrainJobResult:
     overrides = {"threads": 1, **overrides}
-    return train_job(lists_dir=lists, experiment="test-exp", overrides=overrides, resume_run_id=run_id)
+    return train_job(
+        lists_dir=lists,
+        experiment="test-exp",
+        recipe=resolve_recipe(overrides=overrides),
+        resume_run_id=run_id,
+    )
 
 
 def lr_history(run_id: str) -> list[float]:
@@ -44,7 +48,7 @@ def lr_history(run_id: str) -> list[float]:
 
 
 def test_every_config_field_has_a_resume_rule() -> None:
-    assert set(RESUME_POLICY) == {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(RESUME_POLICY) == set(Recipe.model_fields)
 
 
 def test_recipe_fields_must_match_and_machine_fields_do_not() -> None:
@@ -53,8 +57,8 @@ def test_recipe_fields_must_match_and_machine_fields_do_not() -> None:
     assert not {"epochs", "patience", "device", "threads", "disk_cache"} & must_match
 
 
-def saved_config(**changes) -> TrainConfig:
-    return dataclasses.replace(resolve_config(TrainConfig(threads=1)), **changes)
+def saved_config(**changes) -> Recipe:
+    return resolve_config(Recipe(threads=1)).replace(**changes)
 
 
 def test_a_changed_recipe_setting_is_refused_naming_it_with_both_values() -> None:
@@ -70,7 +74,7 @@ def test_the_same_value_given_again_is_accepted() -> None:
     saved = saved_config()
     # image_size 0 means the model's size, which is what the checkpoint records.
     resumed = resume_config(saved, {"lr": 0.002, "image_size": 0, "model": saved.model})
-    assert resumed.config == dataclasses.replace(saved, threads=resumed.config.threads)
+    assert resumed.config == saved.replace(threads=resumed.config.threads)
 
 
 def test_epochs_and_patience_continue_from_the_checkpoint_unless_given() -> None:
@@ -84,7 +88,7 @@ def test_epochs_and_patience_continue_from_the_checkpoint_unless_given() -> None
 def test_device_and_threads_come_from_this_machine_not_the_checkpoint() -> None:
     trained_on_gpu = saved_config(device="cuda", threads=64)
     resumed = resume_config(trained_on_gpu, {})  # no --device: auto, resolved here
-    here = resolve_config(TrainConfig())
+    here = resolve_config(Recipe())
     assert (resumed.config.device, resumed.config.threads) == (here.device, here.threads)
     if here.device != "cuda":
         assert resumed.changed["device"] == here.device
@@ -187,7 +191,7 @@ def test_a_custom_run_name_is_kept_on_resume(tiny_lists: Path, mlflow_store: str
     first = train_job(
         lists_dir=tiny_lists,
         experiment="test-exp",
-        overrides={"epochs": 1, "batch_size": 16, "threads": 1},
+        recipe=resolve_recipe(overrides={"epochs": 1, "batch_size": 16, "threads": 1}),
         run_name="my-run",
     )
     resume(tiny_lists, first.run_id, epochs=2)
@@ -235,7 +239,7 @@ def test_a_run_trained_on_cuda_resumes_on_this_machine(tiny_lists: Path, mlflow_
     first = train(tiny_lists, epochs=1)
     rewrite_last_checkpoint(first.run_id, tmp_path, device="cuda", threads=64)
     resumed = resume(tiny_lists, first.run_id, epochs=2)  # no --device: resolved here
-    here = resolve_config(TrainConfig())
+    here = resolve_config(Recipe())
     assert resumed.config.device == here.device
     run = MlflowClient().get_run(first.run_id)
     assert run.info.status == "FINISHED"

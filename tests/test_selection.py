@@ -103,3 +103,44 @@ def test_rank_labels_lists_the_issues_first_then_the_least_trusted_other_labels(
     assert [issue.image_id for issue in ranked[2:]] == expected
     assert all(issue.label_quality == pytest.approx(trusted[int(issue.image_id[:4])]) for issue in ranked[2:])
     assert len(rank_labels(oof, top=1)) == 2  # never fewer than the issues
+
+
+def cv_run_with_oof(oof: OutOfFold, folder: Path) -> str:
+    """A finished `cv` parent run holding `oof` as its oof_predictions.csv, as `bitmoji cv` logs it."""
+    from bitmoji_ml.tracking.names import CV_RUN, OOF_PREDICTIONS
+    from bitmoji_ml.tracking.parents import ParentRun
+    from bitmoji_ml.tracking.store import Store
+
+    store = Store.open()
+    write_oof_csv(oof, folder / OOF_PREDICTIONS)
+    with ParentRun(store, experiment_id=store.experiment_id("audited"), run_name="cv5", kind=CV_RUN) as run:
+        run.log_artifact(folder / OOF_PREDICTIONS)
+    return run.run_id
+
+
+def test_audit_writes_its_files_where_a_person_can_open_them_and_says_where(
+    mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 7: without --output the face grid was only inside the MLflow store."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    run_id = cv_run_with_oof(noisy_oof([7, 42]), tmp_path)
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli.app, ["audit", "--experiment", "audited", "--top", "4"])
+    assert result.exit_code == 0, result.output
+    png, issues = (
+        work / "reports" / "audit" / "label_issues.png",
+        work / "reports" / "audit" / "label_issues.csv",
+    )
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert issues.read_text().startswith("rank,image_id,")
+    text = " ".join(result.output.split())  # the message wraps nowhere, but be safe
+    assert f"Look at {png.resolve()};" in text and f"({issues.resolve()} holds the flagged ones)" in text
+    assert run_id in text
+    (work / "taken").write_text("")
+    result = CliRunner().invoke(cli.app, ["audit", "--experiment", "audited", "--output", "taken"])
+    assert result.exit_code == 1 and "--output taken is a file" in result.output

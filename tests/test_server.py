@@ -69,6 +69,7 @@ def as_dict(entries: list[dict]) -> dict[str, str]:
     return {entry["key"]: entry["value"] for entry in entries}
 
 
+@pytest.mark.slow
 def test_live_server_serves_the_runs_params_and_metric_history(
     tmp_path_factory, mlflow_store_template, tmp_path: Path
 ):
@@ -142,6 +143,7 @@ def wait_for_ui(process: subprocess.Popen, port: int, log: Path) -> None:
         pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_ui_stopped_by_a_signal_leaves_no_server_process_and_frees_the_port(
     stop: signal.Signals, mlflow_store: str, tmp_path: Path

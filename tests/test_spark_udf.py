@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from image_model_helpers import CHAMPION_URI, assert_rows_match, champion, face_files, reference_probabilities
 
 RESULT_TYPE = "prob_male double, is_male long, error string"
 
 
+@pytest.mark.slow
 def test_spark_udf_scores_binary_files_like_predict(
     tmp_path_factory, mlflow_store_template, tmp_path: Path, monkeypatch
 ):

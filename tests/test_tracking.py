@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import read_manifest, write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.names import CHECKPOINT_MODEL_TYPE
-from bitmoji_ml.tracking.registry import best_logged_checkpoint
+from bitmoji_ml.tracking.ranking import best_logged_checkpoint
 from bitmoji_ml.tracking.runs import TrainingRun
 from bitmoji_ml.tracking.store import TRACKING_URI_ENV, Store
 
@@ -61,6 +63,62 @@ def test_store_leaves_mlflow_process_wide_uri_alone(mlflow_store: str, tmp_path:
     assert mlflow.get_tracking_uri() == before
     assert os.environ[TRACKING_URI_ENV] == mlflow_store  # MLflow rewrites it; the store restores it
     assert MlflowClient(tracking_uri=mlflow_store).get_experiment_by_name("somewhere") is None
+
+
+def test_process_default_restores_a_uri_pinned_with_set_tracking_uri(
+    mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    pinned = f"sqlite:///{tmp_path}/pinned.db"
+    mlflow.set_tracking_uri(pinned)  # what a user's own code may have done: it wins over the variable
+    try:
+        store = Store.open(f"sqlite:///{tmp_path}/other.db")
+        with store.process_default():
+            assert mlflow.get_tracking_uri() == store.uri
+        assert mlflow.get_tracking_uri() == pinned
+    finally:
+        mlflow.set_tracking_uri(None)  # unpinned again (this also unsets the variable)
+        monkeypatch.setenv(TRACKING_URI_ENV, mlflow_store)
+
+
+def test_the_package_uses_no_private_mlflow_api():
+    """Defect i: mlflow has no upper bound, so a private name (`_use_tracking_uri`) may vanish
+    in any release; only public modules and names."""
+    private = re.compile(r"mlflow(\.\w+)*\._\w+|from mlflow[\w.]* import .*\b_\w+")
+    root = Path(__file__).resolve().parent.parent
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in [root / "cli.py", *sorted((root / "bitmoji_ml").rglob("*.py"))]
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert found == []
+
+
+def test_an_unreachable_tracking_server_is_reported_in_whole_words(monkeypatch: pytest.MonkeyPatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BitmojiError) as raised:
+        Store.open(f"http://127.0.0.1:{port}")
+    message = str(raised.value)
+    assert message == (
+        f"cannot use the MLflow tracking store 'http://127.0.0.1:{port}': Connection refused. "
+        "Fix or unset MLFLOW_TRACKING_URI (the default is sqlite:///mlruns/mlflow.db)."
+    )
+
+
+def test_a_sqlite_store_that_cannot_be_opened_fails_at_once(tmp_path: Path):
+    """MLflow retries such a file for about two minutes; the store opens it itself first."""
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BitmojiError) as raised:
+        Store.open(f"sqlite:///{tmp_path}/a-file/mlflow.db")  # a folder that is a file
+    assert str(raised.value).startswith(
+        f"cannot use the MLflow tracking store 'sqlite:///{tmp_path}/a-file/mlflow.db': "
+    )
+    assert "File exists" in str(raised.value) or "Not a directory" in str(raised.value)
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(BitmojiError, match="unable to open database file"):
+        Store.open(f"sqlite:///{tmp_path}/folder.db")  # a database path that is a folder
 
 
 def test_experiment_without_create_is_a_no_runs_yet_error(mlflow_store: str):
@@ -164,7 +222,7 @@ def test_export_ranks_only_checkpoints_scored_on_the_current_val_list(
         best_logged_checkpoint(store, experiment=EXPERIMENT, lists_dir=lists, folder=tmp_path / "none")
 
     scored_on_current_list = log_checkpoint(store, lists=lists, val_acc=0.80, folder=tmp_path)
-    with captured("bitmoji_ml.tracking.registry") as messages:
+    with captured("bitmoji_ml.tracking.ranking") as messages:
         best = best_logged_checkpoint(store, experiment=EXPERIMENT, lists_dir=lists, folder=tmp_path / "best")
     assert best.run_id == scored_on_current_list != scored_on_old_list
     assert best.path.read_bytes() == b"scored 0.8"

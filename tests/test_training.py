@@ -15,6 +15,7 @@ import cli
 from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL, model_spec
+from bitmoji_ml.recipe import resolve_recipe
 from bitmoji_ml.training import TrainJobResult, job, loop, train_job
 
 EPOCH_METRICS = {
@@ -31,13 +32,18 @@ EPOCH_METRICS = {
 
 def run_training(lists: Path, epochs: int = 2, **overrides) -> TrainJobResult:
     overrides = {"epochs": epochs, "batch_size": 16, "threads": 1, **overrides}
-    return train_job(lists_dir=lists, experiment="test-exp", overrides=overrides)
+    return train_job(lists_dir=lists, experiment="test-exp", recipe=resolve_recipe(overrides=overrides))
 
 
 def resume_training(lists: Path, run_id: str, **overrides) -> TrainJobResult:
     # Threads are this machine's choice, not the run's: same count, same float sums.
     overrides = {"threads": 1, **overrides}
-    return train_job(lists_dir=lists, experiment="test-exp", overrides=overrides, resume_run_id=run_id)
+    return train_job(
+        lists_dir=lists,
+        experiment="test-exp",
+        recipe=resolve_recipe(overrides=overrides),
+        resume_run_id=run_id,
+    )
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -84,7 +90,11 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
 
 def test_params_are_logged_resolved(tiny_lists: Path, mlflow_store: str):
     # Requested: the model's input size (0), the best device (auto), all cores (0).
-    result = train_job(lists_dir=tiny_lists, experiment="test-exp", overrides={"epochs": 1, "batch_size": 16})
+    result = train_job(
+        lists_dir=tiny_lists,
+        experiment="test-exp",
+        recipe=resolve_recipe(overrides={"epochs": 1, "batch_size": 16}),
+    )
     run = MlflowClient().get_run(result.run_id)
     size = model_spec(DEFAULT_MODEL).preprocess.size
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 import torch
 
 from bitmoji_ml.checkpoints import TRAIN_STATE, read_checkpoint
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training import loop
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.evaluate import INFERENCE_BATCH, EvaluationResult, evaluate, predict_probabilities
@@ -62,18 +61,18 @@ def synthetic_data(n_train: int = 40, n_val: int = 12, seed: int = 0) -> TrainDa
     return TrainData(images(train_labels), train_labels, images(val_labels), val_labels, {"digest": "d"})
 
 
-def config(**changes) -> TrainConfig:
+def config(**changes) -> Recipe:
     values = {"image_size": SIZE, "epochs": 3, "batch_size": 8, "threads": 1, "device": "cpu", **changes}
-    return resolve_config(TrainConfig(**values))
+    return resolve_config(Recipe(**values))
 
 
-def fresh_state(settings: TrainConfig, data: TrainData) -> TrainState:
+def fresh_state(settings: Recipe, data: TrainData) -> TrainState:
     steps = -(-len(data.train_labels) // settings.batch_size)
     return new_train_state(settings, preprocess_for(settings), torch.device("cpu"), steps)
 
 
 def run_fit(
-    settings: TrainConfig,
+    settings: Recipe,
     data: TrainData,
     state: TrainState,
     folder: Path,
@@ -81,7 +80,7 @@ def run_fit(
 ) -> tuple[TrainResult, FakeTracker]:
     tracker = FakeTracker(folder / "logged", interrupt_after)
     (folder / "work").mkdir(parents=True, exist_ok=True)
-    header = {"model": settings.model, "config": dataclasses.asdict(settings), "preprocess": {}}
+    header = {"model": settings.model, "config": settings.values(), "preprocess": {}}
     result = fit(
         config=settings, data=data, state=state, tracker=tracker, workdir=folder / "work", header=header
     )

@@ -12,10 +12,10 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml.config import build_config
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import resolve_recipe
 from bitmoji_ml.selection.search import SEARCH_SPACE, objective_value, sample_recipe, searched_settings
-from bitmoji_ml.selection.trials import TRIAL_STATE_TAG, PruningTracker, TrialEnd
+from bitmoji_ml.selection.trials import TRIAL_STATE_TAG, PruningTracker, TrialEnd, progress_step
 from bitmoji_ml.selection.tune import open_study, optuna_storage
 
 FIXED = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--threads", "1"]
@@ -69,7 +69,7 @@ def test_tune_runs_trials_as_child_runs_and_writes_a_recipe_train_reads(
         ["train", "--lists", str(tiny_lists), "--config", str(tmp_path / "best.toml"), "--threads", "1"],
     )
     assert result.exit_code == 0, result.output
-    config = build_config(config_file=tmp_path / "best.toml")
+    config = resolve_recipe(config_file=tmp_path / "best.toml").recipe
     assert all(getattr(config, name) == recipe[name] for name in recipe)
 
     # The study continues by name: one more trial makes three, under a new parent run.
@@ -152,7 +152,7 @@ class FakeTrial:
 
 def test_the_pruning_tracker_logs_then_reports_each_epoch_and_stops_when_told():
     run, trial = FakeRun(), FakeTrial(prune_at=2)
-    tracker = PruningTracker(run, trial)
+    tracker = PruningTracker(run, trial, epochs=10)
     assert tracker.run_id == "run-1"  # everything else is the run's
     metrics = {"val_acc": 0.75, "val_loss": 0.5}
     assert tracker.log_epoch(epoch=1, metrics=metrics, best_checkpoint=None, model_name="m") == "best.pt"
@@ -160,6 +160,21 @@ def test_the_pruning_tracker_logs_then_reports_each_epoch_and_stops_when_told():
         tracker.log_epoch(epoch=2, metrics=metrics, best_checkpoint=None, model_name="m")
     assert run.epochs == [1, 2]  # the pruned epoch is logged before the trial stops
     assert trial.reports == [(0.75, 1), (0.75, 2)]
+
+
+def test_trials_of_different_lengths_report_at_the_same_share_of_their_schedule():
+    """Defect g: with `epochs` searched, epoch 5 of a 30-epoch one-cycle run (still at a high LR)
+    was compared with epoch 5 of a 10-epoch run; now both report at tenths of their schedule."""
+    metrics = {"val_acc": 0.75, "val_loss": 0.5}
+    reported = {}
+    for epochs in (10, 30):
+        trial = FakeTrial(prune_at=99)
+        tracker = PruningTracker(FakeRun(), trial, epochs=epochs)
+        for epoch in range(1, epochs + 1):
+            tracker.log_epoch(epoch=epoch, metrics=metrics, best_checkpoint=None, model_name="m")
+        reported[epochs] = [step for _, step in trial.reports]
+    assert reported[10] == reported[30] == list(range(1, 11))
+    assert progress_step(5, 10) == 5 and progress_step(5, 30) == 1 and progress_step(15, 30) == 5
 
 
 def test_a_pruned_trial_tags_its_run_and_is_handed_back_once_the_run_is_closed():

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
-from bitmoji_ml.config import TrainConfig, build_config
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters, create_model, model_spec
+from bitmoji_ml.recipe import Recipe, resolve_recipe
 from bitmoji_ml.training.settings import default_run_name
 
 
@@ -40,7 +40,7 @@ def test_a_checkpoint_rebuilds_its_width(tmp_path: Path) -> None:
 
 def test_width_in_config_and_run_name() -> None:
     with pytest.raises(BitmojiError, match="width must be positive"):
-        build_config(overrides={"width": 0})
-    assert default_run_name(TrainConfig(width=0.75)).startswith(f"{TrainConfig().model}-w0.75-")
-    assert "-w" not in default_run_name(TrainConfig())
-    assert default_run_name(TrainConfig(all_labelled=True)).endswith("-all")
+        resolve_recipe(overrides={"width": 0})
+    assert default_run_name(Recipe(width=0.75)).startswith(f"{Recipe().model}-w0.75-")
+    assert "-w" not in default_run_name(Recipe())
+    assert default_run_name(Recipe(all_labelled=True)).endswith("-all")

@@ -34,6 +34,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
         return _built["store"]
     from bitmoji_ml.data.dataset import load_dataset
     from bitmoji_ml.data.lists import write_lists
+    from bitmoji_ml.recipe import resolve_recipe
     from bitmoji_ml.tracking.store import Store
     from bitmoji_ml.training import train_job
 
@@ -47,7 +48,9 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
     run_ids, store = [], Store.open(uri)
     for overrides in ({"batch_size": 16}, {"batch_size": 8, "lr": 0.01}):
         settings = {"epochs": 1, "threads": 1, **overrides}
-        result = train_job(lists_dir=lists, experiment=EXPERIMENT, overrides=settings, store=store)
+        result = train_job(
+            lists_dir=lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=settings), store=store
+        )
         run_ids.append(result.run_id)
     _built["store"] = TrainedStore(uri, lists, dataset, run_ids)
     return _built["store"]
@@ -57,7 +60,7 @@ def exported_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) 
     """The shared store with its first run exported to ONNX and registered as @champion."""
     store = trained_store(tmp_path_factory, template_db)
     if store.onnx is None:
-        from bitmoji_ml.export import export_job
+        from bitmoji_ml.export.job import export_job
         from bitmoji_ml.tracking.store import Store
 
         onnx = Path(store.uri[len("sqlite:///") :]).parent.parent / "m.onnx"

@@ -19,14 +19,24 @@ def export_onnx(
     experiment: Experiment = paths.EXPERIMENT,
     lists: ListsDir = paths.LISTS_DIR,
     quantize: Annotated[str | None, typer.Option(help="Also write an int8 model (int8)")] = None,
-    register: Annotated[bool, typer.Option(help="Log to the source run and move @champion")] = True,
+    register: Annotated[
+        bool, typer.Option(help="Log to the source run, register it and decide @champion")
+    ] = True,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="Make it @champion even if it is not better than the current one (or not comparable)",
+        ),
+    ] = False,
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
-    from bitmoji_ml.export import export_job
+    from bitmoji_ml.export.job import export_job
+    from bitmoji_ml.export.register import registration_lines
     from bitmoji_ml.tracking.store import Store
 
     store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
-    export_job(
+    result = export_job(
         output=output,
         checkpoint=checkpoint,
         run_id=run_id,
@@ -34,5 +44,9 @@ def export_onnx(
         lists_dir=lists,
         quantize=quantize,
         register=register,
+        promote=promote,
         store=store,
     )
+    if result.registration is not None:
+        for line in registration_lines(result.registration):
+            typer.echo(line)

@@ -1,18 +1,19 @@
-"""What every command shares: the common options, declared once, and `friendly`, which turns
-a BitmojiError into one line on stderr and exit code 1."""
+"""What every command shares: the common options, declared once; `friendly`, which turns a
+BitmojiError into one line on stderr and exit code 1; and `recipe_options`, which gives a
+command the recipe's flags, read from the recipe's own declaration (recipe.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
+from bitmoji_ml.recipe import FIELDS, PRESETS, Recipe, facts, resolve_recipe
 
 DataDir = Annotated[
     Path | None,
@@ -40,44 +41,63 @@ def friendly(command: Callable) -> Callable:
     return wrapper
 
 
-def setting(field: str, text: str, *names: str):
-    """A recipe flag whose help shows the default from TrainConfig (presets may change it)."""
-    return typer.Option(*names, help=f"{text} (default: {getattr(TrainConfig, field)})", show_default=False)
-
-
-# The recipe flags, shared by train, cv and tune (each maps to the TrainConfig field of its name).
-Preset = Annotated[str, typer.Option(help="default, seed-cnn (the baseline) or resnet18")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML file of TrainConfig values")]
-Model = Annotated[str | None, setting("model", "hybrid, separable, compact, seed-cnn or resnet18")]
-Epochs = Annotated[int | None, setting("epochs", "Training epochs")]
-BatchSize = Annotated[int | None, setting("batch_size", "Images per step")]
-Lr = Annotated[float | None, setting("lr", "Peak learning rate")]
-Optimizer = Annotated[str | None, setting("optimizer", "adamw or sgd")]
-Schedule = Annotated[str | None, setting("schedule", "onecycle, cosine or constant")]
-WeightDecay = Annotated[float | None, setting("weight_decay", "Weight decay")]
-LabelSmoothing = Annotated[float | None, setting("label_smoothing", "Label smoothing")]
-ImageSize = Annotated[int | None, setting("image_size", "Input side in pixels, 0 = the model's")]
-Width = Annotated[
-    float | None, setting("width", "Model channel-width multiplier (hybrid, separable, compact)")
-]
-Patience = Annotated[
-    int | None, setting("patience", "Early-stop after N epochs without a better val_acc, 0 = off")
-]
-Seed = Annotated[int | None, setting("seed", "Random seed")]
-Device = Annotated[str | None, setting("device", "auto, cpu, cuda or mps")]
-Threads = Annotated[int | None, setting("threads", "CPU threads, 0 = all cores")]
-Flip = Annotated[bool | None, setting("flip", "Random horizontal flips", "--flip/--no-flip")]
-Shift = Annotated[float | None, setting("shift", "Max random shift, fraction of the side")]
-Scale = Annotated[float | None, setting("scale", "Max random zoom, fraction")]
-Jitter = Annotated[float | None, setting("jitter", "Colour jitter strength")]
-DiskCache = Annotated[
-    bool | None, setting("disk_cache", "Keep decoded images in data/cache/", "--disk-cache/--no-disk-cache")
-]
 RunName = Annotated[str | None, typer.Option(help="MLflow run name (default: model + settings)")]
+Preset = Annotated[
+    str, typer.Option(help=f"Starting values: {', '.join(PRESETS)} (seed-cnn is the baseline)")
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="TOML file of recipe settings (e.g. a run's recipe.toml, best_config.toml)"
+    ),
+]
 
 
-def recipe_overrides(values: dict[str, object]) -> dict[str, object]:
-    """The TrainConfig fields among a command's arguments (None: not given)."""
-    return {
-        field.name: values[field.name] for field in dataclasses.fields(TrainConfig) if field.name in values
-    }
+def recipe_parameter(name: str) -> inspect.Parameter:
+    """The flag of recipe setting `name`: its help and default from the declaration; None (not
+    given) as the value, so that a preset or a config file can set it."""
+    field = Recipe.model_fields[name]
+    kind = field.annotation if field.annotation in (bool, int, float) else str
+    declared = facts(name)["flag"]
+    flag = declared or (
+        f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"
+        if kind is bool
+        else f"--{name.replace('_', '-')}"
+    )
+    default = ("on" if field.default else "off") if kind is bool else field.default
+    text = field.description if declared else f"{field.description} (default: {default})"
+    option = typer.Option(flag, help=text, show_default=False)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind | None, option], default=None
+    )
+
+
+def recipe_options(command: str) -> Callable[[Callable], Callable]:
+    """Give a command `--preset`, `--config` and a flag per recipe setting that it takes (the
+    setting's `commands`), and call it with `recipe=`, the ResolvedRecipe they make (resolved
+    once, here: defaults < preset < config file < flags)."""
+    names = [name for name in FIELDS if command in facts(name)["commands"]]
+
+    def decorate(function: Callable) -> Callable:
+        own = [
+            p for p in inspect.signature(function, eval_str=True).parameters.values() if p.name != "recipe"
+        ]
+        preset = inspect.Parameter(
+            "preset", inspect.Parameter.KEYWORD_ONLY, annotation=Preset, default="default"
+        )
+        config = inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigFile, default=None
+        )
+        parameters = [*own, preset, config, *(recipe_parameter(name) for name in names)]
+
+        @functools.wraps(function)
+        def with_recipe(**arguments: Any) -> Any:
+            overrides = {name: arguments.pop(name) for name in names}
+            recipe = resolve_recipe(arguments.pop("preset"), arguments.pop("config"), overrides)
+            return function(recipe=recipe, **arguments)
+
+        with_recipe.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        with_recipe.__annotations__ = {p.name: p.annotation for p in parameters}
+        return with_recipe
+
+    return decorate

@@ -9,108 +9,52 @@ from typing import Annotated
 import typer
 
 from bitmoji_ml import paths
-from bitmoji_ml.commands.options import (
-    BatchSize,
-    ConfigFile,
-    Device,
-    DiskCache,
-    Epochs,
-    Experiment,
-    Flip,
-    ImageSize,
-    Jitter,
-    LabelSmoothing,
-    ListsDir,
-    Lr,
-    Model,
-    Optimizer,
-    Patience,
-    Preset,
-    RunName,
-    Scale,
-    Schedule,
-    Seed,
-    Shift,
-    Threads,
-    WeightDecay,
-    Width,
-    friendly,
-    recipe_overrides,
-    setting,
-)
+from bitmoji_ml.commands import views
+from bitmoji_ml.commands.options import Experiment, ListsDir, RunName, friendly, recipe_options
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import ResolvedRecipe
+
+Nproc = Annotated[
+    int,
+    typer.Option(
+        help="Processes on this machine: N > 1 trains as N torchrun workers (DistributedDataParallel; "
+        "--batch-size is the global batch, split over them)"
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue run --run-id from its last checkpoint; --epochs, --patience, --device, --nproc, "
+        "--threads, --disk-cache and --sync-batchnorm may change, the rest must match it",
+    ),
+]
+RunId = Annotated[str | None, typer.Option(help="With --resume: the MLflow run to continue")]
 
 
 @friendly
+@recipe_options("train")
 def train(
-    ctx: typer.Context,
-    preset: Preset = "default",
-    config: ConfigFile = None,
-    model: Model = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    optimizer: Optimizer = None,
-    schedule: Schedule = None,
-    weight_decay: WeightDecay = None,
-    label_smoothing: LabelSmoothing = None,
-    image_size: ImageSize = None,
-    width: Width = None,
-    patience: Patience = None,
-    seed: Seed = None,
-    device: Device = None,
-    threads: Threads = None,
-    flip: Flip = None,
-    shift: Shift = None,
-    scale: Scale = None,
-    jitter: Jitter = None,
-    disk_cache: DiskCache = None,
-    all_labelled: Annotated[
-        bool | None,
-        typer.Option(
-            "--all-labelled",
-            help="Train on train + val for the fixed epochs, no validation: the last epoch is the "
-            "model (the final refit once `cv`/`tune` chose the recipe; export it with --run-id)",
-            show_default=False,
-        ),
-    ] = None,
-    sync_batchnorm: Annotated[
-        bool | None,
-        setting(
-            "sync_batchnorm",
-            "With --nproc on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)",
-            "--sync-batchnorm/--no-sync-batchnorm",
-        ),
-    ] = None,
-    nproc: Annotated[
-        int,
-        typer.Option(
-            help="Processes on this machine: N > 1 trains as N torchrun workers (DistributedDataParallel; "
-            "--batch-size is the global batch, split over them)"
-        ),
-    ] = 1,
+    recipe: ResolvedRecipe,
+    nproc: Nproc = 1,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
     run_name: RunName = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            help="Continue this MLflow run from its last checkpoint; --epochs, --patience, --device, --nproc, "
-            "--threads, --disk-cache and --sync-batchnorm may change, the rest must match it"
-        ),
-    ] = None,
+    resume: Resume = False,
+    run_id: RunId = None,
 ) -> None:
     """Train a model on the prepared lists, tracked in MLflow."""
-    overrides = recipe_overrides(locals())
+    resume_run_id = run_to_resume(resume=resume, run_id=run_id)
     if nproc != 1:
-        from bitmoji_ml.config import requested_values
         from bitmoji_ml.training.launch import launch_training
 
         launch_training(
             nproc=nproc,
-            arguments=given_options(ctx, leave_out={"nproc"}),
-            requested=requested_values(preset, config, overrides),
+            recipe=recipe,
             lists_dir=lists,
-            resume_run_id=resume,
+            experiment=experiment,
+            run_name=run_name,
+            resume_run_id=resume_run_id,
             entry_folder=Path(__file__).resolve().parents[2],
         )
         return
@@ -122,37 +66,21 @@ def train(
     result = train_job(
         lists_dir=lists,
         experiment=experiment,
-        preset=preset,
-        config_file=config,
-        overrides=overrides,
+        recipe=recipe,
         run_name=run_name,
-        resume_run_id=resume,
+        resume_run_id=resume_run_id,
         store=store,
     )
-    if result.rank != 0:  # rank 0 reports for every rank
-        return
-    if result.best_val_acc is None:
-        typer.echo(
-            f"run {result.run_id}  trained on all {result.train_images} labelled images, no validation; "
-            f"the model is epoch {result.best_epoch} (export it: bitmoji export-onnx --run-id {result.run_id})"
+    if result.rank == 0:  # rank 0 reports for every rank
+        views.show_training(result)
+
+
+def run_to_resume(*, resume: bool, run_id: str | None) -> str | None:
+    """The run `--resume --run-id ID` continues (None for a new run)."""
+    if resume and not run_id:
+        raise BitmojiError("--resume continues a run: name it with --run-id ID (ids from `bitmoji runs`)")
+    if run_id and not resume:
+        raise BitmojiError(
+            f"--run-id names the run to continue: add --resume (bitmoji train --resume --run-id {run_id})"
         )
-    else:
-        typer.echo(f"run {result.run_id}  best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch})")
-    typer.echo(f"best checkpoint: {result.best_checkpoint}")
-
-
-def given_options(ctx: typer.Context, *, leave_out: set[str]) -> list[str]:
-    """The options given on the command line, written out again as flags (for the torchrun
-    workers, which parse the same command): what was left at its default stays unsaid."""
-    arguments: list[str] = []
-    for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name)
-        given = source is not None and source.name == "COMMANDLINE"
-        if param.name in leave_out or not given or param.param_type_name != "option":
-            continue
-        value = ctx.params[param.name]
-        if param.is_flag:
-            arguments.append(param.opts[0] if value else param.secondary_opts[0])
-        else:
-            arguments += [param.opts[0], str(value)]
-    return arguments
+    return run_id

@@ -26,7 +26,7 @@ def build_resnet18(num_classes: int = 2, *, width: float = 1.0) -> nn.Module:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A registered model: how to build its network (`build(width=...)`, the channel-width
-    multiplier of TrainConfig) and how its input is prepared."""
+    multiplier of Recipe) and how its input is prepared."""
 
     build: Callable[..., nn.Module]
     preprocess: Preprocess

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bitmoji_ml import paths
+from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.selection.audit import (
     LabelIssue,
     face_grid,
@@ -33,17 +35,22 @@ class AuditResult:
     images: int  # labelled images the CV run predicted out of fold
     issues: list[LabelIssue]  # flagged by cleanlab: label_issues.csv
     ranked: list[LabelIssue]  # the issues, then the least trusted other labels, `top` at least
-    written: list[Path]  # copies under --output, if asked
+    issues_csv: Path  # label_issues.csv in the output folder, absolute
+    faces_png: Path  # label_issues.png beside it
 
 
 def audit_job(
-    *, store: Store, experiment: str, run_id: str | None = None, top: int = 24, output: Path | None = None
+    *, store: Store, experiment: str, run_id: str | None = None, top: int = 24, output: Path = paths.AUDIT_DIR
 ) -> AuditResult:
     """Rank the CV run's likely label errors (default run: the experiment's newest finished
-    `cv` run); log label_issues.csv (every issue cleanlab flags) and label_issues.png (the `top`
-    least trusted labels, flagged ones first) to it, and copy both into `output` when given."""
+    `cv` run); write label_issues.csv (every issue cleanlab flags) and label_issues.png (the
+    `top` least trusted labels, flagged ones first) into `output`, where a person can open
+    them, and log both to the run."""
     from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind
 
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise BitmojiError(f"--output {output} is a file: give a folder for label_issues.csv and .png")
     run_id = run_id or newest_run_of_kind(store, experiment=experiment, kind=CV_RUN)
     with tempfile.TemporaryDirectory(prefix="bitmoji-audit-") as scratch:
         folder = Path(scratch)
@@ -57,13 +64,14 @@ def audit_job(
         write_issues_csv(issues, files[0])
         face_grid(ranked, files[1], limit=top)
         add_results(store, run_id=run_id, files=files, metrics={"label_issues": len(issues)})
-        written = _copy_into(files, output) if output is not None else []
+        issues_csv, faces_png = _copy_into(files, output)
     logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
-    return AuditResult(run_id, len(oof.images), issues, ranked, written)
+    return AuditResult(run_id, len(oof.images), issues, ranked, issues_csv, faces_png)
 
 
 def _copy_into(files: list[Path], output: Path) -> list[Path]:
-    """Copy `files` into the folder `output` (created), each replaced atomically."""
+    """Copy `files` into the folder `output` (created), each replaced atomically; returns the
+    copies' absolute paths (what the command prints)."""
     from bitmoji_ml.files import atomic_path
 
     output.mkdir(parents=True, exist_ok=True)
@@ -71,5 +79,5 @@ def _copy_into(files: list[Path], output: Path) -> list[Path]:
     for path in files:
         with atomic_path(output / path.name) as tmp:
             shutil.copyfile(path, tmp)
-        copies.append(output / path.name)
+        copies.append((output / path.name).resolve())
     return copies

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
 from bitmoji_ml.data.cache import load_images
 from bitmoji_ml.data.labels import predicted_classes
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.paths import CACHE_DIR
+from bitmoji_ml.recipe import Recipe, ResolvedRecipe
 from bitmoji_ml.selection.audit import OutOfFold
 from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
 from bitmoji_ml.tracking.names import CV_FOLD, CV_RUN, LAST_EPOCH, OOF_PREDICTIONS, PLOTS_DIR, RUN_KIND_TAG
@@ -96,17 +96,17 @@ class CVResult:
     oof: OutOfFold
     decode_seconds: float
     wall_seconds: float
-    config: TrainConfig
+    config: Recipe
 
 
-def cv_config(preset: str, config_file: Path | None, overrides: dict[str, Any] | None) -> TrainConfig:
+def cv_config(recipe: ResolvedRecipe) -> Recipe:
     """The recipe as `train` resolves it, checked by `check_cv_recipe`."""
-    config = resolve_config(config_from_dict(requested_values(preset, config_file, overrides)))
+    config = resolve_config(recipe.recipe)
     check_cv_recipe(config)
     return config
 
 
-def check_cv_recipe(config: TrainConfig) -> None:
+def check_cv_recipe(config: Recipe) -> None:
     """Refuse what needs a validation list to select on, or leaves no fold to hold out."""
     if config.patience:
         raise BitmojiError(
@@ -117,7 +117,7 @@ def check_cv_recipe(config: TrainConfig) -> None:
         raise BitmojiError("cv holds out each fold in turn: all_labelled does not apply")
 
 
-def decode_labelled(*, lists_dir: Path, config: TrainConfig) -> LabelledImages:
+def decode_labelled(*, lists_dir: Path, config: Recipe) -> LabelledImages:
     """The train and val lists' images, decoded once at the config's input size."""
     manifest = read_manifest(lists_dir)
     entries = labelled_entries(lists_dir)
@@ -159,7 +159,7 @@ def run_fold(
     *,
     store: Store,
     experiment_id: str,
-    config: TrainConfig,
+    config: Recipe,
     labelled: LabelledImages,
     assignment: np.ndarray,
     fold: int,
@@ -208,7 +208,7 @@ def cross_validate(
     *,
     store: Store,
     experiment_id: str,
-    config: TrainConfig,
+    config: Recipe,
     labelled: LabelledImages,
     assignment: np.ndarray,
     parent: tuple[str, str],
@@ -236,7 +236,7 @@ def cross_validate(
     return CrossValidation(results, oof)
 
 
-def log_cv_start(parent: ParentRun, *, config: TrainConfig, labelled: LabelledImages, folds: int) -> None:
+def log_cv_start(parent: ParentRun, *, config: Recipe, labelled: LabelledImages, folds: int) -> None:
     """The recipe, the folds and how OOF predictions are made as params; both lists as inputs."""
     from bitmoji_ml.tracking.datasets import lists_datasets
 
@@ -278,10 +278,8 @@ def cv_job(
     *,
     lists_dir: Path,
     experiment: str,
+    recipe: ResolvedRecipe,
     folds: int = 5,
-    preset: str = "default",
-    config_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
     run_name: str | None = None,
     store: Store | None = None,
 ) -> CVResult:
@@ -291,18 +289,23 @@ def cv_job(
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
+    from bitmoji_ml.training.distributed import sigterm_ends_run
 
     started = time.perf_counter()
     store = store or Store.open()
     experiment_id = store.experiment_id(experiment)
-    config = cv_config(preset, config_file, overrides)
+    config = cv_config(recipe)
     torch.set_num_threads(config.threads)
     labelled = decode_labelled(lists_dir=lists_dir, config=config)
     decode_seconds = time.perf_counter() - started
     assignment = stratified_folds(labelled.labels, folds=folds, seed=config.seed)
     logger.info("decoded %d labelled images once in %.1fs", len(labelled.labels), decode_seconds)
     name = run_name or f"cv{folds}-{default_run_name(config)}"
-    with ParentRun(store, experiment_id=experiment_id, run_name=name, kind=CV_RUN) as parent:
+    # SIGTERM ends the parent and the running child as KILLED, as Ctrl-C does.
+    with (
+        sigterm_ends_run(),
+        ParentRun(store, experiment_id=experiment_id, run_name=name, kind=CV_RUN) as parent,
+    ):
         logger.info("MLflow run %s (%s, experiment %s)", parent.run_id, store.uri, experiment)
         log_cv_start(parent, config=config, labelled=labelled, folds=folds)
         outcome = cross_validate(

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bitmoji_ml.config import TrainConfig, config_from_dict
 from bitmoji_ml.data.lists import read_manifest
-from bitmoji_ml.selection.search import objective_value, recipe_values, sample_recipe
+from bitmoji_ml.recipe import Recipe, recipe_from_values
+from bitmoji_ml.selection.search import objective_value, sample_recipe
 from bitmoji_ml.tracking.names import RUN_KIND_TAG, TUNE_TRIAL
 from bitmoji_ml.training.settings import preprocess_for, resolve_config
 
@@ -55,14 +55,28 @@ class TrialEnd:
             raise self.pruned
 
 
-class PruningTracker:
-    """The trial's MLflow run as the training loop's tracker, which also reports each epoch's
-    val_acc to the Optuna trial and raises optuna.TrialPruned when the pruner says stop (so
-    the loop itself knows nothing of Optuna). Everything else goes to the run unchanged."""
+PROGRESS_STEPS = 10  # a trial reports val_acc at each tenth of its planned epochs
 
-    def __init__(self, run: TrainingRun, trial: optuna.Trial) -> None:
+
+def progress_step(epoch: int, epochs: int) -> int:
+    """Which tenth of its planned `epochs` a trial has completed at `epoch` (1..10). `epochs` is
+    itself searched and the LR schedule is planned on it, so epoch k of a 30-epoch run (still at
+    a high LR) is no match for epoch k of a 10-epoch run (annealed): trials are compared at the
+    same share of their schedule instead."""
+    return PROGRESS_STEPS * epoch // epochs
+
+
+class PruningTracker:
+    """The trial's MLflow run as the training loop's tracker, which also reports val_acc to the
+    Optuna trial at each tenth of the planned epochs (`progress_step`) and raises
+    optuna.TrialPruned when the pruner says stop (so the loop itself knows nothing of Optuna).
+    Everything else goes to the run unchanged."""
+
+    def __init__(self, run: TrainingRun, trial: optuna.Trial, *, epochs: int) -> None:
         self._run = run
         self._trial = trial
+        self._epochs = epochs
+        self._reported = 0  # the last progress step reported
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._run, name)
@@ -75,9 +89,16 @@ class PruningTracker:
         location = self._run.log_epoch(
             epoch=epoch, metrics=metrics, best_checkpoint=best_checkpoint, model_name=model_name
         )
-        self._trial.report(metrics["val_acc"], step=epoch)
+        step = progress_step(epoch, self._epochs)
+        if step <= self._reported:  # a tenth already reported (runs of more than 10 epochs)
+            return location
+        self._reported = step
+        self._trial.report(metrics["val_acc"], step=step)
         if self._trial.should_prune():
-            raise optuna.TrialPruned(f"val_acc {metrics['val_acc']:.4f} at epoch {epoch}: below the median")
+            raise optuna.TrialPruned(
+                f"val_acc {metrics['val_acc']:.4f} at epoch {epoch} of {self._epochs} "
+                f"({step}/{PROGRESS_STEPS} of the schedule): below the median"
+            )
         return location
 
 
@@ -112,8 +133,8 @@ class TrialRunner:
     _decoded: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        config = resolve_config(config_from_dict({**self.requested, **sample_recipe(trial, self.searched)}))
-        trial.set_user_attr("recipe", recipe_values(config))
+        config = resolve_config(recipe_from_values({**self.requested, **sample_recipe(trial, self.searched)}))
+        trial.set_user_attr("recipe", config.recipe_values())
         if self.folds:
             metrics, images = self._cv_trial(trial, config)
             accuracy, loss = metrics["cv_acc"], metrics["cv_loss"]
@@ -135,7 +156,7 @@ class TrialRunner:
     def _name(self, trial: optuna.Trial) -> str:
         return f"{self.parent[1]}-trial{trial.number}"
 
-    def _train_trial(self, trial: optuna.Trial, config: TrainConfig) -> tuple[dict[str, float], int]:
+    def _train_trial(self, trial: optuna.Trial, config: Recipe) -> tuple[dict[str, float], int]:
         """Train on the train list, validate on the val list, prune per epoch."""
         from bitmoji_ml.tracking.runs import TrainingRun
         from bitmoji_ml.training.nested import train_on_data
@@ -157,14 +178,14 @@ class TrialRunner:
                     datasets=datasets,
                     params={"trial": trial.number},
                     tags=self._tags(trial),
-                    tracker=PruningTracker(run, trial),
+                    tracker=PruningTracker(run, trial, epochs=config.epochs),
                 )
         end.raise_if_pruned(trial)
         best = trained.result.best
         metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "best_epoch": int(best["epoch"])}
         return metrics, len(data.val_labels)
 
-    def _cv_trial(self, trial: optuna.Trial, config: TrainConfig) -> tuple[dict[str, float], int]:
+    def _cv_trial(self, trial: optuna.Trial, config: Recipe) -> tuple[dict[str, float], int]:
         """Cross-validate the recipe, its folds nested under the trial's run; prune per fold."""
         from bitmoji_ml.selection.cv import check_cv_recipe, cross_validate, log_cv_results, log_cv_start
         from bitmoji_ml.selection.folds import stratified_folds
@@ -201,7 +222,7 @@ class TrialRunner:
         keys = ("cv_acc", "cv_acc_std", "cv_loss", "oof_acc")
         return {key: metrics[key] for key in keys}, len(labelled.labels)
 
-    def _lists_data(self, config: TrainConfig) -> tuple[TrainData, Any]:
+    def _lists_data(self, config: Recipe) -> tuple[TrainData, Any]:
         """The train and val lists decoded at the config's input size (once per size)."""
         from bitmoji_ml.tracking.datasets import lists_datasets
         from bitmoji_ml.training.data import load_data
@@ -213,7 +234,7 @@ class TrialRunner:
             self._decoded[key] = (data, lists_datasets(lists_dir=self.lists_dir, manifest=manifest))
         return self._decoded[key]
 
-    def _labelled(self, config: TrainConfig) -> LabelledImages:
+    def _labelled(self, config: Recipe) -> LabelledImages:
         """Every labelled image decoded at the config's input size (once per size)."""
         from bitmoji_ml.selection.cv import decode_labelled
 

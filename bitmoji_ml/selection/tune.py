@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitmoji_ml import paths
-from bitmoji_ml.config import config_from_dict, requested_values
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import write_text_atomic
-from bitmoji_ml.selection.search import SEARCH_SPACE, recipe_toml, searched_settings
+from bitmoji_ml.recipe import SEARCH_SPACE, ResolvedRecipe, recipe_from_values, recipe_toml
+from bitmoji_ml.selection.search import searched_settings
 from bitmoji_ml.selection.trials import TrialRunner
 from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN
 from bitmoji_ml.training.settings import resolve_config
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 OPTUNA_FILE = "optuna.db"
-PRUNER_WARMUP_EPOCHS = 5  # no pruning before this many epochs: early epochs say little
+# No pruning in the first two tenths of a trial's schedule (progress steps, trials.progress_step):
+# early epochs say little.
+PRUNER_WARMUP_STEPS = 2
 PRUNER_STARTUP_TRIALS = 4  # nor before this many trials have finished
 
 
@@ -80,7 +82,7 @@ def open_study(*, name: str, storage: str, objective: str, seed: int) -> optuna.
         storage=storage,
         direction="maximize",
         pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS
+            n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_STEPS
         ),
         load_if_exists=True,
     )
@@ -125,7 +127,7 @@ def tune_settings(
     """The command's settings, checked before anything runs."""
     if trials < 1:
         raise BitmojiError(f"--trials must be at least 1, got {trials}")
-    base = config_from_dict(requested)
+    base = recipe_from_values(requested)
     searched = searched_settings(fixed=set(requested), model=base.model)
     if not searched:
         raise BitmojiError(
@@ -152,9 +154,7 @@ def tune_job(
     use_cv: bool = False,
     folds: int = 5,
     study_name: str | None = None,
-    preset: str = "default",
-    config_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    recipe: ResolvedRecipe,
     output: Path = Path(BEST_CONFIG),
     run_name: str | None = None,
     store: Store | None = None,
@@ -165,10 +165,11 @@ def tune_job(
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
+    from bitmoji_ml.training.distributed import sigterm_ends_run
 
     store = store or Store.open()
     experiment_id = store.experiment_id(experiment)
-    requested = requested_values(preset, config_file, overrides)
+    requested = recipe.given_values()
     settings = tune_settings(
         store_uri=store.uri,
         experiment=experiment,
@@ -179,13 +180,17 @@ def tune_job(
         timeout=timeout,
         requested=requested,
     )
-    base = resolve_config(config_from_dict(requested))  # the seed, and the threads used here
+    base = resolve_config(recipe.recipe)  # the seed, and the threads used here
     study = open_study(
         name=settings.study, storage=settings.storage, objective=settings.objective, seed=base.seed
     )
     torch.set_num_threads(base.threads)
     name = run_name or f"tune-{settings.study}-{len(study.trials)}"
-    with ParentRun(store, experiment_id=experiment_id, run_name=name, kind=TUNE_RUN) as parent:
+    # SIGTERM ends the parent and the running child as KILLED, as Ctrl-C does.
+    with (
+        sigterm_ends_run(),
+        ParentRun(store, experiment_id=experiment_id, run_name=name, kind=TUNE_RUN) as parent,
+    ):
         logger.info(
             "MLflow run %s (%s); study %r in %s", parent.run_id, store.uri, settings.study, settings.storage
         )

@@ -1,6 +1,6 @@
 """Writes the registered image model: the exported ONNX file wrapped in `BitmojiImageModel`, with
 a signature, a real face as input example, run-time requirements only (never torch) and the few
-project modules it needs as its code. tracking.registry.log_export logs and registers it."""
+project modules it needs as its code. tracking.registration.log_export logs and registers it."""
 
 from __future__ import annotations
 

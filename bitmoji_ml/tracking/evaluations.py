@@ -5,20 +5,59 @@ so the training experiment's runs table and charts show training runs only; each
 tag `evaluation=true` as well. An evaluation run has the scored set as its dataset input and,
 when the model is a logged model, that model as a model input, with every metric linked to
 the model and the dataset: the model's page in the UI lists its evaluations.
+
+`training_lists` reads back what a model's source run trained on, so that `evaluate` can say
+when the scored images include training images (training_overlap.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from mlflow.entities import LoggedModelInput, Metric
 from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from bitmoji_ml.tracking.datasets import LabelledFiles
 from bitmoji_ml.tracking.names import EVALUATION_TAG, evaluation_experiment
 from bitmoji_ml.tracking.runs import end_status, now_ms
 from bitmoji_ml.tracking.store import Store
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingList:
+    """A dataset a run trained on, as MLflow recorded it: its name, the digest of its file
+    (datasets.file_digest) and the file it was read from (None when not a local file)."""
+
+    name: str
+    digest: str
+    source: Path | None
+
+
+def _source_path(source: str) -> Path | None:
+    """The local file of a dataset source: MLflow stores `{"uri": "/path"}` for a local one."""
+    try:
+        uri = json.loads(source).get("uri", "")
+    except (ValueError, AttributeError):
+        return None
+    return Path(uri) if uri and not uri.startswith(("s3:", "gs:", "http:", "https:", "dbfs:")) else None
+
+
+def training_lists(store: Store, run_id: str) -> list[TrainingList] | None:
+    """The datasets run `run_id` used for training (the train list; train and val for
+    `--all-labelled`), each once; None when the store has no such run."""
+    if not run_id or not store.run_exists(run_id):
+        return None
+    found: dict[str, TrainingList] = {}
+    for used in store.client.get_run(run_id).inputs.dataset_inputs:
+        if {tag.key: tag.value for tag in used.tags}.get(MLFLOW_DATASET_CONTEXT) == "training":
+            dataset = used.dataset  # a resumed run links its datasets again: keep one of each
+            found.setdefault(
+                dataset.digest, TrainingList(dataset.name, dataset.digest, _source_path(dataset.source))
+            )
+    return list(found.values())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,8 @@ LABEL_ISSUES_PNG = "label_issues.png"
 BEST_CONFIG = "best_config.toml"  # artifact of a tune run
 
 EVALUATION_TAG = "evaluation"  # "true" on every run `bitmoji evaluate` logs
+# On each evaluation run: how many of the scored images the model trained on, or "unknown".
+TRAINING_IMAGES_TAG = "training_images_scored"
 EVALUATIONS_SUFFIX = "-evaluations"
 DATASET_PREFIX = "bitmoji-"
 

@@ -19,6 +19,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import RECIPE_FILE
 from bitmoji_ml.tracking.datasets import RunDatasets, lists_datasets
 from bitmoji_ml.tracking.names import BEST_ON_VAL, CHECKPOINT_DIR, CHECKPOINT_MODEL_TYPE, SELECTION_TAG
 from bitmoji_ml.tracking.store import Store, local_path
@@ -121,10 +122,12 @@ class TrainingRun:
         manifest: dict,
         lists_dir: Path | None = None,
         datasets: RunDatasets | None = None,
+        recipe: str | None = None,
     ) -> None:
         """A new run gets `params`, `tags` (plus environment_tags() and the data digest) and its
         dataset inputs: `datasets`, else the train and val lists of `lists_dir`; a resumed run
-        only (re)links the datasets."""
+        only (re)links the datasets. `recipe` (TOML text) is logged as recipe.toml, replacing a
+        resumed run's with the recipe it continues with."""
         if datasets is None:
             if lists_dir is None:
                 raise ValueError("log_start needs lists_dir or datasets")
@@ -138,6 +141,8 @@ class TrainingRun:
                 tags=[RunTag(key, str(value)) for key, value in tags.items()],
             )
         self.store.client.log_inputs(self.run_id, datasets=datasets.inputs())
+        if recipe is not None:
+            self.store.client.log_text(self.run_id, recipe, RECIPE_FILE)
 
     def log_tags(self, tags: dict[str, str]) -> None:
         """Set tags on the run (e.g. how a tuning trial ended)."""

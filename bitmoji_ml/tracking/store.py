@@ -1,7 +1,8 @@
 """The MLflow store a command works with: one `Store` per command, opened once, passed down.
 
 It holds the URI and an `MlflowClient` bound to it; nothing here sets MLflow's process-wide
-tracking URI, except `Store.process_default()` for the one MLflow call that reads only that.
+tracking URI, except `Store.process_default()` (public MLflow API only) for the MLflow calls
+that read only that.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -50,9 +52,29 @@ def local_path(uri: str) -> str:
     return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+def failure_reason(error: BaseException) -> str:
+    """Why a store could not be used, in one whole line: the innermost cause when there is a
+    chain (an unreachable server ends in e.g. "Connection refused", under three layers of
+    wrapped requests/urllib3 text), else the error's own first line, never cut mid-sentence."""
+    innermost = error
+    while innermost.__cause__ is not None or innermost.__context__ is not None:
+        innermost = innermost.__cause__ or innermost.__context__
+    if isinstance(innermost, OSError) and innermost.strerror:
+        return innermost.strerror  # "[Errno 111] Connection refused" -> "Connection refused"
+    text = str(innermost).strip() or str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
+def _open_sqlite_file(uri: str) -> None:
+    """For a SQLite store, open (or create) the database file once: MLflow retries a file it
+    cannot open for about two minutes before it says so."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return
+    path = Path(unquote(uri[len(SQLITE_PREFIX) :].split("?")[0]))
+    if str(path) in ("", ":memory:"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+    sqlite3.connect(path).close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +96,12 @@ class Store:
         if uri == paths.DEFAULT_TRACKING_URI:
             paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
         try:
+            _open_sqlite_file(uri)
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_experiments(max_results=1)
         except Exception as error:  # any failure to reach or open the store
             raise BitmojiError(
-                f"cannot use the MLflow tracking store {uri!r}: {_first_line(error)}. Fix or unset "
+                f"cannot use the MLflow tracking store {uri!r}: {failure_reason(error)}. Fix or unset "
                 f"{TRACKING_URI_ENV} (the default is {paths.DEFAULT_TRACKING_URI})."
             ) from error
         return cls(uri, client)
@@ -136,17 +159,24 @@ class Store:
     @contextlib.contextmanager
     def process_default(self) -> Iterator[None]:
         """Make this store MLflow's process-wide tracking URI for the duration of the block,
-        then restore the previous URI and $MLFLOW_TRACKING_URI (which MLflow rewrites).
+        then restore the previous state. Only for MLflow code that ignores the client's URI
+        (see registration.register_version and `download`).
 
-        Only for MLflow code that ignores the client's URI; see registry.register_champion."""
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
+        Public API only: $MLFLOW_TRACKING_URI is what MLflow reads when nobody called
+        `mlflow.set_tracking_uri`; when someone did (a user's own code), that value wins over
+        the variable, so it is set for the block too and put back after."""
         environment = os.environ.get(TRACKING_URI_ENV)
+        previous, pinned = mlflow.get_tracking_uri(), False
         try:
-            with _use_tracking_uri(self.uri):
-                yield
+            os.environ[TRACKING_URI_ENV] = self.uri
+            pinned = mlflow.get_tracking_uri() != self.uri
+            if pinned:
+                mlflow.set_tracking_uri(self.uri)
+            yield
         finally:
-            if environment is None:
+            if pinned:
+                mlflow.set_tracking_uri(previous)
+            if environment is None:  # set_tracking_uri rewrites the variable too
                 os.environ.pop(TRACKING_URI_ENV, None)
             else:
                 os.environ[TRACKING_URI_ENV] = environment

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -112,7 +113,8 @@ def process_group(device_type: str) -> Iterator[None]:
     the group after the block. Nothing happens in a single process, or when the caller has
     already set up a group."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
-        yield
+        with sigterm_ends_run():
+            yield
         return
     backend = _backend(device_type)
     if backend == "nccl":
@@ -191,6 +193,21 @@ def _on_sigterm(number: int, frame: object) -> None:
         _guard.pending = True
         return
     raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_ends_run() -> Iterator[None]:
+    """In a single process too (`bitmoji train`, `cv`, `tune`): SIGTERM raises Terminated, so the
+    MLflow run ends as KILLED with its last checkpoint whole, as Ctrl-C does. Outside the main
+    thread (where no handler can be set) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 @contextlib.contextmanager
@@ -322,6 +339,7 @@ class NullRun:
     """The tracker of ranks other than 0: it logs nothing (rank 0 alone talks to MLflow)."""
 
     run_id = ""
+    run_name = ""
 
     def __enter__(self) -> NullRun:
         return self

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bitmoji_ml.checkpoints import read_checkpoint, train_state_of
-from bitmoji_ml.config import TrainConfig, config_from_dict, requested_values
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters
+from bitmoji_ml.recipe import Recipe, ResolvedRecipe, recipe_from_values, recipe_toml
 from bitmoji_ml.tracking.names import BEST_ON_VAL, LAST_EPOCH
 from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData, load_data
@@ -48,7 +48,7 @@ class TrainJobResult:
     train_images: int
     train_seconds: float
     history: list[dict[str, float]]
-    config: TrainConfig  # as resolved: the image size, device and threads actually used
+    config: Recipe  # as resolved: the image size, device and threads actually used
     rank: int = 0  # under torchrun, the rank that returns this; rank 0 alone reports
 
 
@@ -64,7 +64,7 @@ class Tracking:
 class Resume:
     """What `--resume` continues: the run's last.pt, checked against the resume policy."""
 
-    config: TrainConfig
+    config: Recipe
     changed: dict[str, str]  # settings that differ from the checkpoint, new values
     train_state: dict[str, Any]
     run_name: str
@@ -76,17 +76,15 @@ def train_job(
     *,
     lists_dir: Path,
     experiment: str,
-    preset: str = "default",
-    config_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    recipe: ResolvedRecipe,
     run_name: str | None = None,
     resume_run_id: str | None = None,
     store: Store | None = None,
 ) -> TrainJobResult:
-    """Train a new run, or continue run `resume_run_id` from its last checkpoint (in one process,
-    or as one rank of a torchrun job)."""
-    requested = requested_values(preset, config_file, overrides)
-    with distributed.process_group(select_device(config_from_dict(requested).device).type):
+    """Train a new run of `recipe`, or continue run `resume_run_id` from its last checkpoint
+    with the settings `recipe` gives (in one process, or as one rank of a torchrun job)."""
+    requested = recipe.given_values()
+    with distributed.process_group(select_device(recipe.recipe.device).type):
         tracking = distributed.run_on_main(lambda: open_tracking(store, experiment))
         manifest = read_manifest(lists_dir)
         resume = None
@@ -94,7 +92,14 @@ def train_job(
             resume = distributed.share_from_main(
                 lambda: load_resume(tracking.store, resume_run_id, requested, manifest, lists_dir, run_name)
             )
-        config = resume.config if resume else resolve_config(config_from_dict(requested))
+        config = resume.config if resume else resolve_config(recipe.recipe)
+        if resume:
+            logger.info(
+                "resuming run %s after epoch %d, to epoch %d",
+                resume_run_id,
+                resume.train_state["epoch"],
+                config.epochs,
+            )
         torch.set_num_threads(config.threads)
         data = decode(lists_dir, manifest, config)
         state = build_state(config, data, resume)
@@ -169,7 +174,7 @@ def load_resume(
         lists_dir=lists_dir,
         run_id=run_id,
     )
-    saved = config_from_dict(payload["config"])
+    saved = recipe_from_values(payload["config"])
     resumed = resume_config(saved, requested)
     check_resumable(saved=saved, config=resumed.config, epochs_done=train_state["epoch"], run_id=run_id)
     saved_name = payload.get("run_name", "")
@@ -178,24 +183,25 @@ def load_resume(
     return Resume(resumed.config, resumed.changed, train_state, name, saved_name, world)
 
 
-def decode(lists_dir: Path, manifest: dict, config: TrainConfig) -> TrainData:
+def decode(lists_dir: Path, manifest: dict, config: Recipe) -> TrainData:
     """The lists decoded at the config's input size."""
     started = time.perf_counter()
     data = load_data(lists_dir, manifest, preprocess_for(config), config.disk_cache, config.all_labelled)
     logger.info(
-        "decoded %d train + %d val images in %.1fs; model %s on %s, %d threads%s",
+        "decoded %d train + %d val images in %.1fs; model %s on %s, %d thread%s%s",
         len(data.train_labels),
         0 if data.val_labels is None else len(data.val_labels),
         time.perf_counter() - started,
         config.model,
         config.device,
         config.threads,
+        "" if config.threads == 1 else "s",
         f" per process, {distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )
     return data
 
 
-def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> TrainState:
+def build_state(config: Recipe, data: TrainData, resume: Resume | None) -> TrainState:
     """A fresh training state, or the resumed one with its schedule re-planned to the epochs;
     wrapped for data-parallel training under torchrun."""
     world = distributed.world_size()
@@ -217,7 +223,7 @@ def build_state(config: TrainConfig, data: TrainData, resume: Resume | None) -> 
 
 def log_start(
     run: TrainingRun,
-    config: TrainConfig,
+    config: Recipe,
     manifest: dict,
     state: TrainState,
     lists_dir: Path,
@@ -229,7 +235,7 @@ def log_start(
     tags = run_tags(config, state)
     params = {**config.to_params(), **distributed.run_params(config.batch_size)}
     datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest, all_labelled=config.all_labelled)
-    run.log_start(params=params, tags=tags, manifest=manifest, datasets=datasets)
+    run.log_start(params=params, tags=tags, manifest=manifest, datasets=datasets, recipe=recipe_file(config))
     changed = dict(resume.changed) if resume else {}
     if resume and resume.saved_world_size != distributed.world_size():
         changed["world_size"] = str(distributed.world_size())
@@ -238,7 +244,7 @@ def log_start(
 
 
 def train_in_run(
-    config: TrainConfig,
+    config: Recipe,
     data: TrainData,
     state: TrainState,
     run: Tracker,
@@ -259,24 +265,35 @@ def train_in_run(
             )
     except KeyboardInterrupt:
         run_id = getattr(run, "run_id", "?")
-        logger.info("interrupted: run %s ends as KILLED; continue it with --resume %s", run_id, run_id)
+        logger.info(
+            "run %s ends as KILLED after epoch %d; continue it with `bitmoji train --resume --run-id %s`",
+            run_id,
+            state.epoch,
+            run_id,
+        )
         raise
     except Exception:
         if distributed.world_size() > 1 and distributed.is_main():  # often a peer that died
             logger.error(
                 "training stopped on rank 0 (if another process died, its messages say why): run %s "
-                "ends as FAILED; continue it from its last checkpoint with --resume %s",
+                "ends as FAILED; continue it from its last checkpoint with `bitmoji train --resume --run-id %s`",
                 run.run_id,
                 run.run_id,
             )
         raise
 
 
-def checkpoint_header(config: TrainConfig, manifest: dict, run_id: str, run_name: str) -> dict[str, Any]:
+def recipe_file(config: Recipe) -> str:
+    """The run's recipe.toml: what `--config` reads to train the same recipe again."""
+    comment = "the run's recipe; device, threads and disk_cache are left to the machine that trains it"
+    return recipe_toml(config.recipe_values(), [comment])
+
+
+def checkpoint_header(config: Recipe, manifest: dict, run_id: str, run_name: str) -> dict[str, Any]:
     """What every checkpoint of the run carries besides weights, metrics and training state."""
     return {
         "model": config.model,
-        "config": dataclasses.asdict(config),
+        "config": config.values(),
         "preprocess": preprocess_for(config).to_dict(),
         "data_digest": manifest.get("digest", ""),
         "mlflow_run_id": run_id,
@@ -285,7 +302,7 @@ def checkpoint_header(config: TrainConfig, manifest: dict, run_id: str, run_name
     }
 
 
-def run_tags(config: TrainConfig, state: TrainState) -> dict[str, str]:
+def run_tags(config: Recipe, state: TrainState) -> dict[str, str]:
     """What the run trained (TrainingRun.log_start adds where it ran and the data digest)."""
     return {
         "model": config.model,

@@ -4,9 +4,10 @@ Before any worker starts, the launcher checks what a person can get wrong (the c
 split of the global batch over the processes, the lists, the MLflow store, the run to resume),
 so a mistake is one message rather than N. Then it runs
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m cli train <same options>
+    python -m torch.distributed.run --standalone --nproc-per-node N -m cli train --config FILE ...
 
-in a process group of its own (`serving.run_in_foreground`: Ctrl-C, SIGTERM or SIGHUP stop
+where FILE is the recipe this command resolved (so every worker trains exactly that recipe and
+nothing is parsed twice), in a process group of its own (`serving.run_in_foreground`: Ctrl-C, SIGTERM or SIGHUP stop
 every worker). Rank 0 creates or continues the MLflow run and writes its id to a file named in
 $BITMOJI_RUN_ID_FILE. When the workers fail, torchrun stops them all; the launcher then makes
 sure the run does not stay RUNNING (a rank 0 killed outright cannot end it) and says how to
@@ -21,11 +22,11 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bitmoji_ml.config import config_from_dict
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import ResolvedRecipe, recipe_toml
 from bitmoji_ml.serving import processes as serving
 
 if TYPE_CHECKING:
@@ -75,21 +76,50 @@ def worker_environment(*, nproc: int, run_id_file: Path, entry_folder: Path) -> 
     return environment
 
 
+def worker_arguments(
+    *, recipe_file: Path, lists_dir: Path, experiment: str, run_name: str | None, resume_run_id: str | None
+) -> list[str]:
+    """What each worker's `cli train` is told: the recipe file and the command's own options."""
+    arguments = ["--config", str(recipe_file), "--lists", str(lists_dir), "--experiment", experiment]
+    if run_name:
+        arguments += ["--run-name", run_name]
+    if resume_run_id:
+        arguments += ["--resume", "--run-id", resume_run_id]
+    return arguments
+
+
+def workers_recipe(recipe: ResolvedRecipe, *, resume: bool) -> str:
+    """The recipe file the workers read: the whole resolved recipe for a new run; for --resume,
+    only the settings that were asked for, since the checkpoint decides the others."""
+    values = recipe.given_values() if resume else recipe.recipe.values()
+    return recipe_toml(values, ["resolved by `bitmoji train --nproc` for its torchrun workers"])
+
+
 def launch_training(
     *,
     nproc: int,
-    arguments: list[str],
-    requested: dict[str, Any],
+    recipe: ResolvedRecipe,
     lists_dir: Path,
+    experiment: str,
+    run_name: str | None,
     resume_run_id: str | None,
     entry_folder: Path,
 ) -> None:
-    """Train with `nproc` torchrun workers running `cli train <arguments>`; raise a BitmojiError
-    that names the run and how to resume it if they fail or are stopped."""
-    store = preflight(nproc=nproc, requested=requested, lists_dir=lists_dir, resume_run_id=resume_run_id)
-    command = torchrun_command(nproc=nproc, arguments=arguments)
-    logger.info("training with %d processes: %s", nproc, shlex.join(command))
+    """Train `recipe` with `nproc` torchrun workers; raise a BitmojiError that names the run and
+    how to resume it if they fail or are stopped."""
+    store = preflight(nproc=nproc, recipe=recipe, lists_dir=lists_dir, resume_run_id=resume_run_id)
     with tempfile.TemporaryDirectory(prefix="bitmoji-torchrun-") as folder:
+        recipe_file = Path(folder) / "recipe.toml"
+        recipe_file.write_text(workers_recipe(recipe, resume=resume_run_id is not None), encoding="utf-8")
+        arguments = worker_arguments(
+            recipe_file=recipe_file,
+            lists_dir=lists_dir,
+            experiment=experiment,
+            run_name=run_name,
+            resume_run_id=resume_run_id,
+        )
+        command = torchrun_command(nproc=nproc, arguments=arguments)
+        logger.info("training with %d processes: %s", nproc, shlex.join(command))
         run_id_file = Path(folder) / "run_id"
         environment = worker_environment(nproc=nproc, run_id_file=run_id_file, entry_folder=entry_folder)
         ended = serving.run_in_foreground(command, env=environment)
@@ -99,7 +129,7 @@ def launch_training(
     raise failure(store, ended=ended, run_id=run_id, resume_run_id=resume_run_id, nproc=nproc)
 
 
-def preflight(*, nproc: int, requested: dict[str, Any], lists_dir: Path, resume_run_id: str | None) -> Store:
+def preflight(*, nproc: int, recipe: ResolvedRecipe, lists_dir: Path, resume_run_id: str | None) -> Store:
     """Refuse what would fail in every worker; return the MLflow store, checked to be usable."""
     from bitmoji_ml.tracking.store import Store
 
@@ -107,10 +137,9 @@ def preflight(*, nproc: int, requested: dict[str, Any], lists_dir: Path, resume_
         raise BitmojiError(f"--nproc must be at least 1, got {nproc}")
     if "WORLD_SIZE" in os.environ:
         raise BitmojiError("--nproc starts torchrun itself: under torchrun, leave --nproc out")
-    config = config_from_dict(requested)
     read_manifest(lists_dir)
     store = Store.open()
-    batch_size = config.batch_size
+    batch_size = recipe.recipe.batch_size
     if resume_run_id:  # the run's batch size: --resume keeps it
         params = store.get_run(resume_run_id).data.params
         batch_size = int(params.get("batch_size", batch_size))
@@ -140,5 +169,5 @@ def failure(
     status = end_run_if_running(store, run_id=run_id, status=status)
     return BitmojiError(
         f"{cause}. Run {run_id} ended as {status}; continue it from its last checkpoint "
-        f"with `bitmoji train --resume {run_id} --nproc {nproc}`"
+        f"with `bitmoji train --resume --run-id {run_id} --nproc {nproc}`"
     )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from bitmoji_ml import plots
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
-from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training import distributed, sharding
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.evaluate import evaluate
@@ -95,7 +95,7 @@ def train_step(
     state: TrainState,
     images: torch.Tensor,
     labels: torch.Tensor,
-    config: TrainConfig,
+    config: Recipe,
     loss_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step at the schedule's learning rate; returns (logits, objective).
@@ -117,7 +117,7 @@ def train_step(
 
 
 def train_one_epoch(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, epoch: int
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: Recipe, epoch: int
 ) -> EpochTotals:
     """One pass over this rank's shard of the training images (all of them in one process) in
     the epoch's random order, with a progress bar; returns the totals over every rank."""
@@ -154,7 +154,7 @@ def train_one_epoch(
 
 def fit(
     *,
-    config: TrainConfig,
+    config: Recipe,
     data: TrainData,
     state: TrainState,
     tracker: Tracker,

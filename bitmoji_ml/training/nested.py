@@ -7,17 +7,20 @@ checkpoint logged model, plots, the summary). No resume: a fold or trial is reru
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import TYPE_CHECKING
 
-import torch
-
-from bitmoji_ml.config import TrainConfig
+from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training.data import TrainData
-from bitmoji_ml.training.job import checkpoint_header, run_tags, summary_metrics, train_in_run
+from bitmoji_ml.training.job import (
+    build_state,
+    checkpoint_header,
+    recipe_file,
+    run_tags,
+    summary_metrics,
+    train_in_run,
+)
 from bitmoji_ml.training.loop import Tracker, TrainResult
-from bitmoji_ml.training.settings import preprocess_for
-from bitmoji_ml.training.state import TrainState, new_train_state
+from bitmoji_ml.training.state import TrainState
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.datasets import RunDatasets
@@ -36,7 +39,7 @@ class NestedTraining:
 def train_on_data(
     *,
     run: TrainingRun,
-    config: TrainConfig,
+    config: Recipe,
     data: TrainData,
     datasets: RunDatasets,
     params: dict[str, object] | None = None,
@@ -46,13 +49,13 @@ def train_on_data(
 ) -> NestedTraining:
     """Train a fresh model on `data` inside the open `run` (reporting through `tracker`, a
     wrapper of the run, when given); `params` and `tags` are logged besides the config's."""
-    steps_per_epoch = math.ceil(len(data.train_labels) / config.batch_size)
-    state = new_train_state(config, preprocess_for(config), torch.device(config.device), steps_per_epoch)
+    state = build_state(config, data, resume=None)  # the state, steps and LR plan `train` builds
     run.log_start(
         params={**config.to_params(), **{key: str(value) for key, value in (params or {}).items()}},
         tags={**run_tags(config, state), **(tags or {})},
         manifest=data.manifest,
         datasets=datasets,
+        recipe=recipe_file(config),
     )
     header = checkpoint_header(config, data.manifest, run.run_id, run.run_name or "")
     result = train_in_run(config, data, state, tracker or run, header, select_best=select_best)

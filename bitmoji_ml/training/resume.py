@@ -5,45 +5,13 @@ settings come from the new command (a run trained on CUDA resumes on a CPU machi
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Any
 
-from bitmoji_ml.config import TrainConfig, config_from_dict
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import RESUME_POLICY, Recipe, Rule, recipe_from_values
 from bitmoji_ml.training.settings import default_run_name, resolve_config
 
-
-class Rule(enum.Enum):
-    MATCH = "must match the checkpoint"
-    CONTINUE = "the checkpoint's value unless given"
-    MACHINE = "this command's value (default if not given), never the checkpoint's"
-
-
-RESUME_POLICY: dict[str, Rule] = {
-    "model": Rule.MATCH,
-    "image_size": Rule.MATCH,  # compared as resolved: 0 and the model's size are the same
-    "batch_size": Rule.MATCH,
-    "optimizer": Rule.MATCH,
-    "lr": Rule.MATCH,
-    "momentum": Rule.MATCH,
-    "weight_decay": Rule.MATCH,
-    "schedule": Rule.MATCH,
-    "label_smoothing": Rule.MATCH,
-    "ema": Rule.MATCH,
-    "seed": Rule.MATCH,
-    "flip": Rule.MATCH,
-    "shift": Rule.MATCH,
-    "scale": Rule.MATCH,
-    "jitter": Rule.MATCH,
-    "width": Rule.MATCH,
-    "all_labelled": Rule.MATCH,  # the same images, the same (absent) validation
-    "epochs": Rule.CONTINUE,  # the LR schedule is re-planned (training/schedule.py)
-    "patience": Rule.CONTINUE,
-    "device": Rule.MACHINE,
-    "threads": Rule.MACHINE,
-    "disk_cache": Rule.MACHINE,
-    "sync_batchnorm": Rule.MACHINE,  # how the devices share BatchNorm, chosen per launch
-}
+# What --resume may do with each setting is declared with the setting (recipe.py, `resume=`).
 # Besides the config, the lists must be the ones the run trained on (same manifest digest).
 # The number of processes may change (tagged `resumed.world_size`): `batch_size` is the global
 # batch, so the recipe, and the learning-rate schedule, stay the same.
@@ -53,22 +21,22 @@ RESUME_POLICY: dict[str, Rule] = {
 class ResumedConfig:
     """The config a resumed run continues with, and the settings that changed (new values)."""
 
-    config: TrainConfig
+    config: Recipe
     changed: dict[str, str]
 
 
-def resume_config(saved: TrainConfig, requested: dict[str, Any]) -> ResumedConfig:
+def resume_config(saved: Recipe, requested: dict[str, Any]) -> ResumedConfig:
     """The checkpoint's `saved` (resolved) config with the `requested` values (preset, config
     file and flags that were given) applied as RESUME_POLICY allows; a requested value that
     would change a MATCH setting is an error naming each such setting with both values."""
-    config_from_dict(requested)  # unknown keys and bad values are refused as for a new run
+    recipe_from_values(requested)  # unknown keys and bad values are refused as for a new run
     values = {}
     for field, rule in RESUME_POLICY.items():
         if field in requested:
             values[field] = requested[field]
         elif rule is not Rule.MACHINE:
             values[field] = getattr(saved, field)
-    config = resolve_config(config_from_dict(values))
+    config = resolve_config(recipe_from_values(values))
     differs = [field for field in RESUME_POLICY if getattr(config, field) != getattr(saved, field)]
     mismatched = [field for field in differs if RESUME_POLICY[field] is Rule.MATCH]
     if mismatched:
@@ -83,7 +51,7 @@ def resume_config(saved: TrainConfig, requested: dict[str, Any]) -> ResumedConfi
     return ResumedConfig(config, {field: str(getattr(config, field)) for field in differs})
 
 
-def check_resumable(*, saved: TrainConfig, config: TrainConfig, epochs_done: int, run_id: str) -> None:
+def check_resumable(*, saved: Recipe, config: Recipe, epochs_done: int, run_id: str) -> None:
     """A resumed run must have epochs left to train."""
     if config.epochs <= epochs_done:
         raise BitmojiError(
@@ -101,9 +69,7 @@ def check_same_lists(*, saved_digest: str, digest: str, lists_dir: object, run_i
         )
 
 
-def resumed_run_name(
-    *, saved: TrainConfig, config: TrainConfig, saved_name: str, requested: str | None
-) -> str:
+def resumed_run_name(*, saved: Recipe, config: Recipe, saved_name: str, requested: str | None) -> str:
     """`--run-name` if given; else the default name for the new settings when the run had its
     default name; else the name it had."""
     if requested:

@@ -8,14 +8,14 @@ import dataclasses
 
 import torch
 
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import model_spec
+from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training.distributed import threads_per_process
 
 
-def preprocess_for(config: TrainConfig) -> Preprocess:
+def preprocess_for(config: Recipe) -> Preprocess:
     """The model's preprocessing, with `image_size` overriding its input size when set."""
     spec = model_spec(config.model).preprocess
     if config.image_size and config.image_size != spec.size:
@@ -34,19 +34,18 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_config(config: TrainConfig) -> TrainConfig:
+def resolve_config(config: Recipe) -> Recipe:
     """`config` with image_size, device and threads replaced by the values used here, so that
     params, checkpoints and run names say what happened (72, cpu, 16 rather than 0, auto, 0).
     Threads are per process: under torchrun each of a machine's N processes gets cores / N."""
-    return dataclasses.replace(
-        config,
+    return config.replace(
         image_size=preprocess_for(config).size,
         device=select_device(config.device).type,
         threads=config.threads or threads_per_process(),
     )
 
 
-def default_run_name(config: TrainConfig) -> str:
+def default_run_name(config: Recipe) -> str:
     """A run name that says the model and its key settings, e.g. compact-72px-e20-bs64-adamw-lr0.002
     (with `-w0.75` after the model at another width, `-all` at the end on all labelled images)."""
     width = f"-w{config.width:g}" if config.width != 1 else ""

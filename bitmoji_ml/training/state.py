@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from bitmoji_ml.config import TrainConfig
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.models import create_model
 from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training.schedule import Schedule
 
 AveragedModel = torch.optim.swa_utils.AveragedModel
@@ -34,7 +34,7 @@ def ema_update(decay: float):
     return update
 
 
-def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Classifier, config: Recipe) -> torch.optim.Optimizer:
     """AdamW or SGD; no weight decay on BatchNorm and bias parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -110,7 +110,7 @@ class TrainState:
 
 
 def new_train_state(
-    config: TrainConfig, preprocess: Preprocess, device: torch.device, steps_per_epoch: int
+    config: Recipe, preprocess: Preprocess, device: torch.device, steps_per_epoch: int
 ) -> TrainState:
     """A fresh state for `config`: the seeded model (the same on every rank), the planned schedule."""
     torch.manual_seed(config.seed)

@@ -1,0 +1,156 @@
+"""Registering an export: one registered version per exported checkpoint (and file format), and
+a visible, reasoned decision about `@champion`.
+
+The alias moves on its own only to a model that is at least as good on a comparable metric:
+val_acc measured on the same lists (manifest digest). A model that is worse, or that cannot be
+compared (a `train --all-labelled` refit has no val_acc; lists changed since the champion was
+chosen), is registered but left beside the champion unless `--promote` is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bitmoji_ml import paths
+from bitmoji_ml.tracking.names import CHAMPION_ALIAS
+
+if TYPE_CHECKING:
+    from bitmoji_ml.export.source import ExportSource
+    from bitmoji_ml.tracking.registration import VersionSummary
+    from bitmoji_ml.tracking.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedFiles:
+    """The files of one export that registration logs, and which one is the champion file."""
+
+    onnx: Path
+    report: Path
+    champion: Path
+    file_format: str  # fp32 or int8: the champion file's
+    val_acc: float | None  # the champion file's validation accuracy, None when not measured
+    example_image: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationOutcome:
+    """The version this export is registered as and what happened to `@champion`."""
+
+    version: str
+    reused: bool  # the same checkpoint (and format) was registered before: no new version
+    candidate: VersionSummary
+    before: VersionSummary | None  # @champion before this export
+    moved: bool  # @champion now points at `version` (and did not before)
+    reason: str
+
+    @property
+    def champion(self) -> str:
+        """The version @champion points at after this export."""
+        if self.moved or self.before is None:
+            return self.version
+        return self.before.version
+
+
+def _acc(summary: VersionSummary) -> str:
+    return "no val acc" if summary.val_acc is None else f"val acc {summary.val_acc:.2%}"
+
+
+def describe(summary: VersionSummary) -> str:
+    """`v3 (run 1a2b3c4d, val acc 99.83%)`."""
+    return f"v{summary.version} (run {summary.run_id[:8] or '-'}, {_acc(summary)})"
+
+
+def _not_comparable(before: VersionSummary, candidate: VersionSummary) -> str | None:
+    """Why the two val accuracies cannot be compared, or None when they can."""
+    if candidate.val_acc is None:
+        return "the new model has no val acc to compare (trained without validation, e.g. --all-labelled)"
+    if before.val_acc is None:
+        return f"v{before.version} has no val acc (trained without validation)"
+    if not before.data_digest or before.data_digest != candidate.data_digest:
+        return "their val accs were measured on different lists (prepare ran again in between)"
+    return None
+
+
+def champion_choice(
+    before: VersionSummary | None, candidate: VersionSummary, promote: bool
+) -> tuple[bool, str]:
+    """Whether `@champion` should move from `before` to `candidate`, and why."""
+    if before is None:
+        return True, f"there was no @{CHAMPION_ALIAS} yet"
+    if before.version == candidate.version:
+        return False, f"v{candidate.version} already is @{CHAMPION_ALIAS}"
+    unknown = _not_comparable(before, candidate)
+    if promote:
+        compared = unknown or f"{_acc(candidate)} vs {_acc(before)} on the same lists"
+        return True, f"--promote given ({compared})"
+    if unknown:
+        return False, f"{unknown}: pass --promote to make it @{CHAMPION_ALIAS}"
+    if candidate.val_acc < before.val_acc:
+        return False, (
+            f"its {_acc(candidate)} is lower than v{before.version}'s {before.val_acc:.2%} on the same "
+            f"lists: pass --promote to make it @{CHAMPION_ALIAS} anyway"
+        )
+    return True, f"{_acc(candidate)} >= {before.val_acc:.2%} of v{before.version} on the same lists"
+
+
+def register_export(
+    store: Store, *, source: ExportSource, files: ExportedFiles, known_run: bool, promote: bool
+) -> RegistrationOutcome | None:
+    """Log and register the export (or find the version of an earlier export of the same
+    checkpoint) and move `@champion` per `champion_choice`; None when it cannot be registered."""
+    if not source.run_id:
+        logger.info("not registered: the checkpoint names no MLflow run")
+        return None
+    if not known_run and not store.run_exists(source.run_id):
+        logger.info("not registered: run %s of that checkpoint is not in this store", source.run_id)
+        return None
+    from bitmoji_ml.tracking import registration
+
+    before = registration.champion_version(store)
+    existing = registration.find_version(
+        store, checkpoint_sha256=source.sha256, file_format=files.file_format
+    )
+    if existing is not None:
+        candidate, reused = existing, True
+    else:
+        digest = str(source.payload.get("data_digest", ""))
+        draft = registration.VersionSummary("", source.run_id, files.val_acc, digest, files.file_format)
+        version = registration.log_export(
+            store,
+            run_id=source.run_id,
+            onnx_path=files.onnx,
+            report_path=files.report,
+            champion_path=files.champion,
+            tags=draft.tags(source.sha256),
+            example_image=files.example_image,
+        ).version
+        candidate, reused = dataclasses.replace(draft, version=version), False
+    move, reason = champion_choice(before, candidate, promote)
+    if move:
+        registration.set_champion(store, candidate.version)
+    return RegistrationOutcome(candidate.version, reused, candidate, before, move, reason)
+
+
+def registration_lines(outcome: RegistrationOutcome) -> list[str]:
+    """What the command prints about the registry: the version, then @champion from -> to."""
+    name = paths.REGISTERED_MODEL
+    if outcome.reused:
+        first = (
+            f"already registered: {name} {describe(outcome.candidate)} holds this checkpoint; no new version"
+        )
+    else:
+        first = f"registered {name} {describe(outcome.candidate)}"
+    alias = f"@{CHAMPION_ALIAS}"
+    if outcome.moved:
+        start = "(none)" if outcome.before is None else describe(outcome.before)
+        second = f"{alias}: {start} -> {describe(outcome.candidate)}: {outcome.reason}"
+    elif outcome.before is not None and outcome.before.version == outcome.version:
+        second = f"{alias} stays {describe(outcome.before)}: {outcome.reason}"
+    else:
+        second = f"{alias} stays {describe(outcome.before)}, not v{outcome.version}: {outcome.reason}"
+    return [first, second]

@@ -1,0 +1,50 @@
+"""The labelled set `bitmoji evaluate` scores: a `prepare` list or a train.csv-format CSV."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from bitmoji_ml.errors import BitmojiError
+
+
+@dataclasses.dataclass
+class LabelledSet:
+    """Images with class indices, the file they came from and a short name for run names."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    source: Path
+    name: str
+
+
+def read_labelled(labels_file: Path, images_dir: Path | None = None) -> LabelledSet:
+    """A `prepare` list (`<path> <0|1>`) or, for a .csv, a train.csv-format file whose images
+    are in `images_dir` [default: trainimages/ beside the CSV, else the CSV's folder]."""
+    from bitmoji_ml.data.dataset import TRAIN_IMAGES, read_labels
+    from bitmoji_ml.data.lists import read_list
+
+    labels_file = Path(labels_file)
+    if labels_file.suffix.lower() == ".csv":
+        if images_dir is None:
+            beside = labels_file.parent / TRAIN_IMAGES
+            images_dir = beside if beside.is_dir() else labels_file.parent
+        samples = read_labels(labels_file, Path(images_dir))
+        entries = [(sample.path, sample.label) for sample in samples]
+    else:
+        if not labels_file.is_file():
+            raise BitmojiError(f"list {labels_file} not found: run `bitmoji prepare` or pass --labels")
+        entries = read_list(labels_file)
+    missing = [str(path) for path, _ in entries if not path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        hint = " (pass --images for the CSV's image folder)" if labels_file.suffix.lower() == ".csv" else ""
+        raise BitmojiError(f"{len(missing)} image(s) of {labels_file} not found{hint}: {shown}")
+    return LabelledSet(
+        [path for path, _ in entries],
+        np.array([label for _, label in entries], dtype=int),
+        labels_file,
+        labels_file.stem,
+    )
