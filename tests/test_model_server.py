@@ -155,6 +155,7 @@ def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_p
     assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
 
 
+@pytest.mark.slow
 def test_server_refuses_an_oversized_body_before_parsing_it(served):
     """Over the body limit, by Content-Length or by the bytes a chunked client streams: 413
     from the wrapper, before MLflow parses anything (the model's 400 says 'bytes of images')."""

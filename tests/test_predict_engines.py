@@ -133,6 +133,7 @@ def test_ray_failing_to_start_leaves_no_temporary_folder(
 # Both engines on the same folder (real Ray)
 
 
+@pytest.mark.slow
 def test_both_engines_read_the_same_files_and_warn_the_same(model: Path, nested: Path, tmp_path: Path):
     shallow = tmp_path / "shallow.parquet"
     deep = tmp_path / "deep.parquet"
@@ -154,6 +155,7 @@ def test_both_engines_read_the_same_files_and_warn_the_same(model: Path, nested:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary output left behind"
 
 
+@pytest.mark.slow
 def test_a_uri_output_is_counted_and_honours_strict(model: Path, nested: Path, tmp_path: Path):
     """A URI output is written in place by Ray (no local rename): the rows are counted before
     writing, so --strict still writes nothing and the summary has real numbers."""

@@ -52,6 +52,7 @@ def predict(
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow). Unreadable files
     get a warning each and no prediction (--engine ray keeps their rows, with the error)."""
+    from bitmoji_ml.commands.views import show_prediction
     from bitmoji_ml.serving.predict_job import predict_job
 
     result = predict_job(
@@ -68,12 +69,7 @@ def predict(
         ray_address=ray_address,
         actors=actors,
     )
-    rate = result.predicted / result.seconds if result.seconds else 0.0
-    where = f"{result.output} (Parquet)" if result.kind == "parquet" else result.output
-    typer.echo(
-        f"{result.predicted} images, {result.male_share:.1%} male, {len(result.skipped)} skipped, "
-        f"{result.seconds:.2f}s, {rate:,.0f} images/s -> {where}"
-    )
+    show_prediction(result)
 
 
 @friendly
