@@ -101,7 +101,9 @@ def evaluate(
         typer.Option("--output", help="Folder to keep the plots, metrics.json and predictions.csv in"),
     ] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow")] = True,
-    threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
+    threads: Annotated[
+        int, typer.Option(help="Decode and inference threads (default: all cores)", show_default=False)
+    ] = 0,
 ) -> None:
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
     from bitmoji_ml.commands.views import show_evaluation
