@@ -19,6 +19,10 @@ from bitmoji_ml.recipe import ResolvedRecipe
 def cv(
     recipe: ResolvedRecipe,
     folds: Annotated[int, typer.Option(help="Number of stratified folds")] = 5,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Run the cv once per seed (e.g. 0,1,2) and report mean ± std over them"),
+    ] = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
     run_name: RunName = None,
@@ -27,9 +31,25 @@ def cv(
 
     The images are decoded once; each fold trains on the others as `train` does, and its
     out-of-fold predictions come from its last epoch's weights (no selection on the held-out
-    fold). The parent run logs cv_acc, cv_acc_std, cv_loss, oof_acc and oof_predictions.csv."""
+    fold). The parent run logs cv_acc, cv_acc_std, cv_loss, oof_acc and oof_predictions.csv.
+    With --seeds, one such run per seed (named ...-seed<n>), then the spread over the seeds."""
     from bitmoji_ml.selection.cv import cv_job
     from bitmoji_ml.tracking.store import Store
+
+    if seeds is not None:
+        from bitmoji_ml.selection.seeds import cv_seeds_job, parse_seeds
+
+        result = cv_seeds_job(
+            seeds=parse_seeds(seeds),
+            lists_dir=lists,
+            experiment=experiment,
+            folds=folds,
+            recipe=recipe,
+            run_name=run_name,
+            store=Store.open(),
+        )
+        views.show_cv_seeds(result)
+        return
 
     result = cv_job(
         lists_dir=lists,

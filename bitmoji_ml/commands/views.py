@@ -12,9 +12,11 @@ from bitmoji_ml.report import format_table
 if TYPE_CHECKING:
     from bitmoji_ml.data.dataset import Exclusion
     from bitmoji_ml.evaluation import EvaluationResult
+    from bitmoji_ml.export.ensemble import EnsembleExportResult
     from bitmoji_ml.export.job import ExportResult
     from bitmoji_ml.selection.audit_job import AuditResult
     from bitmoji_ml.selection.cv import CVResult
+    from bitmoji_ml.selection.seeds import SeedsResult
     from bitmoji_ml.selection.tune import TuneResult
     from bitmoji_ml.serving.predict_job import PredictResult
     from bitmoji_ml.training.job import TrainJobResult
@@ -59,6 +61,30 @@ def show_cv(result: CVResult) -> None:
     typer.echo(
         f"wall time {result.wall_seconds:.1f}s (decoding {result.decode_seconds:.1f}s); run {result.run_id} "
         f"({result.run_name}): next, bitmoji audit --run-id {result.run_id}"
+    )
+
+
+def show_cv_seeds(result: SeedsResult) -> None:
+    """`bitmoji cv --seeds`: a row per seed (its cv run), then mean ± std over the seeds."""
+    rows = [
+        [
+            seed,
+            int(run.metrics["oof_errors"]),
+            f"{run.metrics['oof_acc']:.2%}",
+            f"{run.metrics['cv_loss']:.4f}",
+            f"{run.metrics['cv_acc']:.2%}",
+            run.run_id[:8],
+            run.run_name,
+        ]
+        for seed, run in zip(result.seeds, result.runs, strict=True)
+    ]
+    headers = ["seed", "OOF errors", "OOF accuracy", "cv loss", "cv accuracy", "run", "run name"]
+    typer.echo(format_table(headers, rows))
+    spread, images = result.summary, len(result.runs[0].oof.images)
+    typer.echo(
+        f"over {len(result.seeds)} seeds (mean ± std): OOF errors {spread['oof_errors'].mean:.1f} ± "
+        f"{spread['oof_errors'].std:.1f} of {images}; OOF accuracy {spread['oof_acc'].mean:.2%} ± "
+        f"{spread['oof_acc'].std:.2%}; cv loss {spread['cv_loss'].mean:.4f} ± {spread['cv_loss'].std:.4f}"
     )
 
 

@@ -282,9 +282,11 @@ def cv_job(
     folds: int = 5,
     run_name: str | None = None,
     store: Store | None = None,
+    tags: dict[str, str] | None = None,
 ) -> CVResult:
     """`bitmoji cv`: decode once, split into `folds` stratified folds (seeded by the recipe's
-    seed), train each as a child run, log the summary and the OOF predictions to the parent."""
+    seed), train each as a child run, log the summary and the OOF predictions to the parent
+    (with `tags`: `cv --seeds` links its runs by them)."""
     import torch
 
     from bitmoji_ml.tracking.parents import ParentRun
@@ -308,6 +310,8 @@ def cv_job(
     ):
         logger.info("MLflow run %s (%s, experiment %s)", parent.run_id, store.uri, experiment)
         log_cv_start(parent, config=config, labelled=labelled, folds=folds)
+        if tags:
+            parent.log_tags(tags)
         outcome = cross_validate(
             store=store,
             experiment_id=experiment_id,
