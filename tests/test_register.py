@@ -84,3 +84,12 @@ def test_lines_show_the_alias_from_and_to():
     assert kept.champion == "3"
     first = RegistrationOutcome("5", False, new, None, True, "there was no @champion yet")
     assert registration_lines(first)[1].startswith("@champion: (none) -> v5 (run ")
+
+
+@pytest.mark.parametrize("before", [None, CHAMPION])
+def test_a_model_that_may_not_move_the_alias_on_its_own_moves_it_only_with_promote(before):
+    why = "an ensemble has no held-out val acc"
+    move, reason = champion_choice(before, candidate(0.9999), promote=False, automatic=why)
+    assert not move and reason == f"{why}: pass --promote to make it @champion"
+    move, reason = champion_choice(before, candidate(0.9999), promote=True, automatic=why)
+    assert move

@@ -17,6 +17,12 @@ def export_onnx(
     output: Annotated[Path, typer.Option("--output", help="ONNX file to write")] = paths.ONNX_MODEL,
     run_id: Annotated[str | None, typer.Option(help="Export this run's best checkpoint")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Export this checkpoint file")] = None,
+    cv_run: Annotated[
+        str | None,
+        typer.Option(
+            help="Export this `bitmoji cv` run's fold models as one model (the mean of their probabilities)"
+        ),
+    ] = None,
     experiment: Experiment = paths.EXPERIMENT,
     lists: ListsDir = paths.LISTS_DIR,
     quantize: Annotated[str | None, typer.Option(help="Also write an int8 model (int8)")] = None,
@@ -35,6 +41,9 @@ def export_onnx(
     from bitmoji_ml.export.job import export_job
     from bitmoji_ml.tracking.store import Store
 
+    if cv_run is not None:
+        export_cv_ensemble(cv_run, output, lists, run_id, checkpoint, quantize, register, promote)
+        return
     store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
     result = export_job(
         output=output,
@@ -48,3 +57,33 @@ def export_onnx(
         store=store,
     )
     views.show_export(result)
+
+
+def export_cv_ensemble(
+    cv_run: str,
+    output: Path,
+    lists: Path,
+    run_id: str | None,
+    checkpoint: Path | None,
+    quantize: str | None,
+    register: bool,
+    promote: bool,
+) -> None:
+    """`export-onnx --cv-run ID`: the fold models of a cv run as one ONNX model."""
+    from bitmoji_ml.errors import BitmojiError
+    from bitmoji_ml.export.ensemble import export_ensemble_job
+    from bitmoji_ml.tracking.store import Store
+
+    if run_id or checkpoint:
+        raise BitmojiError("give one of --cv-run, --run-id and --checkpoint")
+    if quantize:
+        raise BitmojiError("--quantize does not apply to --cv-run yet: export the ensemble in fp32")
+    result = export_ensemble_job(
+        cv_run_id=cv_run,
+        output=output,
+        store=Store.open(),
+        lists_dir=lists,
+        register=register,
+        promote=promote,
+    )
+    views.show_ensemble_export(result)

@@ -190,6 +190,23 @@ def show_export(result: ExportResult) -> None:
         typer.echo(line)
 
 
+def show_ensemble_export(result: EnsembleExportResult) -> None:
+    """`bitmoji export-onnx --cv-run`: the export as any other, its members, and its cost
+    beside one member's."""
+    typer.echo(
+        f"ensemble of {len(result.members)} fold models of cv run {result.cv_run_id}: "
+        f"{', '.join(member[:8] for member in result.members)}"
+    )
+    show_export(result.export)
+    cost = result.cost
+    rows = [
+        ["ensemble", f"{cost.ensemble_bytes / 1024:.0f}", f"{cost.ensemble_ms:.3f}"],
+        ["one member", f"{cost.member_bytes / 1024:.0f}", f"{cost.member_ms:.3f}"],
+    ]
+    typer.echo(format_table(["model", "KiB", "ms/image"], rows))
+    typer.echo(f"(onnxruntime on {cost.images} images, one timing on a shared machine: indicative only)")
+
+
 def show_evaluation(result: EvaluationResult) -> None:
     """`bitmoji evaluate`: the metrics and the confusion matrix."""
     from bitmoji_ml.metrics import metrics_table

@@ -15,6 +15,7 @@ import torch
 
 from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint
+from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
 from bitmoji_ml.export.int8 import Int8Result, int8_paths, quantize_beside
@@ -59,12 +60,27 @@ def parity_path(output: Path) -> Path:
 
 
 def _export_checked(source: ExportSource, output: Path, work: Path, lists_dir: Path | None):
-    """Export the graph into `work`, check parity and write the file and its parity report
-    into place together; (report, report path, validation set)."""
+    """Export the source's checkpoint as `export_checked` does."""
     model, preprocess = model_from_checkpoint(source.payload)
+    metadata = metadata_for(source.payload, source.run_id, preprocess)
+    return export_checked(model, preprocess, metadata, output=output, work=work, lists_dir=lists_dir)
+
+
+def export_checked(
+    model: torch.nn.Module,
+    preprocess: Preprocess,
+    metadata: dict[str, str],
+    *,
+    output: Path,
+    work: Path,
+    lists_dir: Path | None,
+):
+    """Export `model` (uint8 images in, two logits out) with `metadata` into `work`, check
+    parity and write the file and its parity report into place together; (report, report
+    path, validation set)."""
     exported = work / "model.onnx"
     export_graph(model, preprocess, exported)
-    write_metadata(exported, metadata_for(source.payload, source.run_id, preprocess))
+    write_metadata(exported, metadata)
     validation = validation_set(lists_dir, preprocess)
     if validation is None:
         logger.info("note: no validation list in %s; parity runs on random batches only", lists_dir)

@@ -77,13 +77,16 @@ def _not_comparable(before: VersionSummary, candidate: VersionSummary) -> str | 
 
 
 def champion_choice(
-    before: VersionSummary | None, candidate: VersionSummary, promote: bool
+    before: VersionSummary | None, candidate: VersionSummary, promote: bool, *, automatic: str = ""
 ) -> tuple[bool, str]:
-    """Whether `@champion` should move from `before` to `candidate`, and why."""
+    """Whether `@champion` should move from `before` to `candidate`, and why; a non-empty
+    `automatic` says why the candidate may become champion only by --promote."""
+    if before is not None and before.version == candidate.version:
+        return False, f"v{candidate.version} already is @{CHAMPION_ALIAS}"
+    if automatic and not promote:
+        return False, f"{automatic}: pass --promote to make it @{CHAMPION_ALIAS}"
     if before is None:
         return True, f"there was no @{CHAMPION_ALIAS} yet"
-    if before.version == candidate.version:
-        return False, f"v{candidate.version} already is @{CHAMPION_ALIAS}"
     unknown = _not_comparable(before, candidate)
     if promote:
         compared = unknown or f"{_acc(candidate)} vs {_acc(before)} on the same lists"
@@ -99,10 +102,19 @@ def champion_choice(
 
 
 def register_export(
-    store: Store, *, source: ExportSource, files: ExportedFiles, known_run: bool, promote: bool
+    store: Store,
+    *,
+    source: ExportSource,
+    files: ExportedFiles,
+    known_run: bool,
+    promote: bool,
+    extra_tags: dict[str, str] | None = None,
+    not_automatic: str = "",
 ) -> RegistrationOutcome | None:
     """Log and register the export (or find the version of an earlier export of the same
-    checkpoint) and move `@champion` per `champion_choice`; None when it cannot be registered."""
+    checkpoint) and move `@champion` per `champion_choice` (`not_automatic`: only with
+    `promote`, for that reason); `extra_tags` go on a new version. None when it cannot be
+    registered."""
     if not source.run_id:
         logger.info("not registered: the checkpoint names no MLflow run")
         return None
@@ -126,11 +138,11 @@ def register_export(
             onnx_path=files.onnx,
             report_path=files.report,
             champion_path=files.champion,
-            tags=draft.tags(source.sha256),
+            tags={**draft.tags(source.sha256), **(extra_tags or {})},
             example_image=files.example_image,
         ).version
         candidate, reused = dataclasses.replace(draft, version=version), False
-    move, reason = champion_choice(before, candidate, promote)
+    move, reason = champion_choice(before, candidate, promote, automatic=not_automatic)
     if move:
         registration.set_champion(store, candidate.version)
     return RegistrationOutcome(candidate.version, reused, candidate, before, move, reason)

@@ -41,7 +41,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _from_file(path: Path, run_id: str | None, description: str) -> ExportSource:
+def source_from_file(path: Path, run_id: str | None, description: str) -> ExportSource:
     payload = read_checkpoint(path)
     return ExportSource(payload, run_id or payload.get("mlflow_run_id"), description, file_sha256(path))
 
@@ -58,18 +58,18 @@ def load_source(
     """The checkpoint to export: a file, a run's best, or the best logged model of the
     experiment among those scored on the validation list in `lists_dir`."""
     if checkpoint is not None:
-        return _from_file(Path(checkpoint), None, f"checkpoint {checkpoint}")
+        return source_from_file(Path(checkpoint), None, f"checkpoint {checkpoint}")
     from bitmoji_ml.tracking.names import BEST_CHECKPOINT
     from bitmoji_ml.tracking.ranking import best_logged_checkpoint
     from bitmoji_ml.tracking.runs import download_run_checkpoint
 
     if run_id is not None:
         path = download_run_checkpoint(store, run_id=run_id, name=BEST_CHECKPOINT, folder=download_dir)
-        return _from_file(path, run_id, f"run {run_id} best checkpoint")
+        return source_from_file(path, run_id, f"run {run_id} best checkpoint")
     best = best_logged_checkpoint(
         store, experiment=experiment, lists_dir=Path(lists_dir or paths.LISTS_DIR), folder=download_dir
     )
-    return _from_file(best.path, best.run_id, f"best logged model {best.model_id}")
+    return source_from_file(best.path, best.run_id, f"best logged model {best.model_id}")
 
 
 def first_validation_image(lists_dir: Path | None) -> Path | None:

@@ -107,3 +107,21 @@ def add_results(store: Store, *, run_id: str, files: list[Path], metrics: dict[s
     store.client.log_batch(
         run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
     )
+
+
+def finished_children(store: Store, *, run_id: str, kind: str, child_kind: str) -> list:
+    """The FINISHED children of kind `child_kind` of the finished `bitmoji {kind}` run `run_id`,
+    in start order; a BitmojiError when `run_id` is not such a run."""
+    run = store.get_run(run_id)
+    if run.data.tags.get(RUN_KIND_TAG) != kind:
+        raise BitmojiError(f"run {run_id} is not a `bitmoji {kind}` run")
+    if run.info.status != "FINISHED":
+        raise BitmojiError(f"run {run_id} is {run.info.status}, not FINISHED")
+    return store.client.search_runs(
+        [run.info.experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{run_id}' and tags.{RUN_KIND_TAG} = '{child_kind}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time ASC"],
+    )
