@@ -7,8 +7,9 @@
 - `source`: which checkpoint is exported, and its content hash
 - `register`: one registered version per checkpoint, and the reasoned `@champion` move
 - `job`: `export_job`, the `export-onnx` command's work
+- `ensemble`: `export-onnx --cv-run`, a cv run's fold models as one model (uses job's export_checked)
 
-Dependencies point down that list's reverse (job -> register/int8/parity/graph; int8 -> graph,
+Dependencies point down that list's reverse (ensemble -> job; job -> register/int8/parity/graph; int8 -> graph,
 int8_gate); MLflow is reached only through `bitmoji_ml.tracking`. This package imports nothing:
 import the module you need (`from bitmoji_ml.export.job import export_job`).
 """
