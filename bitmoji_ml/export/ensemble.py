@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from bitmoji_ml.checkpoints import model_from_checkpoint
+from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
 from bitmoji_ml.export.job import ExportResult, export_checked, parity_path
@@ -126,7 +127,9 @@ def ensemble_source(members: list[ExportSource], cv_run_id: str, data_digest: st
     return ExportSource(payload, cv_run_id, f"cv run {cv_run_id}: {len(members)} fold models", sha256)
 
 
-def ensemble_metadata(source: ExportSource, members: list[ExportSource], preprocess) -> dict[str, str]:
+def ensemble_metadata(
+    source: ExportSource, members: list[ExportSource], preprocess: Preprocess
+) -> dict[str, str]:
     """A single model's metadata keys, plus the members' run ids and the recipe."""
     metadata = metadata_for(source.payload, source.run_id, preprocess)
     metadata["model_name"] = f"ensemble of {len(members)} {source.payload['model']}"
@@ -144,13 +147,20 @@ def _ms_per_image(path: Path, images: np.ndarray) -> float:
     return (time.perf_counter() - started) * 1000 / len(images)
 
 
-def export_cost(
-    member: Classifier, preprocess, ensemble_path: Path, images: np.ndarray, work: Path
-) -> ExportCost:
+def timing_images(validation: tuple[np.ndarray, np.ndarray] | None, preprocess: Preprocess) -> np.ndarray:
+    """Up to TIMED_IMAGES validation images, or as many random ones without a validation list."""
+    if validation is not None and len(validation[0]):
+        return validation[0][:TIMED_IMAGES]
+    shape = (TIMED_IMAGES, preprocess.size, preprocess.size, 3)
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def export_cost(member: ExportSource, ensemble_path: Path, images: np.ndarray, work: Path) -> ExportCost:
     """Export one member beside the ensemble and time both on `images`."""
+    network, preprocess = model_from_checkpoint(member.payload)
     member_path = work / "member.onnx"
-    export_graph(member, preprocess, member_path)
-    write_metadata(member_path, metadata_for({"model": "member"}, None, preprocess), full_check=False)
+    export_graph(network, preprocess, member_path)
+    write_metadata(member_path, metadata_for(member.payload, member.run_id, preprocess), full_check=False)
     return ExportCost(
         len(images),
         ensemble_path.stat().st_size,
@@ -192,11 +202,7 @@ def export_ensemble_job(
             ensemble, preprocess, metadata, output=output, work=work, lists_dir=lists_dir
         )
         result = ExportResult(output, output.stat().st_size, report, cv_run_id)
-        timed = validation[0][:TIMED_IMAGES] if validation is not None else None
-        if timed is None or len(timed) == 0:
-            rng = np.random.default_rng(0)
-            timed = rng.integers(0, 256, (TIMED_IMAGES, preprocess.size, preprocess.size, 3), dtype=np.uint8)
-        cost = export_cost(networks[0][0], preprocess, output, timed, work)
+        cost = export_cost(members[0], output, timing_images(validation, preprocess), work)
         if register:
             files = ExportedFiles(
                 output, report_path, output, "fp32", None, first_validation_image(lists_dir)
