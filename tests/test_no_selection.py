@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 def run(settings, data, folder: Path, select_best: bool):
     tracker = FakeTracker(folder / "logged")
     (folder / "work").mkdir(parents=True, exist_ok=True)
-    header = {"model": settings.model, "config": dataclasses.asdict(settings), "preprocess": {}}
+    header = {"model": settings.model, "config": settings.values(), "preprocess": {}}
     result = loop.fit(
         config=settings,
         data=data,
