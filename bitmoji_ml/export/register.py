@@ -128,6 +128,7 @@ def register_export(
             champion_path=files.champion,
             tags=draft.tags(source.sha256),
             example_image=files.example_image,
+            val_acc=files.val_acc,
         ).version
         candidate, reused = dataclasses.replace(draft, version=version), False
     move, reason = champion_choice(before, candidate, promote)
