@@ -146,7 +146,7 @@ def evaluate_job(
     default the lists' validation list), keep the plots in `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
-    from bitmoji_ml.inference import OnnxModel
+    from bitmoji_ml.serving.onnx_model import OnnxModel
     from bitmoji_ml.tracking.store import Store
 
     if model is not None and run_id is not None:

@@ -30,9 +30,9 @@ from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.job import ExportResult, export_job
-from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
 from bitmoji_ml.recipe import resolve_recipe
+from bitmoji_ml.serving.onnx_model import OnnxModel
 from bitmoji_ml.training import train_job
 
 EXPERIMENT = "test-exp"

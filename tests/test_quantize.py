@@ -26,8 +26,8 @@ from bitmoji_ml.export.int8_gate import (
     champion_decision,
     ms_per_image,
 )
-from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 
 def report(

@@ -12,6 +12,7 @@ from bitmoji_ml.report import format_table
 if TYPE_CHECKING:
     from bitmoji_ml.selection.cv import CVResult
     from bitmoji_ml.selection.tune import TuneResult
+    from bitmoji_ml.serving.predict_job import PredictResult
     from bitmoji_ml.training.job import TrainJobResult
 
 
@@ -70,4 +71,14 @@ def show_tune(result: TuneResult) -> None:
     typer.echo(
         f"wrote {result.config_path}; run {result.run_id}. "
         f"Refit: bitmoji train --all-labelled --config {result.config_path}"
+    )
+
+
+def show_prediction(result: PredictResult) -> None:
+    """`bitmoji predict`: images predicted, the male share, files skipped, speed, where it went."""
+    rate = result.predicted / result.seconds if result.seconds else 0.0
+    where = f"{result.output} (Parquet)" if result.kind == "parquet" else result.output
+    typer.echo(
+        f"{result.predicted} images, {result.male_share:.1%} male, {len(result.skipped)} skipped, "
+        f"{result.seconds:.2f}s, {rate:,.0f} images/s -> {where}"
     )

@@ -32,8 +32,8 @@ from bitmoji_ml.export.int8_gate import (
     ms_per_image,
 )
 from bitmoji_ml.files import atomic_paths
-from bitmoji_ml.inference import INPUT_NAME, OnnxModel
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.onnx_model import INPUT_NAME, OnnxModel
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from bitmoji_ml.export.parity import ParityReport, parity_report, parity_table, 
 from bitmoji_ml.export.register import ExportedFiles, RegistrationOutcome, register_export
 from bitmoji_ml.export.source import ExportSource, first_validation_image, load_source
 from bitmoji_ml.files import check_writable, write_files_atomic
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
