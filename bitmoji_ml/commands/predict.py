@@ -101,14 +101,17 @@ def evaluate(
         typer.Option("--output", help="Folder to keep the plots, metrics.json and predictions.csv in"),
     ] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow")] = True,
-    threads: Annotated[int, typer.Option(help="Decode and inference threads (default: all cores)")] = 0,
+    threads: Annotated[
+        int, typer.Option(help="Decode and inference threads (default: all cores)", show_default=False)
+    ] = 0,
 ) -> None:
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
+    from bitmoji_ml.commands.views import show_evaluation
     from bitmoji_ml.evaluation import evaluate_job
     from bitmoji_ml.tracking.store import Store
 
     store = Store.open() if model is None or log else None  # a file, not logged: no MLflow
-    evaluate_job(
+    result = evaluate_job(
         model=model,
         run_id=run_id,
         labels_file=labels,
@@ -120,3 +123,4 @@ def evaluate(
         threads=threads,
         store=store,
     )
+    show_evaluation(result)
