@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, RunStatus
+from mlflow.exceptions import MlflowException
 from trained_store import EXPERIMENT, exported_store
 
 from bitmoji_ml import evaluation
@@ -35,6 +36,17 @@ def test_experiments_the_tool_makes_or_opens_say_they_are_model_training(mlflow_
     for experiment_id in (made, older):
         tags = store.client.get_experiment(experiment_id).tags
         assert tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+
+
+def test_a_store_that_refuses_the_experiment_tag_is_still_usable(mlflow_store: str, monkeypatch):
+    store = Store.open()
+    made = store.client.create_experiment("read-only")
+
+    def refuse(*args, **kwargs):
+        raise MlflowException("PERMISSION_DENIED")
+
+    monkeypatch.setattr(store.client, "set_experiment_tag", refuse)
+    assert store.experiment_id("read-only", create=False) == made
 
 
 def epoch(run: TrainingRun, folder: Path, number: int, val_acc: float, best: bool) -> None:

@@ -124,8 +124,12 @@ class Store:
 
     def mark_model_training(self, experiment_id: str) -> None:
         """Tag the experiment as MLflow 3's model-training type, so the UI stays in its
-        model-training mode (runs, charts, models) instead of its GenAI one (traces)."""
-        self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        model-training mode (runs, charts, models) instead of its GenAI one (traces). A store
+        that refuses the write (read-only access) is still usable: only the label is missing."""
+        try:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        except MlflowException as error:
+            logging.getLogger(__name__).debug("experiment %s left untagged: %s", experiment_id, error)
 
     def experiment_id(self, name: str, *, create: bool = True) -> str:
         """The id of experiment `name` (marked as model training); created when missing, or
