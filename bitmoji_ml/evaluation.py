@@ -157,6 +157,8 @@ def evaluate_job(
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
+        if log_run and resolved.model_id is None:  # a file: the logged model it is, if any
+            resolved = _link_file(store, resolved, onnx_model.metadata)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)
         prob_male = onnx_model.predict_batched(images, BATCH).astype(np.float64)
         metrics = classification_metrics(data.labels, prob_male)
@@ -188,6 +190,12 @@ def evaluate_job(
         elif not output_dir:
             logger.info("plots not kept: pass --output, or leave logging on")
     return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run, overlap)
+
+
+def _link_file(store: Store, resolved: ResolvedModel, metadata: dict[str, str]) -> ResolvedModel:
+    from bitmoji_ml.tracking.resolve import local_onnx
+
+    return local_onnx(store, path=resolved.path, run_id=metadata.get("mlflow_run_id", ""))
 
 
 def _training_overlap(
@@ -234,8 +242,20 @@ def _log(
         images=[path.name for path in data.paths],
         labels=data.labels.tolist(),
     )
+    params = {
+        "evaluated_model": resolved.uri,
+        "model_version": resolved.version or "-",
+        "logged_model_id": resolved.model_id or "-",
+        "model": metadata.get("model_name", ""),
+        "source_run_id": metadata.get("mlflow_run_id", ""),
+        "eval_set": data.name,
+        "eval_list": str(data.source.resolve()),
+        "images": str(len(data.paths)),
+        "threshold": str(MALE_THRESHOLD),
+    }
     return log_evaluation(
         store,
+        params=params,
         experiment=experiment,
         run_name=f"eval-{resolved.label}-{data.name}",
         metrics=finite,

@@ -73,7 +73,7 @@ def _cv(store: Store, experiment_id: str, config: Recipe) -> tuple[str, list[str
             _training(
                 store,
                 experiment_id,
-                f"cv2-hybrid-fold{k}",
+                f"fold{k}-cv2-hybrid",  # named as `bitmoji cv` names them
                 config,
                 parent=parent.run_id,
                 tags={RUN_KIND_TAG: CV_FOLD},

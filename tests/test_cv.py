@@ -119,8 +119,11 @@ def test_cv_is_a_parent_run_with_one_child_per_fold_each_logging_what_train_logs
         assert inputs == {f"bitmoji-cv4-fold{fold}-train", f"bitmoji-cv4-fold{fold}-heldout"}
         # No selection on the held-out fold: the fold's score is its last epoch's.
         assert parent.data.metrics[f"fold_{fold}_acc"] == pytest.approx(history[-1].value)
+        # final_val_acc is logged by training runs too: one column compares folds and runs.
         assert child.data.metrics["final_val_acc"] == pytest.approx(history[-1].value)
         assert "best_val_acc" not in child.data.metrics
+        # The fold first: the UI cuts long run names at the end.
+        assert child.info.run_name == f"fold{fold}-{parent.info.run_name}"
     accuracies = [parent.data.metrics[f"fold_{fold}_acc"] for fold in range(1, FOLDS + 1)]
     assert parent.data.metrics["cv_acc"] == pytest.approx(np.mean(accuracies))
     assert parent.data.metrics["cv_acc_std"] == pytest.approx(np.std(accuracies, ddof=1))
@@ -147,9 +150,12 @@ def test_the_oof_file_holds_every_labelled_image_once_with_its_fold(cv_store: CV
     parent, _ = parent_and_children(client)
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/oof_confusion_matrix.png"}
-    oof = read_oof_csv(
-        Path(client.download_artifacts(parent.info.run_id, "oof_predictions.csv", str(tmp_path)))
-    )
+    downloaded = Path(client.download_artifacts(parent.info.run_id, "oof_predictions.csv", str(tmp_path)))
+    with open(downloaded, newline="") as handle:  # file names, not absolute paths
+        names = [row["image"] for row in csv.DictReader(handle)]
+    assert sorted(names) == sorted(Path(image).name for image in labelled_images(cv_store.lists))
+    folder = Path(parent.data.tags["image_folder"])
+    oof = read_oof_csv(downloaded, folder=folder)
     assert sorted(oof.images) == sorted(labelled_images(cv_store.lists))
     assert sorted(set(oof.folds.tolist())) == [1, 2, 3, 4]
     for fold in range(1, FOLDS + 1):  # stratified: 5 of each class per fold of 10
@@ -171,8 +177,11 @@ def test_audit_finds_the_labels_flipped_on_purpose_and_logs_to_the_cv_run(
     result = CliRunner().invoke(cli.app, arguments)  # no --run-id: the newest cv run
     assert result.exit_code == 0, result.output
     with open(tmp_path / "audit" / "label_issues.csv", newline="") as handle:
-        ranked = [row["image_id"] for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    ranked = [row["image_id"] for row in rows]
     assert set(ranked[:2]) == set(FLIPPED)
+    # The OOF file names images relative to the cv run's image_folder: the audit finds them.
+    assert all(Path(row["image"]).is_file() for row in rows)
     assert (tmp_path / "audit" / "label_issues.png").read_bytes()[:4] == b"\x89PNG"
     for image_id in FLIPPED:
         assert image_id in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from bitmoji_ml.selection.audit import (
     OutOfFold,
     face_grid,
     find_label_issues,
+    image_folder,
     rank_labels,
     read_oof_csv,
     write_issues_csv,
@@ -83,6 +86,20 @@ def test_oof_csv_round_trip_and_issue_files(tmp_path: Path) -> None:
     assert lines[1].split(",")[1] == "0003.jpg"
     face_grid(issues, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_oof_csv_names_images_relative_to_their_folder(tmp_path: Path) -> None:
+    """Issue 20: absolute paths made the UI's preview of the file a column of one shared prefix."""
+    images = tmp_path / "data" / "trainimages"
+    oof = noisy_oof([3], n=10)
+    oof = dataclasses.replace(oof, images=[str(images / Path(image).name) for image in oof.images])
+    assert image_folder(oof.images) == images
+    write_oof_csv(oof, tmp_path / "oof.csv", folder=images)
+    with open(tmp_path / "oof.csv", newline="") as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == [f"{i:04d}.jpg" for i in range(10)]
+    assert read_oof_csv(tmp_path / "oof.csv", folder=images).images == oof.images
+    write_oof_csv(oof, tmp_path / "old.csv")  # a file from before: absolute names are kept
+    assert read_oof_csv(tmp_path / "old.csv", folder=tmp_path / "elsewhere").images == oof.images
 
 
 def test_read_oof_csv_refuses_other_files(tmp_path: Path) -> None:

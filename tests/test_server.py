@@ -26,8 +26,9 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
+from bitmoji_ml.serving import mlflow_ui
 from bitmoji_ml.serving import processes as serving
-from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.tracking.names import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, evaluation_experiment
 from bitmoji_ml.tracking.store import artifact_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,20 +208,125 @@ def test_ui_links_open_the_runs_tables_of_training_and_evaluation_runs(mlflow_st
     training_id = client.create_experiment(EXPERIMENT)
     evaluations_id = client.create_experiment(evaluation_experiment(EXPERIMENT))
     started = []
-    monkeypatch.setattr(
-        serving, "run_in_foreground", lambda command: started.append(command) or serving.ServerExit(0)
-    )
+
+    def fake_server(command, *, on_started, env):  # as if the page answered at once, then Ctrl-C
+        started.append((command, env))
+        on_started(None)
+        return serving.ServerExit(None, "SIGINT")
+
+    monkeypatch.setattr(mlflow_ui, "run_in_foreground", fake_server)
+    monkeypatch.setattr(mlflow_ui, "wait_until_answering", lambda *args, **kwargs: None)
     port = free_port()
     result = CliRunner().invoke(cli.app, ["ui", "--port", str(port), "--experiment", EXPERIMENT])
     assert result.exit_code == 0, result.output
     for experiment_id in (training_id, evaluations_id):
         url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
         assert url in result.output.split()
-    assert started and started[0][-4:] == ["--port", str(port), "--workers", "1"]
+        # Opened by `bitmoji ui`, an experiment made elsewhere says it is model training too.
+        assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    command, env = started[0]
+    assert command[-4:] == ["--port", str(port), "--workers", "1"]
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no job runner, no queue workers
+    assert "stopped the MLflow UI (SIGINT)" in result.output
     # The installed UI routes that address: an experiment's runs tab, and the ML (not GenAI) view.
     bundle = "".join(path.read_text() for path in ui_scripts())
     assert '"/experiments/:experimentId/runs"' in bundle
     assert '"workflowType"' in bundle and 'MACHINE_LEARNING="machine_learning"' in bundle
+    # ... and reads the experiment type from the tag the tool sets.
+    assert f'"{EXPERIMENT_KIND_TAG}"' in bundle and f'"{MODEL_TRAINING_KIND}"' in bundle
+
+
+def late_server(port: int, delay: float) -> list[str]:
+    """A stand-in server: answers 200 on 127.0.0.1:`port` only after `delay` seconds."""
+    code = (
+        "import http.server, time\n"
+        f"time.sleep({delay})\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_ui_prints_its_links_only_once_the_page_answers(mlflow_store: str, monkeypatch, tmp_path: Path):
+    port, answered = free_port(), []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mlflow_ui, "mlflow_ui_command", lambda **_: late_server(port, 1.5))
+
+    def on_ready() -> None:  # the page must answer at the moment the links are printed...
+        with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=5) as response:
+            answered.append(response.status)
+        os.kill(os.getpid(), signal.SIGTERM)  # ...then stop, as a supervisor would
+
+    stopped = mlflow_ui.run_ui(
+        store_uri=mlflow_store, artifact_root=None, port=port, on_ready=on_ready, timeout=60
+    )
+    assert answered == [200] and stopped.stopped_by == "SIGTERM"
+    serving.check_port_free(port=port)  # the whole group was stopped
+
+
+def test_ui_that_exits_or_never_answers_is_an_error(mlflow_store: str, monkeypatch):
+    port, ready = free_port(), []
+    exits = [sys.executable, "-c", "raise SystemExit(3)"]
+    monkeypatch.setattr(mlflow_ui, "mlflow_ui_command", lambda **_: exits)
+    with pytest.raises(BitmojiError, match="the MLflow UI exited with code 3"):
+        mlflow_ui.run_ui(
+            store_uri=mlflow_store, artifact_root=None, port=port, on_ready=lambda: ready.append(1)
+        )
+    monkeypatch.setattr(mlflow_ui, "mlflow_ui_command", lambda **_: late_server(port, 600))
+    with pytest.raises(BitmojiError, match="did not answer .* within 2s"):
+        mlflow_ui.run_ui(
+            store_uri=mlflow_store, artifact_root=None, port=port, on_ready=ready.append, timeout=2
+        )
+    assert not ready
+    serving.check_port_free(port=port)  # the server that never answered was stopped
+
+
+def start_ui(port: int, cwd: Path, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "ui", "--port", str(port)],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_links(ui: subprocess.Popen, log: Path) -> None:
+    """Return once `bitmoji ui` printed its links; fail if it exits or takes too long."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while "(Ctrl-C to stop)" not in log.read_text():
+        if ui.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"bitmoji ui printed no links:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_ui_answers_when_it_says_so_runs_as_2_processes_and_fails_when_the_server_dies(
+    mlflow_store: str, tmp_path: Path
+):
+    port, log = free_port(), tmp_path / "ui.log"
+    groups: set[int] = set()
+    with open(log, "w") as output:
+        ui = start_ui(port, tmp_path, output)
+        try:
+            wait_for_links(ui, log)
+            with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=5) as response:
+                assert response.status == 200  # no "connection refused" on the first click
+            table = processes()
+            server = descendants(ui.pid, table)
+            groups = {table[pid][1] for pid in server} - {ui.pid}
+            assert len(server) == 2, f"{len(server)} server processes: job execution is on?"
+            (group,) = groups
+            leaf = max(server, key=lambda pid: pid != group)  # uvicorn, under `mlflow ui`
+            os.kill(leaf, signal.SIGKILL)  # the server dies; `mlflow ui` itself then exits 0
+            assert ui.wait(timeout=STOP_SECONDS) == 1, log.read_text()[-3000:]
+            assert "the MLflow UI server stopped on its own" in log.read_text()
+            assert not {pid for pid in processes() if pid in server}
+        finally:  # never leak a server, even when the test fails
+            for group in groups | {ui.pid}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            ui.wait(timeout=STOP_SECONDS)
+    serving.check_port_free(port=port)
 
 
 def test_ui_refuses_a_busy_port(mlflow_store: str):

@@ -74,13 +74,14 @@ def test_run_logs_params_metrics_checkpoints_and_logged_model(tiny_lists: Path, 
     models = client.search_logged_models(
         [run.info.experiment_id], order_by=[{"field_name": "metrics.val_acc", "ascending": False}]
     )
-    assert models, "each new best must be logged as an MLflow logged model"
+    assert len(models) == 1, "the run's best checkpoint is one logged model, updated at each new best"
     top = models[0]
     assert top.source_run_id == run.info.run_id
     assert top.status == LoggedModelStatus.READY
-    val_acc = [m for m in top.metrics if m.key == "val_acc"]
-    assert val_acc and val_acc[0].value == pytest.approx(result.best_val_acc)
-    assert val_acc[0].step == result.best_epoch
+    assert top.tags["step"] == str(result.best_epoch)
+    val_acc = sorted((m for m in top.metrics if m.key == "val_acc"), key=lambda m: m.step)
+    assert val_acc and val_acc[-1].value == pytest.approx(result.best_val_acc)  # its latest: best.pt's
+    assert val_acc[-1].step == result.best_epoch
     # The best checkpoint printed for the user is a real file holding that epoch.
     payload = read_checkpoint(result.best_checkpoint)
     assert payload["epoch"] == result.best_epoch

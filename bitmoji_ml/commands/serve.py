@@ -16,26 +16,33 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
-    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP."""
-    from bitmoji_ml.serving import processes as serving
+    """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP;
+    its links are printed once the page answers."""
+    from bitmoji_ml.serving.mlflow_ui import run_ui
+    from bitmoji_ml.serving.processes import local_url, runs_page_url
     from bitmoji_ml.tracking.names import evaluation_experiment
     from bitmoji_ml.tracking.store import Store
 
     store = Store.open()
-    command = serving.mlflow_ui_command(uri=store.uri, artifact_root=store.artifact_root, port=port)
-    serving.check_port_free(port=port)
-    typer.echo(f"MLflow UI for {store.uri} at {serving.local_url(port)}  (Ctrl-C to stop)")
-    for kind, name in (("training runs", experiment), ("evaluation runs", evaluation_experiment(experiment))):
-        experiment_id = store.find_experiment(name)
-        if experiment_id is not None:
-            typer.echo(f"{kind} ({name}): {serving.runs_page_url(port=port, experiment_id=experiment_id)}")
-        elif name == experiment:
-            typer.echo(f"experiment {experiment} has no runs yet (run `bitmoji train`)")
-    stopped = serving.run_in_foreground(command)
-    if stopped.stopped_by:
-        typer.echo(f"stopped the MLflow UI ({stopped.stopped_by})")
-    elif stopped.code != 0:
-        raise BitmojiError(f"the MLflow UI exited with code {stopped.code} (see its messages above)")
+    experiments = [  # found here, which also marks them as model-training experiments
+        (kind, name, store.find_experiment(name))
+        for kind, name in (
+            ("training runs", experiment),
+            ("evaluation runs", evaluation_experiment(experiment)),
+        )
+    ]
+    typer.echo(f"starting the MLflow UI for {store.uri} on {local_url(port)} ...")
+
+    def print_links() -> None:
+        typer.echo(f"MLflow UI for {store.uri} at {local_url(port)}  (Ctrl-C to stop)")
+        for kind, name, experiment_id in experiments:
+            if experiment_id is not None:
+                typer.echo(f"{kind} ({name}): {runs_page_url(port=port, experiment_id=experiment_id)}")
+            elif name == experiment:
+                typer.echo(f"experiment {experiment} has no runs yet (run `bitmoji train`)")
+
+    stopped = run_ui(store_uri=store.uri, artifact_root=store.artifact_root, port=port, on_ready=print_links)
+    typer.echo(f"stopped the MLflow UI ({stopped.stopped_by})")
 
 
 @friendly

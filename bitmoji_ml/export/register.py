@@ -140,6 +140,7 @@ def register_export(
             champion_path=files.champion,
             tags={**draft.tags(source.sha256), **(extra_tags or {})},
             example_image=files.example_image,
+            val_acc=files.val_acc,
         ).version
         candidate, reused = dataclasses.replace(draft, version=version), False
     move, reason = champion_choice(before, candidate, promote, automatic=not_automatic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +45,30 @@ class LabelIssue:
         return Path(self.image).name
 
 
-def write_oof_csv(oof: OutOfFold, path: Path) -> None:
-    """`image,label,prob_male,fold` rows, written atomically."""
+def image_folder(images: list[str]) -> Path:
+    """The folder all `images` are in (their common parent): what oof_predictions.csv names
+    them relative to."""
+    return Path(os.path.commonpath([str(Path(image).parent) for image in images]))
+
+
+def write_oof_csv(oof: OutOfFold, path: Path, *, folder: Path | None = None) -> None:
+    """`image,label,prob_male,fold` rows, written atomically; with `folder`, each image is
+    named relative to it (the file name, for images in one folder): the UI's preview of the
+    file then shows which image a row is, and the file does not depend on where the data is."""
+
+    def name(image: str) -> str:
+        return os.path.relpath(image, folder) if folder is not None else image
+
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(OOF_COLUMNS)
         for row in zip(oof.images, oof.labels, oof.prob_male, oof.folds, strict=True):
-            writer.writerow([row[0], int(row[1]), f"{float(row[2]):.6f}", int(row[3])])
+            writer.writerow([name(row[0]), int(row[1]), f"{float(row[2]):.6f}", int(row[3])])
 
 
-def read_oof_csv(path: Path) -> OutOfFold:
-    """Parse `write_oof_csv`'s file; a clear error for any other file."""
+def read_oof_csv(path: Path, *, folder: Path | None = None) -> OutOfFold:
+    """Parse `write_oof_csv`'s file, relative image names joined to `folder` (absolute ones,
+    from older runs, are kept); a clear error for any other file."""
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != OOF_COLUMNS:
@@ -64,7 +78,7 @@ def read_oof_csv(path: Path) -> OutOfFold:
         raise BitmojiError(f"{path} has no rows")
     try:
         return OutOfFold(
-            images=[row["image"] for row in rows],
+            images=[str(folder / row["image"]) if folder else row["image"] for row in rows],
             labels=np.array([int(row["label"]) for row in rows]),
             prob_male=np.array([float(row["prob_male"]) for row in rows]),
             folds=np.array([int(row["fold"]) for row in rows]),

@@ -19,7 +19,13 @@ from bitmoji_ml.selection.audit import (
     read_oof_csv,
     write_issues_csv,
 )
-from bitmoji_ml.tracking.names import CV_RUN, LABEL_ISSUES_CSV, LABEL_ISSUES_PNG, OOF_PREDICTIONS
+from bitmoji_ml.tracking.names import (
+    CV_RUN,
+    IMAGE_FOLDER_TAG,
+    LABEL_ISSUES_CSV,
+    LABEL_ISSUES_PNG,
+    OOF_PREDICTIONS,
+)
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
@@ -46,7 +52,7 @@ def audit_job(
     `cv` run); write label_issues.csv (every issue cleanlab flags) and label_issues.png (the
     `top` least trusted labels, flagged ones first) into `output`, where a person can open
     them, and log both to the run."""
-    from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind
+    from bitmoji_ml.tracking.parents import add_results, download_run_file, newest_run_of_kind, run_tag
 
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -57,7 +63,8 @@ def audit_job(
         oof_path = download_run_file(
             store, run_id=run_id, artifact=OOF_PREDICTIONS, folder=folder / "download", kind=CV_RUN
         )
-        oof = read_oof_csv(oof_path)
+        folder_tag = run_tag(store, run_id=run_id, key=IMAGE_FOLDER_TAG)  # none: absolute names
+        oof = read_oof_csv(oof_path, folder=Path(folder_tag) if folder_tag else None)
         ranked = rank_labels(oof, top=top)
         issues = [issue for issue in ranked if issue.flagged]
         files = [folder / LABEL_ISSUES_CSV, folder / LABEL_ISSUES_PNG]

@@ -27,7 +27,15 @@ from bitmoji_ml.paths import CACHE_DIR
 from bitmoji_ml.recipe import Recipe, ResolvedRecipe
 from bitmoji_ml.selection.audit import OutOfFold
 from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
-from bitmoji_ml.tracking.names import CV_FOLD, CV_RUN, LAST_EPOCH, OOF_PREDICTIONS, PLOTS_DIR, RUN_KIND_TAG
+from bitmoji_ml.tracking.names import (
+    CV_FOLD,
+    CV_RUN,
+    IMAGE_FOLDER_TAG,
+    LAST_EPOCH,
+    OOF_PREDICTIONS,
+    PLOTS_DIR,
+    RUN_KIND_TAG,
+)
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
 
@@ -174,7 +182,7 @@ def run_fold(
     folds = int(assignment.max()) + 1
     datasets = fold_datasets(labelled, assignment, fold, folds)
     data = fold_data(labelled, assignment, fold, datasets.training[0].digest)
-    name = f"{parent[1]}-fold{fold + 1}"
+    name = f"fold{fold + 1}-{parent[1]}"  # the fold first: the UI cuts long names at the end
     with TrainingRun(
         store, experiment_id=experiment_id, run_name=name, parent_run_id=parent[0], selection=LAST_EPOCH
     ) as run:
@@ -248,7 +256,15 @@ def log_cv_start(parent: ParentRun, *, config: Recipe, labelled: LabelledImages,
             "oof_weights": OOF_WEIGHTS,
         }
     )
-    parent.log_tags({"model": config.model, "data_digest": labelled.manifest.get("digest", "")})
+    from bitmoji_ml.selection.audit import image_folder
+
+    parent.log_tags(
+        {
+            "model": config.model,
+            "data_digest": labelled.manifest.get("digest", ""),
+            IMAGE_FOLDER_TAG: str(image_folder([str(path) for path in labelled.paths])),
+        }
+    )
     lists = lists_datasets(lists_dir=labelled.lists_dir, manifest=labelled.manifest, all_labelled=True)
     parent.log_inputs([dataset.as_input("cross-validation") for dataset in lists.training])
 
@@ -259,7 +275,7 @@ def log_cv_results(parent: ParentRun, *, outcome: CrossValidation, seconds: dict
     from sklearn.metrics import confusion_matrix
 
     from bitmoji_ml import plots
-    from bitmoji_ml.selection.audit import write_oof_csv
+    from bitmoji_ml.selection.audit import image_folder, write_oof_csv
 
     parent.log_metrics({**outcome.metrics(), **seconds})
     for fold in outcome.folds:
@@ -267,7 +283,7 @@ def log_cv_results(parent: ParentRun, *, outcome: CrossValidation, seconds: dict
     oof = outcome.oof
     matrix = confusion_matrix(oof.labels, predicted_classes(oof.prob_male), labels=[0, 1])
     with tempfile.TemporaryDirectory(prefix="bitmoji-cv-") as folder:
-        write_oof_csv(oof, Path(folder) / OOF_PREDICTIONS)
+        write_oof_csv(oof, Path(folder) / OOF_PREDICTIONS, folder=image_folder(oof.images))
         parent.log_artifact(Path(folder) / OOF_PREDICTIONS)
         title = f"out-of-fold, {len(outcome.folds)} folds"
         plots.confusion_matrix_plot(matrix, Path(folder) / "oof_confusion_matrix.png", title=title)

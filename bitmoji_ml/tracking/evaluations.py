@@ -16,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mlflow.entities import LoggedModelInput, Metric
+from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -78,10 +78,11 @@ def log_evaluation(
     tags: dict[str, str],
     model_id: str | None,
     dataset: LabelledFiles,
+    params: dict[str, str] | None = None,
 ) -> EvaluationRun:
-    """One finished evaluation run in the evaluations experiment of `experiment`: tags, the
-    scored dataset (and logged model) as inputs, metrics linked to both, and every file of
-    `folder` as artifacts."""
+    """One finished evaluation run in the evaluations experiment of `experiment`: `params`
+    (what was scored), tags, the scored dataset (and logged model) as inputs, metrics linked
+    to both (so they show on the logged model's page), and every file of `folder` as artifacts."""
     name = evaluation_experiment(experiment)
     client = store.client
     run = client.create_run(
@@ -89,6 +90,8 @@ def log_evaluation(
     )
     run_id, failure = run.info.run_id, None
     try:
+        if params:
+            client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
         models = [LoggedModelInput(model_id)] if model_id else None
         client.log_inputs(run_id, datasets=[dataset.as_input("evaluation")], models=models)
         timestamp = now_ms()

@@ -27,6 +27,7 @@ CV_FOLD = "cv_fold"
 TUNE_RUN = "tune"  # a `bitmoji tune` parent: trials as children
 TUNE_TRIAL = "tune_trial"
 OOF_PREDICTIONS = "oof_predictions.csv"  # artifact of a CV run
+IMAGE_FOLDER_TAG = "image_folder"  # on a CV run: the folder its OOF image names are relative to
 LABEL_ISSUES_CSV = "label_issues.csv"  # artifacts `bitmoji audit` adds to the CV run
 LABEL_ISSUES_PNG = "label_issues.png"
 BEST_CONFIG = "best_config.toml"  # artifact of a tune run
@@ -36,6 +37,13 @@ EVALUATION_TAG = "evaluation"  # "true" on every run `bitmoji evaluate` logs
 TRAINING_IMAGES_TAG = "training_images_scored"
 EVALUATIONS_SUFFIX = "-evaluations"
 DATASET_PREFIX = "bitmoji-"
+
+# MLflow 3's experiment type (the UI's "experiment kind"): every experiment this tool makes or
+# opens says it is model training, so the UI shows runs, charts and models rather than GenAI
+# traces. The UI reads this tag (mlflow/server/js: `mlflow.experimentKind`); MLflow's Python
+# package has no public constant for it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def evaluation_experiment(experiment: str) -> str:

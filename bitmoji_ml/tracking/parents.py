@@ -98,6 +98,11 @@ def download_run_file(store: Store, *, run_id: str, artifact: str, folder: Path,
         raise BitmojiError(f"run {run_id} has no {artifact} (did it finish?)") from error
 
 
+def run_tag(store: Store, *, run_id: str, key: str) -> str | None:
+    """Tag `key` of run `run_id`, or None when the run has no such tag."""
+    return store.get_run(run_id).data.tags.get(key)
+
+
 def add_results(store: Store, *, run_id: str, files: list[Path], metrics: dict[str, float]) -> None:
     """Add `files` (at the artifact root) and `metrics` (step 0) to the finished run `run_id`,
     e.g. what `bitmoji audit` found in a cv run."""

@@ -5,17 +5,21 @@ same checkpoint again finds it instead of adding a version), and the `@champion`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from bitmoji_ml import paths
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
+from bitmoji_ml.tracking.runs import now_ms
 from bitmoji_ml.tracking.store import Store
 
 if TYPE_CHECKING:
@@ -27,6 +31,8 @@ CHECKPOINT_SHA256_TAG = "checkpoint_sha256"  # sha256 of the exported checkpoint
 FORMAT_TAG = "format"  # fp32 or int8: which of the export's files the version holds
 VAL_ACC_TAG = "val_acc"  # the registered file's validation accuracy ("" without validation)
 DATA_DIGEST_TAG = "data_digest"  # the lists (manifest digest) that val_acc was measured on
+FILE_SHA256_TAG = "file_sha256"  # on the ONNX and image logged models: their ONNX file's sha256
+EXPORTED_VAL_ACC = "exported_val_acc"  # metric of the image logged model: its file's val_acc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,15 @@ class Registration:
 
     model_id: str
     version: str
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _float(text: str | None) -> float | None:
@@ -122,7 +137,7 @@ def _log_model_folder(
         run.info.experiment_id,
         name=name,
         source_run_id=run_id,
-        tags={"file": path.name},
+        tags={"file": path.name, FILE_SHA256_TAG: file_sha256(path)},
         params=dict(run.data.params),
     )
     try:
@@ -175,7 +190,8 @@ def _save_image_model(path: Path, example_image: Path | None) -> Callable[[Path,
 
 def register_version(store: Store, *, model_id: str, run_id: str, tags: dict[str, str]) -> str:
     """A new version of the registered model from logged model `model_id`, tagged with `tags`
-    (the alias is not moved here); returns the version."""
+    (the alias is not moved here), and linked both ways as `mlflow.register_model` links it;
+    returns the version."""
     client, name = store.client, paths.REGISTERED_MODEL
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
@@ -186,7 +202,32 @@ def register_version(store: Store, *, model_id: str, run_id: str, tags: dict[str
         version = client.create_model_version(
             name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
         )
+    link_version(store, model_id=model_id, version=str(version.version))
     return str(version.version)
+
+
+def link_version(store: Store, *, model_id: str, version: str) -> None:
+    """Record `version` on its logged model (the `mlflow.modelVersions` tag, a JSON list, which
+    `mlflow.register_model` writes and the UI reads): its page then shows the registered
+    version instead of "Not registered" and a "Register model" button."""
+    model = store.client.get_logged_model(model_id)
+    versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    entry = {"name": paths.REGISTERED_MODEL, "version": version}
+    if entry not in versions:
+        versions.append(entry)
+        store.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
+
+
+def log_model_metrics(store: Store, *, run_id: str, model_id: str, metrics: dict[str, float]) -> None:
+    """`metrics` attached to logged model `model_id` (through its source run `run_id`, the only
+    way MLflow logs them), so they show on the model's page and in the Models tab."""
+    timestamp = now_ms()
+    store.client.log_batch(
+        run_id,
+        metrics=[
+            Metric(key, float(value), timestamp, 0, model_id=model_id) for key, value in metrics.items()
+        ],
+    )
 
 
 def log_export(
@@ -198,10 +239,13 @@ def log_export(
     champion_path: Path,
     tags: dict[str, str],
     example_image: Path | None = None,
+    val_acc: float | None = None,
 ) -> Registration:
     """Log the ONNX file(s) and the parity report under onnx/ of the source run, the champion
     file as an ONNX logged model (for `bitmoji predict --model` and evaluate) and as the image
-    model, and register the image model as a new version tagged with `tags`."""
+    model (with the champion file's `val_acc` as its `exported_val_acc`: a name of its own, as
+    the metric is logged through the training run, whose val_acc history it must not join),
+    and register the image model as a new version tagged with `tags`."""
     for path in dict.fromkeys([onnx_path, champion_path, report_path]):
         store.client.log_artifact(run_id, str(path), EXPORT_DIR)
     _log_model_folder(
@@ -214,5 +258,8 @@ def log_export(
         path=champion_path,
         save=_save_image_model(champion_path, example_image),
     )
+    if val_acc is not None:
+        metrics = {EXPORTED_VAL_ACC: val_acc}
+        log_model_metrics(store, run_id=run_id, model_id=image_model_id, metrics=metrics)
     version = register_version(store, model_id=image_model_id, run_id=run_id, tags=tags)
     return Registration(image_model_id, version)

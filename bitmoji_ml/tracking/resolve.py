@@ -11,7 +11,8 @@ from mlflow.exceptions import MlflowException
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, ONNX_LOGGED_MODEL
+from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
+from bitmoji_ml.tracking.registration import FILE_SHA256_TAG, file_sha256
 from bitmoji_ml.tracking.store import Store
 
 
@@ -90,3 +91,24 @@ def champion_model(store: Store, *, folder: Path) -> ResolvedModel:
         except MlflowException:
             model_id = None  # the version points at a model this store no longer has
     return ResolvedModel(path, label, uri, model_id, str(version.version))
+
+
+def local_onnx(store: Store, *, path: Path, run_id: str) -> ResolvedModel:
+    """An ONNX file given by path, linked to the logged model `export-onnx` made of the same
+    file (same sha256) in its source run `run_id` when there is one: the registered image
+    model first, else the ONNX model. A file no export logged stays a plain path."""
+    resolved = ResolvedModel(path, path.name, str(path.resolve()))
+    if not run_id or not store.run_exists(run_id):
+        return resolved
+    run, digest = store.get_run(run_id), file_sha256(path)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    same = [
+        model
+        for model in (store.client.get_logged_model(output.model_id) for output in outputs)
+        if model.status == LoggedModelStatus.READY and model.tags.get(FILE_SHA256_TAG) == digest
+    ]
+    preference = {IMAGE_LOGGED_MODEL: 0, ONNX_LOGGED_MODEL: 1}
+    same.sort(key=lambda model: (preference.get(model.name, 2), -model.creation_timestamp))
+    if not same:
+        return resolved
+    return dataclasses.replace(resolved, model_id=same[0].model_id)

@@ -1,9 +1,13 @@
 """The MLflow run of `bitmoji train` (`TrainingRun`) and the checkpoints it keeps.
 
 Lineage: the run has the train and val lists as dataset inputs (each with its own digest);
-only the `val_*` metrics are linked to the validation dataset; every new best checkpoint is a
-logged model (an output of the run) whose `val_*` metrics are linked to it at the epoch, so
-`search_logged_models` ranks checkpoints by their score on a given validation list.
+only the `val_*` metrics are linked to the validation dataset. The run's best checkpoint is ONE
+logged model (an output of the run, `<model>-best`), created at the first best epoch and
+updated at each new one: its best.pt is replaced and the epoch's `val_*` metrics are linked to
+it, so its latest metrics are those of the best.pt it holds and `search_logged_models` (which
+orders by a model's latest value) ranks checkpoints by their score on a given validation list.
+It is READY from its first best epoch on, so an interrupted run's best so far is exportable.
+The per-epoch history stays in the run's metrics.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus, RunTag
+from mlflow.entities import (
+    LoggedModel,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    Run,
+    RunStatus,
+    RunTag,
+)
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -92,6 +105,8 @@ class TrainingRun:
         self.selection = selection
         self.run_id = ""
         self._artifact_uri = ""
+        self._best_model_id: str | None = None  # the run's checkpoint logged model, once made
+        self._best_model_pending = False  # made, but not READY yet
         self._datasets: RunDatasets | None = None
 
     def __enter__(self) -> TrainingRun:
@@ -101,6 +116,10 @@ class TrainingRun:
             if run.info.experiment_id != self.experiment_id:
                 raise BitmojiError(f"run {self.resume_run_id} belongs to another experiment")
             client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            best = checkpoint_model(self.store, run)
+            if best is not None:  # killed before its first READY: made READY at the next best
+                self._best_model_id = best.model_id
+                self._best_model_pending = best.status != LoggedModelStatus.READY
         else:
             run = new_run(
                 self.store,
@@ -162,15 +181,16 @@ class TrainingRun:
         self, *, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None, model_name: str
     ) -> str:
         """The epoch's metrics at step = epoch. A new best checkpoint is logged first, as a run
-        artifact and as a logged model whose val_* metrics are linked to it. Returns where
-        best.pt lives ("" when `best_checkpoint` is None)."""
+        artifact and into the run's checkpoint logged model, whose val_* metrics are linked to
+        this epoch. Returns where best.pt lives ("" when `best_checkpoint` is None)."""
         location, model_id = "", None
         if best_checkpoint is not None:
             location = self.log_checkpoint(best_checkpoint)
             model_id = self._checkpoint_model(epoch=epoch, path=best_checkpoint, model_name=model_name)
         self.store.client.log_batch(self.run_id, metrics=self._epoch_metrics(epoch, metrics, model_id))
-        if model_id is not None:
+        if model_id is not None and self._best_model_pending:
             self.store.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+            self._best_model_pending = False
         return location
 
     def _epoch_metrics(self, epoch: int, metrics: dict[str, float], model_id: str | None) -> list[Metric]:
@@ -189,18 +209,22 @@ class TrainingRun:
         ]
 
     def _checkpoint_model(self, *, epoch: int, path: Path, model_name: str) -> str:
+        """The run's checkpoint logged model holding `path` (best.pt) as of `epoch`: made at the
+        first best epoch (or found again on --resume), then its file and `step` replaced."""
         client = self.store.client
-        model = client.create_logged_model(
-            self.experiment_id,
-            name=f"{model_name}-best",
-            source_run_id=self.run_id,
-            tags={"model": model_name, "step": str(epoch), SELECTION_TAG: self.selection},
-            params={"epoch": str(epoch)},
-            model_type=CHECKPOINT_MODEL_TYPE,
-        )
-        client.log_model_artifact(model.model_id, str(path))
-        client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=epoch)])
-        return model.model_id
+        if self._best_model_id is None:
+            model = client.create_logged_model(
+                self.experiment_id,
+                name=f"{model_name}-best",
+                source_run_id=self.run_id,
+                tags={"model": model_name, SELECTION_TAG: self.selection},
+                model_type=CHECKPOINT_MODEL_TYPE,
+            )
+            self._best_model_id, self._best_model_pending = model.model_id, True
+            client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=epoch)])
+        client.log_model_artifact(self._best_model_id, str(path))
+        client.set_logged_model_tags(self._best_model_id, {"step": str(epoch)})
+        return self._best_model_id
 
     def log_checkpoint(self, path: Path) -> str:
         """Log `path` under checkpoints/ of the run; return where it now lives."""
@@ -217,6 +241,17 @@ class TrainingRun:
         self.store.client.log_batch(
             self.run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
         )
+
+
+def checkpoint_model(store: Store, run: Run) -> LoggedModel | None:
+    """The checkpoint logged model of `run` (a resumed run keeps updating it); the newest one
+    for a run from before there was one per run."""
+    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda output: output.step)
+    for output in reversed(outputs):
+        model = store.client.get_logged_model(output.model_id)
+        if model.model_type == CHECKPOINT_MODEL_TYPE:
+            return model
+    return None
 
 
 def download_run_checkpoint(store: Store, *, run_id: str, name: str, folder: Path) -> Path:

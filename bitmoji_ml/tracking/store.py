@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.names import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SQLITE_PREFIX = "sqlite:///"
@@ -112,19 +113,35 @@ class Store:
         return artifact_root(self.uri)
 
     def find_experiment(self, name: str) -> str | None:
-        """The id of experiment `name`, or None when the store has none of that name."""
+        """The id of experiment `name`, or None when the store has none of that name; an
+        experiment found is marked as model training (`mark_model_training`)."""
         found = self.client.get_experiment_by_name(name)
-        return None if found is None else found.experiment_id
+        if found is None:
+            return None
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            self.mark_model_training(found.experiment_id)
+        return found.experiment_id
+
+    def mark_model_training(self, experiment_id: str) -> None:
+        """Tag the experiment as MLflow 3's model-training type, so the UI stays in its
+        model-training mode (runs, charts, models) instead of its GenAI one (traces). A store
+        that refuses the write (read-only access) is still usable: only the label is missing."""
+        try:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        except MlflowException as error:
+            logging.getLogger(__name__).debug("experiment %s left untagged: %s", experiment_id, error)
 
     def experiment_id(self, name: str, *, create: bool = True) -> str:
-        """The id of experiment `name`; created when missing, or with `create=False` a
-        BitmojiError saying there are no runs yet."""
+        """The id of experiment `name` (marked as model training); created when missing, or
+        with `create=False` a BitmojiError saying there are no runs yet."""
         found = self.find_experiment(name)
         if found is not None:
             return found
         if not create:
             raise BitmojiError(f"no runs yet: experiment {name!r} does not exist (run `bitmoji train`)")
-        return self.client.create_experiment(name, artifact_location=self.artifact_root)
+        return self.client.create_experiment(
+            name, artifact_location=self.artifact_root, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
 
     def get_run(self, run_id: str) -> Run:
         """The run `run_id`, or a clear error if the store has no such run."""

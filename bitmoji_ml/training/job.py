@@ -313,12 +313,13 @@ def run_tags(config: Recipe, state: TrainState) -> dict[str, str]:
 
 
 def summary_metrics(result: TrainResult, *, selected: bool = True) -> dict[str, float]:
-    """Run-level results, for sorting runs: the best epoch's val_* when best.pt was selected on
-    val_acc; without selection, the last epoch's (`final_val_*`, when there was validation)."""
+    """Run-level results, for sorting runs: the last epoch's `final_val_*` (when there was
+    validation), which every training run logs, `cv` folds and refits included, so one column
+    compares them all; with best.pt selected on val_acc, the best epoch's `best_val_*` too."""
     timing = {"train_seconds": result.train_seconds, "epochs_run": len(result.history)}
-    if selected:
-        best = {"best_val_acc": result.best["val_acc"], "best_val_loss": result.best["val_loss"]}
-        return {**best, "best_epoch": result.best["epoch"], **timing}
     last = result.history[-1]
     final = {f"final_{key}": last[key] for key in ("val_acc", "val_loss") if key in last}
+    if selected:
+        best = {"best_val_acc": result.best["val_acc"], "best_val_loss": result.best["val_loss"]}
+        return {**best, "best_epoch": result.best["epoch"], **final, **timing}
     return {**final, **timing}
