@@ -31,8 +31,17 @@ def project(tmp_path: Path) -> Path:
 def plan(project: Path, target: str) -> list[str]:
     """The commands `make TARGET` would run."""
     assert MAKE, "make is needed for the Makefile's own tests"
+    # Under `make test` this runs as a sub-make: MAKELEVEL would make it print "Entering directory".
+    outer = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+    environment = {key: value for key, value in os.environ.items() if key not in outer}
     done = subprocess.run(
-        [MAKE, "--dry-run", target], cwd=project, capture_output=True, text=True, timeout=30, check=True
+        [MAKE, "--dry-run", "--no-print-directory", "ARGS=", target],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return done.stdout.splitlines()
 
