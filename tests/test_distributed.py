@@ -34,7 +34,7 @@ from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
 from bitmoji_ml.export.job import export_job
 from bitmoji_ml.recipe import Recipe, resolve_recipe
 from bitmoji_ml.serving import processes as serving
-from bitmoji_ml.training import distributed, launch, sharding, train_job
+from bitmoji_ml.training import distributed, launch, sharding, termination, train_job
 from bitmoji_ml.training.settings import resolve_config
 
 PROBE = ROOT / "tests" / "torchrun_probe.py"
@@ -136,18 +136,18 @@ def test_the_process_group_timeout_can_be_set(monkeypatch) -> None:
 
 
 def test_sigterm_waits_for_a_checkpoint_being_written_then_ends_the_run() -> None:
-    previous = signal.signal(signal.SIGTERM, distributed._on_sigterm)
+    previous = signal.signal(signal.SIGTERM, termination.on_sigterm)
     try:
         finished = []
-        with pytest.raises(distributed.Terminated), distributed.termination_deferred():
+        with pytest.raises(termination.Terminated), termination.termination_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
             finished.append("checkpoint")
         assert finished == ["checkpoint"]
-        with pytest.raises(distributed.Terminated):
+        with pytest.raises(termination.Terminated):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
-        assert issubclass(distributed.Terminated, KeyboardInterrupt)  # the run ends as KILLED
+        assert issubclass(termination.Terminated, KeyboardInterrupt)  # the run ends as KILLED
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -307,7 +307,7 @@ def cv_job(
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
-    from bitmoji_ml.training.distributed import sigterm_ends_run
+    from bitmoji_ml.training.termination import sigterm_ends_run
 
     started = time.perf_counter()
     store = store or Store.open()

@@ -165,7 +165,7 @@ def tune_job(
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
-    from bitmoji_ml.training.distributed import sigterm_ends_run
+    from bitmoji_ml.training.termination import sigterm_ends_run
 
     store = store or Store.open()
     experiment_id = store.experiment_id(experiment)

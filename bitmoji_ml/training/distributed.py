@@ -27,8 +27,6 @@ import datetime
 import logging
 import os
 import signal
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -41,6 +39,7 @@ from bitmoji_ml.console import progress
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
 from bitmoji_ml.files import write_text_atomic
 from bitmoji_ml.training.launch import RUN_ID_FILE_ENV
+from bitmoji_ml.training.termination import on_sigterm, sigterm_ends_run
 
 Value = TypeVar("Value")
 TIMEOUT_ENV = "BITMOJI_PROCESS_GROUP_TIMEOUT"
@@ -120,7 +119,7 @@ def process_group(device_type: str) -> Iterator[None]:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=process_group_timeout())
-    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
     package_logger = logging.getLogger(PACKAGE_LOGGER)
     previous_level = package_logger.level
     if not is_main():  # rank 0 speaks for the job; the others only warn
@@ -166,60 +165,6 @@ def report_run_id(run_id: str) -> None:
     path = os.environ.get(RUN_ID_FILE_ENV)
     if path and run_id:
         write_text_atomic(path, run_id)
-
-
-# --------------------------------------------------------------------------------------------
-# SIGTERM: torchrun's way of stopping the other workers when one has failed
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM reached this worker. A KeyboardInterrupt, so the run ends as KILLED (the
-    last checkpoint is intact and resumes)."""
-
-
-@dataclasses.dataclass
-class _TerminationGuard:
-    deferring: bool = False
-    pending: bool = False
-
-
-_guard = _TerminationGuard()
-
-
-def _on_sigterm(number: int, frame: object) -> None:
-    if sys.exc_info()[0] is not None:
-        return  # already failing (e.g. a peer died): let the run end as FAILED, uninterrupted
-    if _guard.deferring:
-        _guard.pending = True
-        return
-    raise Terminated("SIGTERM")
-
-
-@contextlib.contextmanager
-def sigterm_ends_run() -> Iterator[None]:
-    """In a single process too (`bitmoji train`, `cv`, `tune`): SIGTERM raises Terminated, so the
-    MLflow run ends as KILLED with its last checkpoint whole, as Ctrl-C does. Outside the main
-    thread (where no handler can be set) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-
-
-@contextlib.contextmanager
-def termination_deferred() -> Iterator[None]:
-    """Hold SIGTERM until the block is done: a checkpoint being written and logged stays whole."""
-    _guard.deferring, _guard.pending = True, False
-    try:
-        yield
-    finally:
-        _guard.deferring = False
-    if _guard.pending:
-        raise Terminated("SIGTERM")
 
 
 def progress_on_main(description: str, total: int) -> contextlib.AbstractContextManager:

@@ -22,7 +22,7 @@ from bitmoji_ml import plots
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
 from bitmoji_ml.recipe import Recipe
-from bitmoji_ml.training import distributed, sharding
+from bitmoji_ml.training import distributed, sharding, termination
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.evaluate import evaluate
 from bitmoji_ml.training.state import TrainState
@@ -179,7 +179,7 @@ def fit(
         outcome = distributed.share_from_main(measure)
         record_epoch(state, epoch, outcome.metrics, outcome.improved, outcome.confusion)
         if distributed.is_main():
-            with distributed.termination_deferred():  # a SIGTERM waits for whole checkpoints
+            with termination.termination_deferred():  # a SIGTERM waits for whole checkpoints
                 fields = {**header, "metrics": state.history[-1], "epoch": epoch}
                 save_and_log(state, tracker, workdir, fields, outcome.improved)
             log_epoch_line(epoch, config.epochs, outcome.metrics, outcome.improved)
