@@ -139,3 +139,22 @@ def test_options_module_declares_no_recipe_setting_of_its_own():
     source = inspect.getsource(options)
     for name in FIELDS:
         assert f'"--{name.replace("_", "-")}"' not in source, name
+
+
+def test_an_interrupted_fold_or_trial_says_to_rerun_not_to_resume(single_torch_thread, monkeypatch, caplog):
+    """A cv fold's run cannot be continued with `train --resume` (its images are not the lists'):
+    the message on Ctrl-C or SIGTERM says what works instead."""
+    from bitmoji_ml.training import job
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "fit", interrupted)
+    caplog.set_level("INFO", logger="bitmoji_ml")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    data = TrainData(images, np.array([0, 1] * 4), images[:2], np.array([0, 1]), {"digest": "d"})
+    config = resolve_config(Recipe(model="compact", epochs=1, batch_size=4, image_size=32, threads=1))
+    with pytest.raises(KeyboardInterrupt):
+        train_on_data(run=distributed.NullRun(), config=config, data=data, datasets=None)
+    assert "run `bitmoji cv` again" in caplog.text and "--resume" not in caplog.text

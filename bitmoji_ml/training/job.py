@@ -250,8 +250,11 @@ def train_in_run(
     run: Tracker,
     header: dict,
     select_best: bool = True,
+    rerun_hint: str | None = None,
 ) -> TrainResult:
-    """`fit` in a scratch folder the run's artifacts are copied from."""
+    """`fit` in a scratch folder the run's artifacts are copied from. On Ctrl-C or SIGTERM the
+    run can be resumed with `train --resume`, unless it is part of another job (a cv fold, a
+    tune trial), which says with `rerun_hint` what to do instead."""
     try:
         with tempfile.TemporaryDirectory(prefix="bitmoji-train-") as workdir:
             return fit(
@@ -265,12 +268,8 @@ def train_in_run(
             )
     except KeyboardInterrupt:
         run_id = getattr(run, "run_id", "?")
-        logger.info(
-            "run %s ends as KILLED after epoch %d; continue it with `bitmoji train --resume --run-id %s`",
-            run_id,
-            state.epoch,
-            run_id,
-        )
+        then = rerun_hint or f"continue it with `bitmoji train --resume --run-id {run_id}`"
+        logger.info("run %s ends as KILLED after epoch %d; %s", run_id, state.epoch, then)
         raise
     except Exception:
         if distributed.world_size() > 1 and distributed.is_main():  # often a peer that died

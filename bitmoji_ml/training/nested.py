@@ -58,6 +58,9 @@ def train_on_data(
         recipe=recipe_file(config),
     )
     header = checkpoint_header(config, data.manifest, run.run_id, run.run_name or "")
-    result = train_in_run(config, data, state, tracker or run, header, select_best=select_best)
+    hint = "a cv fold or tune trial is not resumed: run `bitmoji cv` again, or the same `bitmoji tune` (its study continues)"
+    result = train_in_run(
+        config, data, state, tracker or run, header, select_best=select_best, rerun_hint=hint
+    )
     run.log_summary(summary_metrics(result, selected=select_best))
     return NestedTraining(result, state)
