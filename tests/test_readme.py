@@ -49,7 +49,10 @@ def test_the_pyfunc_snippet_loads_the_champion_from_the_project_folder(
     shutil.copy(mlflow_store_template, project / "mlflow.db")  # MLflow's own default: empty
     shutil.copy(next((store.dataset / "trainimages").glob("*.jpg")), project / "face.jpg")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    snippet = readme_block('mlflow.pyfunc.load_model("models:/bitmoji-gender@champion")')
+    block = readme_block('mlflow.pyfunc.load_model("models:/bitmoji-gender@champion")')
+    # What a person types at the Python prompt, as written (shell lines and output left out).
+    snippet = "".join(line[4:] + "\n" for line in block.splitlines() if line.startswith(">>> "))
+    assert "load_model" in snippet
     done = subprocess.run(
         [sys.executable, "-c", RUNNER],
         input=snippet,
