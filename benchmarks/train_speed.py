@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,11 +45,12 @@ class Timed:
 
     wall: float
     lines: list[tuple[float, str]]
+    cpu: float  # user + system seconds of the command and the processes it waited for
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> Timed:
     """Run `command`, echo its output, stamp each line; fail loudly on a non-zero exit."""
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_of_children()
     process = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -59,7 +61,12 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> Timed:
         print(f"  {lines[-1][0]:6.1f}s  {line.rstrip()}", flush=True)
     if process.wait():
         raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
-    return Timed(time.perf_counter() - started, lines)
+    return Timed(time.perf_counter() - started, lines, cpu_of_children() - used)
+
+
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclasses.dataclass
@@ -124,6 +131,7 @@ def train_figures(store: str, run: Timed) -> dict[str, object]:
         "run_id": run_id,
         "epochs": len(epochs),
         "wall": run.wall,
+        "cpu": run.cpu,
         "per_epoch": per_epoch,
         "fixed": run.wall - len(epochs) * per_epoch,
         "first_epoch": stamps[epochs[0]],
@@ -179,6 +187,7 @@ def comparison_rows(before: list[dict], after: list[dict]) -> list[list[str]]:
 
     rows = [
         seconds("wall", "whole `bitmoji train` (wall)"),
+        seconds("cpu", "CPU time of `bitmoji train` (user + sys)"),
         seconds("fixed", "fixed cost (wall - epochs x s/epoch)"),
         [
             "seconds per epoch (train + val + logging)",
