@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from bitmoji_ml import paths
-from bitmoji_ml.inference import find_images
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.folder_engine import find_images
 from bitmoji_ml.tracking.store import tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from predict_speed import cpu_per_image, export_model
 
-from bitmoji_ml.inference import OnnxModel, find_images
 from bitmoji_ml.models import count_parameters, create_model, model_spec
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.folder_engine import find_images
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 SMALL_MODELS = ["hybrid", "separable", "compact"]
 

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from bitmoji_ml.data.images import decode_image
-from bitmoji_ml.inference import PREDICT_BATCH, OnnxModel, find_images
 from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.folder_engine import PREDICT_BATCH, find_images
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_MODEL = "compact"  # today's network; its registry entry decodes with Pillow at 72 px

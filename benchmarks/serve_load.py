@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml import model_server, serving
-from bitmoji_ml.inference import find_images
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving import model_server
+from bitmoji_ml.serving import processes as serving
+from bitmoji_ml.serving.folder_engine import find_images
 from bitmoji_ml.tracking.store import tracking_uri
 
 REQUEST_TIMEOUT = 60
@@ -83,10 +84,10 @@ def load(*, url: str, body: bytes, clients: int, seconds: float) -> tuple[list[f
 def run(args: argparse.Namespace) -> list[list]:
     faces = find_images(args.faces or resolve_data_dir() / "testimages")[:64]
     port = free_port()
-    command = model_server.serve_command(model_uri=args.model_uri, port=port, workers=args.workers)
+    command = model_server.serve_command(port=port, workers=args.workers)
     process = serving.start_process_group(
         command,
-        env=model_server.serve_environment(store_uri=tracking_uri()),
+        env=model_server.serve_environment(store_uri=tracking_uri(), model_uri=args.model_uri),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

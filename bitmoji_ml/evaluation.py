@@ -23,7 +23,7 @@ from bitmoji_ml import paths
 from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.labelled_set import LabelledSet, read_labelled
-from bitmoji_ml.metrics import classification_metrics, confusion_matrix, metrics_table, roc_curve
+from bitmoji_ml.metrics import classification_metrics, confusion_matrix, roc_curve
 from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
 from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
@@ -146,7 +146,7 @@ def evaluate_job(
     default the lists' validation list), keep the plots in `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
-    from bitmoji_ml.inference import OnnxModel
+    from bitmoji_ml.serving.onnx_model import OnnxModel
     from bitmoji_ml.tracking.store import Store
 
     if model is not None and run_id is not None:
@@ -163,7 +163,6 @@ def evaluate_job(
         matrix = confusion_matrix(data.labels, predicted_classes(prob_male))
         described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")
         logger.info("evaluated %s on %d images of %s", described, len(data.paths), data.source)
-        logger.info("%s", metrics_table(metrics, matrix))
         overlap = _training_overlap(data, onnx_model.metadata, lists_dir, store)
         if overlap.training:
             logger.warning("%s", overlap.message())

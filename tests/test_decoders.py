@@ -23,8 +23,8 @@ from bitmoji_ml.checkpoints import model_from_checkpoint
 from bitmoji_ml.data import images
 from bitmoji_ml.data.images import DECODERS, ImageError, Preprocess, decode_image
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.inference import META_PREPROCESS, OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.serving.onnx_model import META_PREPROCESS, OnnxModel
 
 PILLOW = Preprocess(size=64, resize=64)
 TURBO = Preprocess(size=64, resize=64, decoder="simplejpeg")

@@ -27,13 +27,13 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import serving
 from bitmoji_ml.checkpoints import TRAIN_STATE, model_from_checkpoint, read_checkpoint
 from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError, ReportedElsewhere
 from bitmoji_ml.export.job import export_job
 from bitmoji_ml.recipe import Recipe, resolve_recipe
+from bitmoji_ml.serving import processes as serving
 from bitmoji_ml.training import distributed, launch, sharding, train_job
 from bitmoji_ml.training.settings import resolve_config
 

@@ -123,7 +123,7 @@ def test_a_bad_row_does_not_fail_its_batch(tmp_path_factory, mlflow_store_templa
 def test_settings_come_from_the_environment_and_unknown_keys_fail(monkeypatch):
     import pytest
 
-    from bitmoji_ml.inference_pyfunc import CONFIG_ENV, DEFAULT_CONFIG, model_settings
+    from bitmoji_ml.serving.image_model import CONFIG_ENV, DEFAULT_CONFIG, model_settings
 
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     assert model_settings() == DEFAULT_CONFIG
@@ -132,3 +132,54 @@ def test_settings_come_from_the_environment_and_unknown_keys_fail(monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, '{"max_rows": 8}')
     with pytest.raises(ValueError, match="unknown setting"):
         model_settings()
+
+
+def limited_model(**limits: int):
+    """The pyfunc class with settings but no ONNX file: enough for its request checks."""
+    from bitmoji_ml.serving.image_model import DEFAULT_CONFIG, BitmojiImageModel
+
+    model = BitmojiImageModel()
+    model.config = {**DEFAULT_CONFIG, **limits}
+    return model
+
+
+def test_request_bytes_count_memoryview_and_base64_text_before_decoding():
+    import pytest
+    from mlflow.exceptions import MlflowException
+
+    model = limited_model(max_request_bytes=100)
+    for values in ([memoryview(b"x" * 101)], [b"x" * 60, memoryview(b"y" * 41)], ["A" * 136]):
+        with pytest.raises(MlflowException, match="bytes of images is over the 100-byte limit"):
+            model._check_request(pd.Series(values, dtype=object))
+    model._check_request(pd.Series([memoryview(b"x" * 100)], dtype=object))  # at the limit: fine
+
+
+def test_each_value_is_size_checked_before_it_is_decoded():
+    import pytest
+
+    from bitmoji_ml.data.images import ImageError
+    from bitmoji_ml.serving.image_batch import as_image_bytes
+
+    # Not base64 at all, but too long: refused for its size, so it was never decoded.
+    with pytest.raises(ImageError, match="over the 30-byte image limit"):
+        as_image_bytes("%" * 44, 30)
+    with pytest.raises(ImageError, match="over the 30-byte image limit"):
+        as_image_bytes(memoryview(b"x" * 31), 30)
+    with pytest.raises(ImageError, match="^not valid base64"):
+        as_image_bytes("%%%", 30)
+    with pytest.raises(ImageError, match="^empty image$"):
+        as_image_bytes("", 30)
+    assert as_image_bytes("eA==\n", 30) == b"x"  # MLflow's encoder breaks lines; that is fine
+    assert as_image_bytes(memoryview(b"abc"), 30) == b"abc"
+
+
+def test_a_bad_rows_probability_is_null_in_json():
+    from bitmoji_ml.serving.image_model import json_safe
+
+    rows = pd.DataFrame({"prob_male": [0.25, np.nan], "is_male": [-1, 0], "error": ["", "empty image"]})
+    records = json_safe(rows).to_dict(orient="records")
+    text = json.dumps(records, allow_nan=False)  # raises on NaN, as JSON.parse would
+    assert json.loads(text) == [
+        {"prob_male": 0.25, "is_male": -1, "error": ""},
+        {"prob_male": None, "is_male": 0, "error": "empty image"},
+    ]

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from image_model_helpers import assert_rows_match, champion, face_files, reference_probabilities
 
-from bitmoji_ml import model_server, serving
+from bitmoji_ml.serving import model_server, scoring_app
+from bitmoji_ml.serving import processes as serving
 
 HOST = "127.0.0.1"
 
@@ -58,9 +59,11 @@ def served(tmp_path_factory, mlflow_store_template, monkeypatch, tmp_path: Path)
     found = champion(tmp_path_factory, mlflow_store_template)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", found.uri)
     port = free_port()
-    command = model_server.serve_command(model_uri=model_server.DEFAULT_MODEL_URI, port=port, workers=1)
+    command = model_server.serve_command(port=port, workers=1)
     env = model_server.serve_environment(
-        store_uri=found.uri, limits={"max_request_rows": 64, "max_request_bytes": 2**20}
+        store_uri=found.uri,
+        model_uri=model_server.DEFAULT_MODEL_URI,
+        limits={"max_request_rows": 64, "max_request_bytes": 2**20},
     )
     log = tmp_path / "server.log"
     with open(log, "w") as output:
@@ -80,13 +83,45 @@ def served(tmp_path_factory, mlflow_store_template, monkeypatch, tmp_path: Path)
     assert_nothing_listens(port)
 
 
+def strict_json(text: str) -> dict:
+    """Parse as a browser's JSON.parse would: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def post_streamed(port: int, body: bytes, chunk: int = 2**16) -> tuple[int, str]:
+    """POST `body` chunked, without a Content-Length, as a streaming client does."""
+    with socket.create_connection((HOST, port), timeout=30) as connection:
+        head = (
+            f"POST /invocations HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        connection.sendall(head.encode())
+        try:
+            for start in range(0, len(body), chunk):
+                piece = body[start : start + chunk]
+                connection.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            connection.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the whole body was sent
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.decode(errors="replace")
+
+
 @pytest.mark.slow
 def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_path: Path):
     found, port = served
     files = face_files(tmp_path / "faces", 3, corrupt=1)
     status, text = post(port, images_request([f.read_bytes() for f in files]))
     assert status == 200, text
-    rows = json.loads(text)["predictions"]
+    rows = strict_json(text)["predictions"]  # a bad row's prob_male is null, not NaN
+    assert [row["prob_male"] is None for row in rows] == [bool(row["error"]) for row in rows]
     prob = np.array([np.nan if row["prob_male"] is None else row["prob_male"] for row in rows])
     assert_rows_match(
         [f.name for f in files],
@@ -98,14 +133,17 @@ def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_p
     face = files[0].read_bytes()
     status, text = post(port, images_request([face] * 65))
     assert status == 400 and "65 images is over the 64-image limit" in text
-    status, text = post(port, images_request([os.urandom(3 * 2**19)] * 2))
+    # Under the body limit (4/3 MiB + 1 MiB of JSON) but over 1 MiB of images: the model refuses.
+    status, text = post(port, images_request([os.urandom(600 * 2**10)] * 2))
     assert status == 400 and "over the 1,048,576-byte limit" in text
     status, text = post(port, face, content_type="image/jpeg")
     assert status == 415 and "content types" in text
     status, text = post(
-        port, json.dumps({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}}).encode()
+        port, json.dumps({"dataframe_split": {"columns": ["image"], "data": [["%%%"], [""]]}}).encode()
     )
-    assert status == 200 and json.loads(text)["predictions"][0]["error"] == "empty image"  # nothing decodes
+    assert status == 200, text
+    errors = [row["error"] for row in strict_json(text)["predictions"]]
+    assert errors[0].startswith("not valid base64") and errors[1] == "empty image", errors
     status, text = post(
         port, json.dumps({"dataframe_split": {"columns": ["photo"], "data": [["eA=="]]}}).encode()
     )
@@ -115,6 +153,21 @@ def test_server_scores_faces_like_predict_and_refuses_bad_requests(served, tmp_p
 
     status, text = post(port, images_request([face]))  # still serving
     assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+
+
+@pytest.mark.slow
+def test_server_refuses_an_oversized_body_before_parsing_it(served):
+    """Over the body limit, by Content-Length or by the bytes a chunked client streams: 413
+    from the wrapper, before MLflow parses anything (the model's 400 says 'bytes of images')."""
+    _, port = served
+    limit = scoring_app.body_limit(2**20)
+    oversized = b'{"dataframe_split": {"columns": ["image"], "data": [["' + b"A" * limit + b'"]]}}'
+    status, text = post(port, oversized)
+    assert status == 413 and f"over the {limit:,}-byte limit" in text and "bytes of images" not in text
+    status, text = post_streamed(port, oversized)
+    assert status == 413 and f"more than {limit:,} bytes" in text, text[-500:]
+    status, text = post(port, images_request([b"x"]))  # still serving
+    assert status == 200, text
 
 
 @pytest.mark.slow
@@ -169,3 +222,65 @@ def test_bitmoji_serve_stops_its_whole_process_group(
         ["pgrep", "-f", f"--port {port}"], capture_output=True, text=True
     ).stdout.split()
     assert not leftover, f"server processes left: {leftover}"
+
+
+# --------------------------------------------------------------------------------------------
+# The body limit, driven through the ASGI interface (no server)
+
+
+def drive(limit: int, messages: list[dict], headers: list[tuple[bytes, bytes]]) -> tuple[list, list, int]:
+    """Run BodyLimit(limit) over one request made of `messages`; returns what the wrapped app
+    received (None when it was not called), what was sent back, and how many messages were read."""
+    import asyncio
+
+    received: list = []
+    sent: list = []
+    read = 0
+
+    async def receive() -> dict:
+        nonlocal read
+        read += 1
+        return messages[read - 1] if read <= len(messages) else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def app(scope, app_receive, app_send) -> None:
+        received.append(await app_receive())
+        await app_send({"type": "http.response.start", "status": 200, "headers": []})
+
+    scope = {"type": "http", "headers": headers}
+    asyncio.run(scoring_app.BodyLimit(app, limit)(scope, receive, send))
+    return received, sent, read
+
+
+def chunks(*sizes: int, last_more: bool = False) -> list[dict]:
+    return [
+        {"type": "http.request", "body": b"x" * size, "more_body": index < len(sizes) - 1 or last_more}
+        for index, size in enumerate(sizes)
+    ]
+
+
+def test_body_limit_refuses_by_content_length_without_reading():
+    received, sent, read = drive(100, chunks(50, 60), [(b"content-length", b"110")])
+    assert received == [] and read == 0
+    assert sent[0]["status"] == 413 and b"110 bytes is over the 100-byte limit" in sent[1]["body"]
+
+
+def test_body_limit_stops_reading_a_streamed_body_at_the_limit():
+    received, sent, read = drive(100, chunks(60, 60, 60, 60), [])
+    assert received == [] and read == 2  # the third and fourth chunks are never read
+    assert sent[0]["status"] == 413 and b"more than 100 bytes" in sent[1]["body"]
+
+
+def test_body_limit_replays_a_body_within_the_limit_whole():
+    received, sent, _ = drive(100, chunks(40, 60), [(b"content-length", b"100")])
+    assert received == [{"type": "http.request", "body": b"x" * 100, "more_body": False}]
+    assert sent[0]["status"] == 200
+    received, _, _ = drive(0, chunks(500), [])  # 0: no limit, the app reads for itself
+    assert received[0]["body"] == b"x" * 500
+
+
+def test_body_limit_covers_the_image_limit_in_base64():
+    assert scoring_app.body_limit(0) == 0
+    assert scoring_app.body_limit(3 * 2**20) == 4 * 2**20 + scoring_app.JSON_SLACK_BYTES

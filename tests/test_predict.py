@@ -245,7 +245,8 @@ def test_strict_fails_when_a_file_is_skipped_and_writes_nothing(exported: Export
 
 def test_on_batch_reports_every_file_once_per_batch(exported: Exported, tmp_path: Path):
     """The progress callback of predict_paths: one call per batch, skipped files included."""
-    from bitmoji_ml.inference import OnnxModel, find_images, predict_paths
+    from bitmoji_ml.serving.folder_engine import find_images, predict_paths
+    from bitmoji_ml.serving.onnx_model import OnnxModel
 
     folder = tmp_path / "images"
     write_good_images(folder)

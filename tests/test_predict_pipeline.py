@@ -17,10 +17,11 @@ from random_model import export_network
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import inference
 from bitmoji_ml.data.images import Preprocess, decode_image
-from bitmoji_ml.inference import OnnxModel, find_images, ordered_batches, predict_paths
 from bitmoji_ml.models import DEFAULT_MODEL, create_model, model_spec
+from bitmoji_ml.serving import folder_engine
+from bitmoji_ml.serving.folder_engine import find_images, ordered_batches, predict_paths
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 runner = CliRunner()
 BAD = {"03-truncated.jpg", "07-empty.jpg", "11-text.jpg", "12-corrupt.png"}
@@ -46,7 +47,7 @@ def test_batches_keep_input_order_and_mark_bad_files_in_place(tmp_path: Path, de
     paths = write_folder(tmp_path / "images")
     spec = Preprocess(size=32, resize=32, decoder=decoder)
     seen, errors, images = [], [], []
-    for chunk, (batch, chunk_errors) in ordered_batches(paths, 3, 4, inference._decode_batch, spec):
+    for chunk, (batch, chunk_errors) in ordered_batches(paths, 3, 4, folder_engine._decode_batch, spec):
         assert len(chunk) == len(batch) == len(chunk_errors) <= 3
         seen += chunk
         errors += chunk_errors
@@ -110,7 +111,7 @@ def counted_decodes(monkeypatch) -> list[int]:
     """Count the batches whose decoding started; every batch after the first is held back
     for 0.5 s, so the ones queued behind it are still waiting when the consumer stops."""
     started: list[int] = []
-    decode = inference._decode_batch
+    decode = folder_engine._decode_batch
 
     def counting(paths, spec):
         started.append(len(paths))
@@ -118,13 +119,13 @@ def counted_decodes(monkeypatch) -> list[int]:
             threading.Event().wait(0.5)
         return decode(paths, spec)
 
-    monkeypatch.setattr(inference, "_decode_batch", counting)
+    monkeypatch.setattr(folder_engine, "_decode_batch", counting)
     return started
 
 
 def test_stopping_early_cancels_queued_batches_and_ends_the_threads(tmp_path: Path, counted_decodes):
     paths = write_folder(tmp_path / "images") * 5  # 105 files, 35 batches of 3
-    batches = ordered_batches(paths, 3, 1, inference._decode_batch, Preprocess(size=16, resize=16))
+    batches = ordered_batches(paths, 3, 1, folder_engine._decode_batch, Preprocess(size=16, resize=16))
     next(batches)  # batch 1 is being decoded now and batches 2 and 3 are queued behind it
     batches.close()
     assert decode_threads() == []

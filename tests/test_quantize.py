@@ -16,7 +16,7 @@ from random_model import export_network
 from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export import int8 as quantize
-from bitmoji_ml.export.int8 import META_INT8_PARITY, quantize_beside
+from bitmoji_ml.export.int8 import META_INT8_PARITY, accuracy_table, int8_table, quantize_beside
 from bitmoji_ml.export.int8_gate import (
     MIN_AGREEMENT,
     SPEED_MARGIN,
@@ -26,8 +26,8 @@ from bitmoji_ml.export.int8_gate import (
     champion_decision,
     ms_per_image,
 )
-from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models import DEFAULT_MODEL, create_model
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 
 def report(
@@ -123,8 +123,7 @@ def quantize_with(fp32: Path, lists: Path):
     return quantize_beside(fp32_path=fp32, lists_dir=lists, validation=(images, labels))
 
 
-def test_report_is_written_stored_in_the_model_and_printed(fp32_copy: Path, tiny_lists: Path, caplog):
-    caplog.set_level("INFO", logger="bitmoji_ml")
+def test_report_is_written_stored_in_the_model_and_shown(fp32_copy: Path, tiny_lists: Path):
     result = quantize_with(fp32_copy, tiny_lists)
     assert result.path == fp32_copy.with_name("bitmoji.int8.onnx")
     assert result.report_path == fp32_copy.with_name("bitmoji.int8.parity.json")
@@ -139,8 +138,8 @@ def test_report_is_written_stored_in_the_model_and_printed(fp32_copy: Path, tiny
         assert case["agreement"] == case["same_class"] / case["images"]
     assert written["int8_champion"] == result.decision.int8 == champion_decision(result.report).int8
     assert result.champion == (result.path if result.decision.int8 else fp32_copy)
-    assert "p99 |Δ prob|" in caplog.text and "test-folder images" in caplog.text
-    assert f"champion: {'int8' if result.decision.int8 else 'fp32'}" in caplog.text
+    shown = int8_table(result.report) + accuracy_table(result, fp32_copy)
+    assert "p99 |Δ prob|" in shown and "test-folder images" in shown and "images/s" in shown
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from image_model_helpers import champion, face_files
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml.ray_engine import predict_with_ray
+from bitmoji_ml.serving.predict_job import predict_job
 
 
 def plain_predict_csv(folder: Path, model: Path, output: Path) -> dict[str, float]:
@@ -39,15 +39,15 @@ def test_ray_engine_writes_predicts_rows_and_errors(tmp_path_factory, mlflow_sto
     output.mkdir()  # an earlier output is replaced
     (output / "stale.parquet").write_bytes(b"old")
 
-    result = predict_with_ray(
-        source=str(folder), model=found.onnx, output=str(output), actors=1, batch_size=64, num_cpus=2
+    result = predict_job(
+        folder, model=found.onnx, output=output, engine="ray", actors=1, batch_size=64, num_cpus=2
     )
     assert not ray.is_initialized()
     table = pq.read_table(output).to_pandas()
     assert list(table.columns) == ["path", "prob_male", "is_male", "error"]
     names = [Path(path).name for path in table["path"]]
     assert sorted(names) == sorted([f.name for f in files] + ["empty.JPG"])  # nothing lost or doubled
-    assert (result.rows, result.errors) == (203, 3)
+    assert (result.rows, result.predicted, len(result.skipped)) == (203, 200, 3)
     for name, prob, is_male, error in zip(
         names, table["prob_male"], table["is_male"], table["error"], strict=True
     ):

@@ -24,9 +24,9 @@ from trained_store import EXPERIMENT, trained_store
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import serving
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
+from bitmoji_ml.serving import processes as serving
 from bitmoji_ml.tracking.names import evaluation_experiment
 from bitmoji_ml.tracking.store import artifact_root
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bitmoji_ml import paths
+from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import DataDir, friendly
 
 
@@ -36,7 +37,6 @@ def prepare(
     """Check the dataset and write train/val/test lists plus manifest.json."""
     from bitmoji_ml.data.dataset import load_dataset, read_exclusions
     from bitmoji_ml.data.lists import write_lists
-    from bitmoji_ml.report import format_table
 
     root = paths.resolve_data_dir(data_dir)
     excluded = read_exclusions(exclude) if exclude is not None else None
@@ -44,23 +44,6 @@ def prepare(
     manifest = write_lists(
         dataset, lists, val_fraction=val_fraction, seed=seed, split=split, excluded=excluded
     )
-    balance = manifest["class_balance"]
-    rows = [
-        [
-            name,
-            balance[name]["images"],
-            balance[name]["male"],
-            balance[name]["female"],
-            f"{balance[name]['male_share']:.1%}",
-        ]
-        for name in ("train", "val")
-    ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
-    typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
-    typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
-    if excluded is not None:
-        typer.echo(
-            f"left out {len(excluded.image_ids)} image(s) listed in {exclude} (sha256 {excluded.sha256[:12]})"
-        )
-    typer.echo(
-        f"wrote {lists}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})"
+    views.show_prepare(
+        manifest, root=root, lists=lists, split=split, seed=seed, val_fraction=val_fraction, excluded=excluded
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bitmoji_ml import paths
+from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import Experiment, ListsDir, friendly
 
 
@@ -32,7 +33,6 @@ def export_onnx(
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
     from bitmoji_ml.export.job import export_job
-    from bitmoji_ml.export.register import registration_lines
     from bitmoji_ml.tracking.store import Store
 
     store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
@@ -47,6 +47,4 @@ def export_onnx(
         promote=promote,
         store=store,
     )
-    if result.registration is not None:
-        for line in registration_lines(result.registration):
-            typer.echo(line)
+    views.show_export(result)

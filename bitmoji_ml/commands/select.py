@@ -57,34 +57,13 @@ def audit(
 
     cleanlab ranks the images by a cv run's out-of-fold predictions; label_issues.csv and
     label_issues.png are written to --output and logged to that run."""
-    from bitmoji_ml.data.labels import CLASS_NAMES
-    from bitmoji_ml.report import format_table
     from bitmoji_ml.selection.audit_job import audit_job
     from bitmoji_ml.tracking.store import Store
 
     if top < 1:
         raise BitmojiError(f"--top must be at least 1, got {top}")
     result = audit_job(store=Store.open(), experiment=experiment, run_id=run_id, top=top, output=output)
-    rows = [
-        [
-            i.rank,
-            i.image_id,
-            CLASS_NAMES[i.label],
-            f"{i.prob_male:.4f}",
-            f"{i.label_quality:.4f}",
-            i.fold,
-            "yes" if i.flagged else "-",
-        ]
-        for i in result.ranked[:top]
-    ]
-    headers = ["rank", "image_id", "given label", "P(male)", "label quality", "fold", "issue"]
-    typer.echo(format_table(headers, rows))
-    typer.echo(
-        f"{len(result.issues)} label issue(s) flagged by cleanlab among {result.images} images (run "
-        f"{result.run_id}), then the least trusted other labels. Look at {result.faces_png}; list the "
-        f"ones you judge wrong in a CSV with an image_id column ({result.issues_csv} holds the flagged "
-        "ones), then `bitmoji prepare --exclude FILE`"
-    )
+    views.show_audit(result, top=top)
 
 
 @friendly

@@ -17,7 +17,7 @@ def ui(
     experiment: Experiment = paths.EXPERIMENT,
 ) -> None:
     """Start the MLflow UI on the project's store (127.0.0.1 only) until Ctrl-C, SIGTERM or SIGHUP."""
-    from bitmoji_ml import serving
+    from bitmoji_ml.serving import processes as serving
     from bitmoji_ml.tracking.names import evaluation_experiment
     from bitmoji_ml.tracking.store import Store
 
@@ -47,7 +47,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
 ) -> None:
     """Serve the registered image model over REST on 127.0.0.1 until Ctrl-C (prints a curl line)."""
-    from bitmoji_ml.model_server import serve_model
+    from bitmoji_ml.serving.model_server import serve_model
     from bitmoji_ml.tracking.store import tracking_uri
 
     stopped = serve_model(store_uri=tracking_uri(), model_uri=model_uri, port=port, workers=workers)

@@ -10,8 +10,13 @@ import typer
 from bitmoji_ml.report import format_table
 
 if TYPE_CHECKING:
+    from bitmoji_ml.data.dataset import Exclusion
+    from bitmoji_ml.evaluation import EvaluationResult
+    from bitmoji_ml.export.job import ExportResult
+    from bitmoji_ml.selection.audit_job import AuditResult
     from bitmoji_ml.selection.cv import CVResult
     from bitmoji_ml.selection.tune import TuneResult
+    from bitmoji_ml.serving.predict_job import PredictResult
     from bitmoji_ml.training.job import TrainJobResult
 
 
@@ -71,3 +76,96 @@ def show_tune(result: TuneResult) -> None:
         f"wrote {result.config_path}; run {result.run_id}. "
         f"Refit: bitmoji train --all-labelled --config {result.config_path}"
     )
+
+
+def show_prediction(result: PredictResult) -> None:
+    """`bitmoji predict`: images predicted, the male share, files skipped, speed, where it went."""
+    rate = result.predicted / result.seconds if result.seconds else 0.0
+    where = f"{result.output} (Parquet)" if result.kind == "parquet" else result.output
+    typer.echo(
+        f"{result.predicted} images, {result.male_share:.1%} male, {len(result.skipped)} skipped, "
+        f"{result.seconds:.2f}s, {rate:,.0f} images/s -> {where}"
+    )
+
+
+def show_prepare(
+    manifest: dict,
+    *,
+    root: object,
+    lists: object,
+    split: str,
+    seed: int,
+    val_fraction: float,
+    excluded: Exclusion | None,
+) -> None:
+    """`bitmoji prepare`: the split per class, what was left out and what was written."""
+    balance = manifest["class_balance"]
+    rows = [
+        [
+            name,
+            balance[name]["images"],
+            balance[name]["male"],
+            balance[name]["female"],
+            f"{balance[name]['male_share']:.1%}",
+        ]
+        for name in ("train", "val")
+    ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
+    typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
+    typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
+    if excluded is not None:
+        typer.echo(
+            f"left out {len(excluded.image_ids)} image(s) listed in {excluded.source} (sha256 {excluded.sha256[:12]})"
+        )
+    typer.echo(
+        f"wrote {lists}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})"
+    )
+
+
+def show_audit(result: AuditResult, *, top: int) -> None:
+    """`bitmoji audit`: the least trusted labels, then where the files are and what to do next."""
+    from bitmoji_ml.data.labels import CLASS_NAMES
+
+    rows = [
+        [
+            i.rank,
+            i.image_id,
+            CLASS_NAMES[i.label],
+            f"{i.prob_male:.4f}",
+            f"{i.label_quality:.4f}",
+            i.fold,
+            "yes" if i.flagged else "-",
+        ]
+        for i in result.ranked[:top]
+    ]
+    headers = ["rank", "image_id", "given label", "P(male)", "label quality", "fold", "issue"]
+    typer.echo(format_table(headers, rows))
+    typer.echo(
+        f"{len(result.issues)} label issue(s) flagged by cleanlab among {result.images} images (run "
+        f"{result.run_id}), then the least trusted other labels. Look at {result.faces_png}; list the "
+        f"ones you judge wrong in a CSV with an image_id column ({result.issues_csv} holds the flagged "
+        "ones), then `bitmoji prepare --exclude FILE`"
+    )
+
+
+def show_export(result: ExportResult) -> None:
+    """`bitmoji export-onnx`: the parity report, the int8 comparison and the registry's decision."""
+    from bitmoji_ml.export.int8 import accuracy_table, int8_table
+    from bitmoji_ml.export.parity import parity_table
+    from bitmoji_ml.export.register import registration_lines
+
+    typer.echo(parity_table(result.report))
+    if result.int8 is not None:
+        typer.echo(int8_table(result.int8.report))
+        typer.echo(accuracy_table(result.int8, result.output))
+        typer.echo(
+            f"champion: {'int8' if result.int8.decision.int8 else 'fp32'} ({result.int8.decision.reason})"
+        )
+    for line in registration_lines(result.registration) if result.registration is not None else []:
+        typer.echo(line)
+
+
+def show_evaluation(result: EvaluationResult) -> None:
+    """`bitmoji evaluate`: the metrics and the confusion matrix."""
+    from bitmoji_ml.metrics import metrics_table
+
+    typer.echo(metrics_table(result.metrics, result.confusion_matrix))

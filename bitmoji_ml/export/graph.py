@@ -14,7 +14,8 @@ import torch
 import bitmoji_ml
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import CLASS_NAMES
-from bitmoji_ml.inference import (
+from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.serving.onnx_model import (
     INPUT_NAME,
     LOGITS_OUTPUT,
     META_CLASS_NAMES,
@@ -22,7 +23,6 @@ from bitmoji_ml.inference import (
     META_PREPROCESS,
     PROB_OUTPUT,
 )
-from bitmoji_ml.models.normalize import Classifier
 
 OPSET = 20
 

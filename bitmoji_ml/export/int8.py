@@ -15,7 +15,6 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,10 +31,8 @@ from bitmoji_ml.export.int8_gate import (
     ms_per_image,
 )
 from bitmoji_ml.files import atomic_paths
-from bitmoji_ml.inference import INPUT_NAME, OnnxModel
 from bitmoji_ml.report import format_table
-
-log = logging.getLogger(__name__)
+from bitmoji_ml.serving.onnx_model import INPUT_NAME, OnnxModel
 
 CALIBRATION_IMAGES = 512  # training images the activation ranges are calibrated on
 META_INT8_PARITY = "bitmoji.int8_parity"  # JSON of Int8Report.to_dict() in the int8 file
@@ -55,18 +52,6 @@ class Int8Result:
     decision: ChampionDecision
     champion: Path  # the int8 file or the fp32 one, per `decision`
     val_acc: float | None  # the int8 file's own, when the validation list is the checkpoint's
-
-    def summary(self) -> dict[str, Any]:
-        """Plain values for the export job's result."""
-        return {
-            "output": str(self.path),
-            "report": str(self.report_path),
-            "int8_champion": self.decision.int8,
-            "reason": self.decision.reason,
-            "val_acc": self.val_acc,
-            "fp32_ms_per_image": self.report.fp32_ms_per_image,
-            "int8_ms_per_image": self.report.int8_ms_per_image,
-        }
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
@@ -150,11 +135,11 @@ def int8_table(report: Int8Report) -> str:
     return f"{table}\n{speed}"
 
 
-def accuracy_table(result: Int8Result, fp32: OnnxModel) -> str:
+def accuracy_table(result: Int8Result, fp32_path: Path) -> str:
     """Both files' validation accuracy, speed and size."""
     report, rows = result.report, []
     for name, acc, ms, path in (
-        ("fp32", report.fp32_val_acc, report.fp32_ms_per_image, fp32.path),
+        ("fp32", report.fp32_val_acc, report.fp32_ms_per_image, fp32_path),
         ("int8", report.int8_val_acc, report.int8_ms_per_image, result.path),
     ):
         shown = "-" if acc is None else f"{acc:.2%}"
@@ -204,8 +189,8 @@ def int8_paths(fp32_path: Path) -> tuple[Path, Path]:
 def quantize_beside(
     *, fp32_path: Path, lists_dir: Path | None, validation: tuple[np.ndarray, np.ndarray] | None
 ) -> Int8Result:
-    """Write `<name>.int8.onnx` and `<name>.int8.parity.json` beside `fp32_path`, print the
-    parity report and accuracy/speed table, and decide which file is champion."""
+    """Write `<name>.int8.onnx` and `<name>.int8.parity.json` beside `fp32_path` and decide
+    which file is champion (`int8_table` and `accuracy_table` show the result)."""
     if validation is None or lists_dir is None:
         raise BitmojiError("--quantize int8 needs the validation list to judge it: run `bitmoji prepare`")
     fp32 = OnnxModel.load(fp32_path, TIMING_THREADS)
@@ -227,8 +212,4 @@ def quantize_beside(
         write_metadata(tmp, int8_metadata(fp32.metadata, stored, val_acc), full_check=False)
         report_tmp.write_text(json.dumps(json.loads(stored), indent=2) + "\n", encoding="utf-8")
     champion = int8_path if decision.int8 else fp32_path
-    result = Int8Result(int8_path, report_path, report, decision, champion, val_acc)
-    log.info(int8_table(report))
-    log.info(accuracy_table(result, fp32))
-    log.info(f"champion: {'int8' if decision.int8 else 'fp32'} ({decision.reason})")
-    return result
+    return Int8Result(int8_path, report_path, report, decision, champion, val_acc)

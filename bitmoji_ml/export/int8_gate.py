@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 MIN_AGREEMENT = 0.999  # int8 must predict the fp32 class on at least this share of each image set
 SPEED_MARGIN = 0.10  # int8 must take at most (1 - SPEED_MARGIN) x fp32's time per image

@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,12 +17,12 @@ from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
-from bitmoji_ml.export.int8 import int8_paths, quantize_beside
-from bitmoji_ml.export.parity import ParityReport, parity_report, parity_table, validation_set
+from bitmoji_ml.export.int8 import Int8Result, int8_paths, quantize_beside
+from bitmoji_ml.export.parity import ParityReport, parity_report, validation_set
 from bitmoji_ml.export.register import ExportedFiles, RegistrationOutcome, register_export
 from bitmoji_ml.export.source import ExportSource, first_validation_image, load_source
 from bitmoji_ml.files import check_writable, write_files_atomic
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
@@ -39,7 +39,7 @@ class ExportResult:
     report: ParityReport
     run_id: str | None
     registration: RegistrationOutcome | None = None  # None: not registered (--no-register, no run)
-    int8: dict[str, Any] | None = None  # Int8Result.summary() with --quantize int8
+    int8: Int8Result | None = None  # with --quantize int8: its report and the champion decision
 
     @property
     def registered_version(self) -> str | None:
@@ -70,7 +70,6 @@ def _export_checked(source: ExportSource, output: Path, work: Path, lists_dir: P
         logger.info("note: no validation list in %s; parity runs on random batches only", lists_dir)
     onnx_model = OnnxModel.load(exported)
     report = parity_report(model, onnx_model, None if validation is None else validation[0])
-    logger.info("%s", parity_table(report))
     if not report.passed:
         raise BitmojiError(f"parity failed: {'; '.join(report.failures)}; {output} was not written")
     report_path = parity_path(output)
@@ -117,7 +116,7 @@ def export_job(
         files = ExportedFiles(output, report_path, output, "fp32", source.val_acc)
         if quantize == "int8":
             int8 = quantize_beside(fp32_path=output, lists_dir=lists_dir, validation=validation)
-            result.int8 = int8.summary()
+            result.int8 = int8
             if int8.decision.int8:
                 files = dataclasses.replace(
                     files, champion=int8.path, file_format="int8", val_acc=int8.val_acc

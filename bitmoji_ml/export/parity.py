@@ -15,9 +15,9 @@ from bitmoji_ml.data.cache import load_list
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.data.labels import predicted_classes
 from bitmoji_ml.data.lists import LIST_FILES
-from bitmoji_ml.inference import OnnxModel
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.report import format_table
+from bitmoji_ml.serving.onnx_model import OnnxModel
 from bitmoji_ml.training.evaluate import predict_probabilities
 
 TOLERANCE = 1e-5

@@ -97,8 +97,15 @@ def find_label_issues(oof: OutOfFold) -> list[LabelIssue]:
     from cleanlab.filter import find_label_issues as cleanlab_label_issues
 
     pred_probs = _pred_probs(oof)
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process whose
+    # torch/onnxruntime threads hold locks can hang forever (it did in the test suite). For
+    # two classes and thousands of rows the pool buys nothing.
     ranked = cleanlab_label_issues(
-        oof.labels, pred_probs, return_indices_ranked_by="self_confidence", filter_by="prune_by_noise_rate"
+        oof.labels,
+        pred_probs,
+        return_indices_ranked_by="self_confidence",
+        filter_by="prune_by_noise_rate",
+        n_jobs=1,
     )
     return [
         _issue(oof, index, rank, pred_probs[index, oof.labels[index]], True)

@@ -166,7 +166,7 @@ def _save_image_model(path: Path, example_image: Path | None) -> Callable[[Path,
     """Writes `path` wrapped as the image pyfunc (bytes in, probabilities out)."""
 
     def save(folder: Path, described: Model) -> None:
-        from bitmoji_ml.image_model_registry import save_image_model
+        from bitmoji_ml.serving.image_model_registry import save_image_model
 
         save_image_model(folder, mlflow_model=described, onnx_path=path, example_image=example_image)
 

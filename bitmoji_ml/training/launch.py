@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bitmoji_ml import serving
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import ResolvedRecipe, recipe_toml
+from bitmoji_ml.serving import processes as serving
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store

@@ -3,6 +3,6 @@ MLflow runs this file when it loads the model, with the model's `code/` folder o
 
 import mlflow
 
-from bitmoji_ml.inference_pyfunc import BitmojiImageModel
+from bitmoji_ml.serving.image_model import BitmojiImageModel
 
 mlflow.models.set_model(BitmojiImageModel())

@@ -15,8 +15,8 @@ import os
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from bitmoji_ml.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, predict_image_bytes
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.image_batch import IMAGE_COLUMN, MAX_IMAGE_BYTES, encoded_size, predict_image_bytes
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 ONNX_ARTIFACT = "onnx_model"
 # Settings, as JSON in $BITMOJI_IMAGE_MODEL_CONFIG (read when the model loads; `bitmoji serve`
@@ -58,6 +58,8 @@ class BitmojiImageModel(PythonModel):
         self.model = OnnxModel.load(context.artifacts[ONNX_ARTIFACT], int(self.config[THREADS]))
 
     def _check_request(self, values: pd.Series) -> None:
+        """Refuse the whole call over the row or byte limit, counted from the cells' sizes
+        before any of them is decoded (bytes, memoryview and base64 text alike)."""
         rows, max_rows = len(values), int(self.config[MAX_ROWS])
         if max_rows and rows > max_rows:
             _refuse(
@@ -65,7 +67,7 @@ class BitmojiImageModel(PythonModel):
             )
         max_bytes = int(self.config[MAX_BYTES])
         if max_bytes:
-            total = sum(len(value) for value in values if isinstance(value, bytes | bytearray | str))
+            total = sum(encoded_size(value) for value in values)
             if total > max_bytes:
                 _refuse(f"request refused: {total:,} bytes of images is over the {max_bytes:,}-byte limit")
 
@@ -76,4 +78,13 @@ class BitmojiImageModel(PythonModel):
             )
         values = model_input[IMAGE_COLUMN]
         self._check_request(values)
-        return predict_image_bytes(self.model, values, max_image_bytes=int(self.config[MAX_IMAGE]))
+        rows = predict_image_bytes(self.model, values, max_image_bytes=int(self.config[MAX_IMAGE]))
+        return json_safe(rows)
+
+
+def json_safe(rows: pd.DataFrame) -> pd.DataFrame:
+    """`prob_male` None (JSON null) for a row with an error, instead of NaN: the scoring server
+    writes the frame with Python's json, whose NaN no JSON parser accepts (a browser's
+    JSON.parse rejects the whole response). Spark's udf reads None as a null double."""
+    good = rows["error"] == ""
+    return rows.assign(prob_male=rows["prob_male"].astype(object).where(good, None))

@@ -16,21 +16,23 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import bitmoji_ml
-from bitmoji_ml.image_batch import IMAGE_COLUMN
-from bitmoji_ml.inference_pyfunc import ONNX_ARTIFACT
+from bitmoji_ml.serving.image_batch import IMAGE_COLUMN
+from bitmoji_ml.serving.image_model import ONNX_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
 # Everything the model imports from this project, and nothing else (no torch, no mlflow calls).
+# A package's __init__.py travels with its modules, so those files must stay import-free.
 CODE_MODULES = (
     "__init__.py",
     "errors.py",
-    "inference.py",
-    "image_batch.py",
-    "inference_pyfunc.py",
     "data/__init__.py",
     "data/images.py",
     "data/labels.py",
+    "serving/__init__.py",
+    "serving/onnx_model.py",
+    "serving/image_batch.py",
+    "serving/image_model.py",
 )
 RUNTIME_PACKAGES = ("onnxruntime", "pillow", "simplejpeg", "numpy", "pandas")
 SIGNATURE = ModelSignature(
@@ -63,7 +65,7 @@ def input_example(image: Path | None) -> pd.DataFrame | None:
 
 def save_image_model(path: Path, *, mlflow_model: Model, onnx_path: Path, example_image: Path | None) -> None:
     """Write the image model's MLflow model folder at `path` (models-from-code, nothing pickled)."""
-    entry = Path(bitmoji_ml.__file__).parent / "image_model_code.py"
+    entry = Path(__file__).with_name("image_model_code.py")
     example = input_example(example_image)
     if example is None:
         logger.info("note: no validation image at hand; the image model is logged without an input example")

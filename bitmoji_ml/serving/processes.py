@@ -1,4 +1,4 @@
-"""Local servers the CLI runs in the foreground: the MLflow UI today, `mlflow models serve` next.
+"""Local servers the CLI runs in the foreground: the MLflow UI, the model server, torchrun.
 
 A server command runs in its own process group on 127.0.0.1 until it exits. Whatever stops
 `bitmoji` (Ctrl-C, SIGTERM from a supervisor or `kill`, SIGHUP from a closed terminal) stops the
@@ -137,8 +137,37 @@ class _StopRequested(Exception):
         self.number = number
 
 
-def _request_stop(number: int, frame: object) -> None:
-    raise _StopRequested(number)
+class _StopSignals:
+    """The stop-signal handler of one run_in_foreground call. It raises _StopRequested at most
+    once, for the first signal; every later signal is only recorded, so the stop (and the
+    clean-up after any end) cannot be cut short or escape as a traceback. While `raising` is
+    off the first signal is only recorded; `resume` raises it then, once the caller holds
+    what it must clean up."""
+
+    def __init__(self) -> None:
+        self.raising = True
+        self.received: int | None = None
+
+    def handler(self, number: int, frame: object) -> None:
+        if self.received is None:
+            self.received = number
+        if self.raising:
+            self.raising = False
+            raise _StopRequested(self.received)
+
+    def defer(self) -> None:
+        self.raising = False
+
+    def resume(self) -> None:
+        """Raise the signal that came while deferred, if one did; else raise the next one."""
+        self.raising = True  # first, so a signal from here on is raised by the handler...
+        if self.received is not None and self.raising:  # ...and one before is raised here, once
+            self.raising = False
+            raise _StopRequested(self.received)
+
+    def shield(self) -> None:
+        """From now on, signals are only recorded (idempotent)."""
+        self.raising = False
 
 
 def run_in_foreground(
@@ -147,22 +176,34 @@ def run_in_foreground(
     """Run `command` in its own process group until it exits, or until Ctrl-C, SIGTERM or
     SIGHUP reaches this process: then the whole group is stopped. `on_started(process)` runs
     once it is started (e.g. to wait until it answers); if it raises, the group is stopped too.
-    Call from the main thread."""
-    previous = {number: signal.signal(number, _request_stop) for number in STOP_SIGNALS}
-    process = None
+    Call from the main thread.
+
+    No signal can leave the group running: one that arrives while the process is being started
+    is held until `process` is assigned, and the clean-up runs shielded (later signals are
+    recorded, not raised), so it always finishes and never ends in a traceback."""
+    stops = _StopSignals()
+    previous = {number: signal.signal(number, stops.handler) for number in STOP_SIGNALS}
+    process: subprocess.Popen | None = None
+    stopped_by: str | None = None
     try:
-        process = start_process_group(command, **popen_options)
-        if on_started is not None:
-            on_started(process)
-        return ServerExit(process.wait())
-    except _StopRequested as stop:
-        for number in STOP_SIGNALS:  # a second Ctrl-C must not cut the stop short
-            signal.signal(number, signal.SIG_IGN)
-        if process is not None:
-            stop_process_group(process)
-        return ServerExit(None if process is None else process.returncode, signal.Signals(stop.number).name)
+        try:
+            try:
+                stops.defer()  # a signal during the fork is raised once `process` is assigned
+                process = start_process_group(command, **popen_options)
+                stops.resume()
+                if on_started is not None:
+                    on_started(process)
+                process.wait()
+            finally:
+                stops.shield()
+        except _StopRequested as stop:  # raised at most once, so nothing can interrupt this
+            stopped_by = signal.Signals(stop.number).name
     finally:
-        if process is not None and _signal_group(process.pid, 0):  # workers outliving the leader
-            stop_process_group(process)
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        stops.shield()
+        try:
+            if process is not None:  # idempotent: an empty group returns at once
+                stop_process_group(process)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+    return ServerExit(None if process is None else process.returncode, stopped_by)

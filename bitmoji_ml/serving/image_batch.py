@@ -7,6 +7,8 @@ decode and ONNX predictor only (never torch or mlflow), so it runs wherever the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 
 from bitmoji_ml.data.images import ImageError, decode_image_bytes
 from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
-from bitmoji_ml.inference import OnnxModel
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 IMAGE_COLUMN = "image"
 OUTPUT_COLUMNS = ("prob_male", "is_male", "error")
@@ -24,18 +26,39 @@ MAX_IMAGE_BYTES = 10 * 2**20
 BATCH_SIZE = 256
 
 
+def encoded_size(value: object) -> int:
+    """The image-file bytes a cell holds, known before decoding anything: its length for bytes
+    (a memoryview included), at most 3/4 of its length for base64 text, 0 for anything else."""
+    if isinstance(value, bytes | bytearray | np.bytes_):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, str):
+        return len(value) * 3 // 4
+    return 0
+
+
+def _from_base64(text: str) -> bytes:
+    """Strict base64 (a stray character is an error, not silently dropped), line breaks allowed:
+    MLflow's own encoder (base64.encodebytes) breaks lines every 76 characters."""
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ImageError(f"not valid base64 ({error}); send the image file base64-encoded") from error
+
+
 def as_image_bytes(value: object, max_image_bytes: int) -> bytes:
-    """The bytes of one cell, or ImageError saying why the cell is not an image file."""
-    if isinstance(value, bytes | bytearray | memoryview | np.bytes_):
-        data = bytes(value)
-    elif isinstance(value, str):
-        raise ImageError("expected image file bytes, got text (over REST send the file base64-encoded)")
-    elif value is None or (isinstance(value, float) and np.isnan(value)):
+    """The bytes of one cell (image-file bytes, or text holding them base64-encoded, as a REST
+    request does), or ImageError saying why the cell is not an image file. The size limit is
+    checked before anything is decoded or copied."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         raise ImageError("no image in this row")
-    else:
+    if not isinstance(value, bytes | bytearray | memoryview | np.bytes_ | str):
         raise ImageError(f"expected image file bytes, got {type(value).__name__}")
-    if len(data) > max_image_bytes:
-        raise ImageError(f"refused, {len(data):,} bytes is over the {max_image_bytes:,}-byte image limit")
+    size = encoded_size(value)
+    if size > max_image_bytes:
+        raise ImageError(f"refused, {size:,} bytes is over the {max_image_bytes:,}-byte image limit")
+    data = _from_base64(value) if isinstance(value, str) else bytes(value)
     if not data:
         raise ImageError("empty image")
     return data
