@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from typing import Annotated
 
@@ -41,6 +43,11 @@ def main_options(
 
     configure_logging()
 
+
+# At exit, before the interpreter tears the modules down: move every object out of the cyclic
+# collector's reach, so shutdown does not walk torch's and MLflow's object graphs (~2 s after a
+# training run, ~0.2 s with this). Files are closed by their `with` blocks, never left to it.
+atexit.register(gc.freeze)
 
 app.command()(data.prepare)
 app.command()(train.train)

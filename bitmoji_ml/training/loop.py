@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bitmoji_ml import plots
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.checkpoints import TRAIN_STATE, save_checkpoint
 from bitmoji_ml.recipe import Recipe
@@ -259,6 +258,8 @@ def log_epoch_line(epoch: int, epochs: int, metrics: dict[str, float], improved:
 
 def log_plots(tracker: Tracker, state: TrainState, folder: Path) -> None:
     """Learning curves and the best epoch's validation confusion matrix, under plots/."""
+    from bitmoji_ml import plots  # matplotlib: only once the run has trained
+
     assert state.best is not None
     best_epoch = int(state.best["epoch"])
     plots.learning_curves(state.history, folder / "learning_curves.png", best_epoch=best_epoch)

@@ -1,0 +1,79 @@
+"""Start-up of the heavy commands: what importing the training job and the export job pulls in
+(issue 21: scikit-learn and matplotlib cost ~1.5 s of every training run's start), and the
+validation confusion matrix computed without scikit-learn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from sklearn.metrics import confusion_matrix
+
+from bitmoji_ml.training.evaluate import confusion_counts
+
+# Needed later, or not at all, in a training run or an export: never at import.
+LATE_LIBRARIES = ("sklearn", "matplotlib", "scipy", "pandas")
+
+
+def modules_after_import(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds after `statement`."""
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
+    return set(result.stdout.split())
+
+
+def roots(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import bitmoji_ml.training.job",
+        "from bitmoji_ml.training import train_job",
+        "import bitmoji_ml.export.job",
+    ],
+)
+def test_importing_a_job_leaves_metrics_and_plotting_libraries_for_later(statement: str) -> None:
+    loaded = roots(modules_after_import(statement))
+    assert "torch" in loaded  # the check sees real imports
+    assert loaded.isdisjoint(LATE_LIBRARIES), sorted(loaded & set(LATE_LIBRARIES))
+
+
+def test_a_light_training_module_does_not_import_the_training_job() -> None:
+    loaded = modules_after_import("import bitmoji_ml.training.evaluate")
+    assert "bitmoji_ml.training.job" not in loaded
+    assert "bitmoji_ml.training.loop" not in loaded
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_confusion_counts_are_scikit_learns_confusion_matrix(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels, predicted = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
+    if seed == 0:
+        predicted[:] = 1  # a class never predicted still has its column
+    expected = confusion_matrix(labels, predicted, labels=[0, 1])
+    counts = confusion_counts(labels, predicted)
+    assert counts.dtype == np.int64
+    assert counts.tolist() == expected.tolist()
+
+
+def test_the_command_line_leaves_its_objects_out_of_the_shutdown_collection() -> None:
+    # Interpreter shutdown walked torch's and MLflow's object graphs for ~2 s after a training
+    # run; objects frozen by an exit handler of `cli` (which every entry point imports: the
+    # `bitmoji` script, python -m cli, torchrun workers) are not walked.
+    code = (
+        "import atexit, gc, sys; "
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "  # runs last
+        "import cli; sys.argv = ['bitmoji', '--version']; cli.app()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["frozen", "True"]
