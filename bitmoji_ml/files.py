@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import os
 import shutil
 import tempfile
@@ -199,3 +200,12 @@ def _check_replaceable(folder: Path, contents: dict[str, bytes]) -> None:
             f"cannot write {folder}: it holds other files ({shown}) that replacing it would remove; "
             "choose a new or empty folder"
         )
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks (checkpoints and ONNX files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

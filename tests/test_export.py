@@ -404,7 +404,7 @@ def champion_version(client: MlflowClient) -> str:
 
 
 def test_the_version_is_tagged_with_the_checkpoint_it_holds(trained: Trained):
-    from bitmoji_ml.export.source import file_sha256
+    from bitmoji_ml.files import file_sha256
 
     tags = registered_versions(trained.client())["1"].tags
     assert tags["checkpoint_sha256"] == file_sha256(Path(trained.train["best_checkpoint"]))

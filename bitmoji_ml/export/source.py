@@ -4,7 +4,6 @@ model on the current validation list; and the content hash that identifies it in
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.data.lists import LIST_FILES, read_list
+from bitmoji_ml.files import file_sha256
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
@@ -31,14 +31,6 @@ class ExportSource:
         """The checkpoint's validation accuracy; None for a run without validation."""
         value = self.payload.get("metrics", {}).get("val_acc")
         return None if value is None or math.isnan(value) else float(value)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_from_file(path: Path, run_id: str | None, description: str) -> ExportSource:

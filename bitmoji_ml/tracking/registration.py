@@ -5,7 +5,6 @@ same checkpoint again finds it instead of adding a version), and the `@champion`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import tempfile
@@ -18,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from bitmoji_ml import paths
+from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
 from bitmoji_ml.tracking.runs import now_ms
 from bitmoji_ml.tracking.store import Store
@@ -60,15 +60,6 @@ class Registration:
 
     model_id: str
     version: str
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _float(text: str | None) -> float | None:

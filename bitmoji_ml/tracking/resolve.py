@@ -11,8 +11,9 @@ from mlflow.exceptions import MlflowException
 
 from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
-from bitmoji_ml.tracking.registration import FILE_SHA256_TAG, file_sha256
+from bitmoji_ml.tracking.registration import FILE_SHA256_TAG
 from bitmoji_ml.tracking.store import Store
 
 
