@@ -299,10 +299,12 @@ def cv_job(
     run_name: str | None = None,
     store: Store | None = None,
     tags: dict[str, str] | None = None,
+    labelled: LabelledImages | None = None,
 ) -> CVResult:
-    """`bitmoji cv`: decode once, split into `folds` stratified folds (seeded by the recipe's
-    seed), train each as a child run, log the summary and the OOF predictions to the parent
-    (with `tags`: `cv --seeds` links its runs by them)."""
+    """`bitmoji cv`: decode once (unless the caller passes the `labelled` images, decoded at the
+    recipe's input size), split into `folds` stratified folds (seeded by the recipe's seed),
+    train each as a child run, log the summary and the OOF predictions to the parent (with
+    `tags`: `cv --seeds` links its runs by them)."""
     import torch
 
     from bitmoji_ml.tracking.parents import ParentRun
@@ -314,7 +316,7 @@ def cv_job(
     experiment_id = store.experiment_id(experiment)
     config = cv_config(recipe)
     torch.set_num_threads(config.threads)
-    labelled = decode_labelled(lists_dir=lists_dir, config=config)
+    labelled = labelled or decode_labelled(lists_dir=lists_dir, config=config)
     decode_seconds = time.perf_counter() - started
     assignment = stratified_folds(labelled.labels, folds=folds, seed=config.seed)
     logger.info("decoded %d labelled images once in %.1fs", len(labelled.labels), decode_seconds)

@@ -17,7 +17,7 @@ import numpy as np
 
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import ResolvedRecipe
-from bitmoji_ml.selection.cv import CVResult, cv_job
+from bitmoji_ml.selection.cv import CVResult, cv_config, cv_job, decode_labelled
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store
@@ -87,12 +87,14 @@ def cv_seeds_job(
     store: Store | None = None,
 ) -> SeedsResult:
     """`cv_job` once per seed (the folds and the training seeded by it), one cv run each,
-    named `<name>-seed<n>`; then the spread over the seeds."""
-    from bitmoji_ml.selection.cv import cv_config
+    named `<name>-seed<n>`; then the spread over the seeds. The images are decoded once: the
+    seed changes neither the lists nor the preprocessing."""
     from bitmoji_ml.training.settings import default_run_name
 
     check_seed_not_given(recipe)
-    base = run_name or f"cv{folds}-{default_run_name(cv_config(recipe))}"
+    config = cv_config(recipe)
+    base = run_name or f"cv{folds}-{default_run_name(config)}"
+    labelled = decode_labelled(lists_dir=lists_dir, config=config)
     tags = {SEEDS_TAG: ",".join(str(seed) for seed in seeds)}
     runs = []
     for seed in seeds:
@@ -107,6 +109,7 @@ def cv_seeds_job(
                 run_name=f"{base}-seed{seed}",
                 store=store,
                 tags=tags,
+                labelled=labelled,
             )
         )
     return SeedsResult(seeds, runs, summarise(runs))
