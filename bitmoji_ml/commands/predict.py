@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bitmoji_ml import paths
+from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import Experiment, ListsDir, friendly
 from bitmoji_ml.serving.predict_job import PARQUET_OUTPUT
 
@@ -52,7 +53,6 @@ def predict(
 ) -> None:
     """Predict every image in FOLDER with the ONNX model (no torch, no MLflow). Unreadable files
     get a warning each and no prediction (--engine ray keeps their rows, with the error)."""
-    from bitmoji_ml.commands.views import show_prediction
     from bitmoji_ml.serving.predict_job import predict_job
 
     result = predict_job(
@@ -69,7 +69,7 @@ def predict(
         ray_address=ray_address,
         actors=actors,
     )
-    show_prediction(result)
+    views.show_prediction(result)
 
 
 @friendly
@@ -106,7 +106,6 @@ def evaluate(
     ] = 0,
 ) -> None:
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
-    from bitmoji_ml.commands.views import show_evaluation
     from bitmoji_ml.evaluation import evaluate_job
     from bitmoji_ml.tracking.store import Store
 
@@ -123,4 +122,4 @@ def evaluate(
         threads=threads,
         store=store,
     )
-    show_evaluation(result)
+    views.show_evaluation(result)
