@@ -290,7 +290,7 @@ def test_read_list_errors(tmp_path: Path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(BitmojiError, match="empty"):
         read_list(tmp_path / "empty.txt")
-    (tmp_path / "bad.txt").write_text("/x/a.jpg 1\n/x/b.jpg 2\n")
+    (tmp_path / "bad.txt").write_text("/x/a.jpg 1\n/x/b.jpg -1\n")
     with pytest.raises(BitmojiError, match="bad.txt:2"):
         read_list(tmp_path / "bad.txt")
     # Paths with spaces survive: the label is after the last space.

@@ -1,4 +1,4 @@
-"""Image lists (`<image path> <label>` per line, 1 male / 0 female; test lists carry no label)
+"""Image lists (`<image path> <class index>` per line, Bitmoji: 1 male / 0 female; test lists carry no label)
 and the manifest that describes them. Same inputs give byte-identical files."""
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ def read_list(path: str | Path, labelled: bool = True) -> list[tuple[Path, int]]
             entries.append((Path(line), -1))
             continue
         image, _, label = line.rpartition(" ")
-        if not image or label not in ("0", "1"):
-            raise BitmojiError(f"{path}:{number}: expected `<image path> <0|1>`, got {line!r}")
+        # Any class index: whether it names one of the manifest's classes is checked by training.
+        if not image or not (label.isascii() and label.isdigit()):
+            raise BitmojiError(f"{path}:{number}: expected `<image path> <class index>`, got {line!r}")
         entries.append((Path(image), int(label)))
     if not entries:
         raise BitmojiError(f"list {path} is empty")
