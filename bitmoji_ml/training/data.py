@@ -1,4 +1,5 @@
-"""The training data: the train and val lists decoded once into memory."""
+"""The training data: the train and val lists decoded once into memory, with the classes their
+labels index (the manifest's `classes`; a manifest without them is Bitmoji's)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,67 @@ from typing import Any
 
 import numpy as np
 
-from bitmoji_ml.data.cache import load_list
+from bitmoji_ml.data.cache import load_images
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.lists import LIST_FILES
+from bitmoji_ml.data.lists import LIST_FILES, MANIFEST, read_list
+from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.paths import CACHE_DIR
 
 
 @dataclasses.dataclass
 class TrainData:
-    """Decoded images (uint8 NHWC) and labels to train on, and to validate on (None: no
-    validation, e.g. `--all-labelled`)."""
+    """Decoded images (uint8 NHWC) and labels (class indices) to train on, and to validate on
+    (None: no validation, e.g. `--all-labelled`)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray | None
     val_labels: np.ndarray | None
     manifest: dict[str, Any]
+
+    @property
+    def classes(self) -> Classes:
+        return manifest_classes(self.manifest)
+
+
+def manifest_classes(manifest: dict[str, Any]) -> Classes:
+    """The classes the lists' labels index, as `prepare` recorded them (none: Bitmoji)."""
+    try:
+        return Classes.from_dict(manifest.get("classes"))
+    except (KeyError, TypeError) as error:
+        raise BitmojiError(
+            f"{MANIFEST} has a malformed classes entry ({error}): re-run `bitmoji prepare`"
+        ) from error
+
+
+def labelled_list(path: Path, classes: Classes) -> list[tuple[Path, int]]:
+    """The (image, class index) entries of a labelled list, each index checked against
+    `classes`: lists from another `prepare` (more classes) are refused before any decoding."""
+    entries = read_list(path)
+    for number, (image, label) in enumerate(entries):
+        if not 0 <= label < len(classes):
+            raise BitmojiError(
+                f"{path}:{_line_of_entry(path, number)}: class index {label} ({image}), but {MANIFEST} "
+                f"names {len(classes)} classes (0..{len(classes) - 1}: {', '.join(classes.names)}): "
+                "the lists and manifest are not one `prepare` run's; re-run `bitmoji prepare`"
+            )
+    return entries
+
+
+def _line_of_entry(path: Path, entry: int) -> int:
+    """The line number (from 1) of the `entry`-th (from 0) entry of a list (blank lines skipped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    numbers = [number for number, line in enumerate(lines, start=1) if line.strip()]
+    return numbers[entry]
+
+
+def decode_labelled_list(
+    entries: list[tuple[Path, int]], preprocess: Preprocess, cache: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A checked list's entries decoded: (images, labels as int64)."""
+    labels = np.array([label for _, label in entries], dtype=np.int64)
+    return load_images([image for image, _ in entries], preprocess, cache), labels
 
 
 def load_data(
@@ -33,11 +79,14 @@ def load_data(
     disk_cache: bool = False,
     all_labelled: bool = False,
 ) -> TrainData:
-    """Decode the train and val lists once into memory (and into data/cache/ if asked);
-    `all_labelled` trains on both lists and validates on none."""
+    """Decode the train and val lists once into memory (and into data/cache/ if asked), both
+    checked against the manifest's classes first; `all_labelled` trains on both lists and
+    validates on none."""
     cache = CACHE_DIR if disk_cache else None
-    train_images, train_labels, _ = load_list(Path(lists_dir) / LIST_FILES["train"], preprocess, cache)
-    val_images, val_labels, _ = load_list(Path(lists_dir) / LIST_FILES["val"], preprocess, cache)
+    classes = manifest_classes(manifest)
+    train, val = (labelled_list(Path(lists_dir) / LIST_FILES[name], classes) for name in ("train", "val"))
+    train_images, train_labels = decode_labelled_list(train, preprocess, cache)
+    val_images, val_labels = decode_labelled_list(val, preprocess, cache)
     if all_labelled:
         images, labels = (
             np.concatenate([train_images, val_images]),
