@@ -1,0 +1,190 @@
+"""Training, resume, refit, cv and tune on lists of three classes (scikit-learn's digits 0, 1, 2
+as tiny PNGs, tests/class_lists.py): the network has one output per class, the checkpoints and
+runs name the classes, the OOF file has a probability column per class, and lists that do not
+fit the classes are refused. One training is shared by the module."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from class_lists import digit_lists
+from mlflow import MlflowClient
+
+from bitmoji_ml.checkpoints import TRAIN_STATE, model_from_checkpoint, read_checkpoint
+from bitmoji_ml.data.classes import Classes
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.recipe import resolve_recipe
+from bitmoji_ml.selection.oof import read_oof_csv
+from bitmoji_ml.training import TrainJobResult, train_job
+
+EXPERIMENT = "classes-test"
+THREE = Classes(("zero", "one", "two"))
+RECIPE = {"model": "compact", "image_size": 32, "epochs": 2, "batch_size": 8, "threads": 1}
+
+
+@dataclasses.dataclass
+class Trained:
+    uri: str
+    lists: Path
+    result: TrainJobResult
+    folder: Path
+
+
+def train(lists: Path, **overrides) -> TrainJobResult:
+    recipe = resolve_recipe(overrides={**RECIPE, **overrides})
+    return train_job(lists_dir=lists, experiment=EXPERIMENT, recipe=recipe)
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Trained:
+    folder = tmp_path_factory.mktemp("classes")
+    (folder / "mlruns").mkdir()
+    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    lists = digit_lists(folder / "digits")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        result = train(lists)
+    return Trained(uri, lists, result, folder)
+
+
+@pytest.fixture
+def store(three_classes: Trained, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", three_classes.uri)
+    return MlflowClient(three_classes.uri)
+
+
+def relabelled(lists: Path, folder: Path, classes: dict | None) -> Path:
+    """A copy of `lists` whose manifest records `classes` (None: no classes, i.e. Bitmoji's)."""
+    copy = Path(shutil.copytree(lists, folder / "relabelled"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.pop("classes")
+    if classes is not None:
+        manifest["classes"] = classes
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_the_network_has_one_output_per_class_and_its_checkpoints_name_them(three_classes: Trained):
+    result = three_classes.result
+    assert result.classes == THREE
+    for name in ("best.pt", "last.pt"):
+        payload = read_checkpoint(Path(result.best_checkpoint).with_name(name))
+        assert payload["classes"] == {"names": ["zero", "one", "two"], "kaggle": False}
+        model, preprocess = model_from_checkpoint(payload)
+        images = torch.zeros((4, preprocess.size, preprocess.size, 3), dtype=torch.uint8)
+        with torch.no_grad():
+            assert model(images).shape == (4, 3)
+    state = read_checkpoint(Path(result.best_checkpoint).with_name("last.pt"))[TRAIN_STATE]
+    confusion = np.array(state["best_confusion"])  # the validation list: 4 images per class
+    assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [4, 4, 4]
+
+
+def test_the_run_records_its_classes(three_classes: Trained, store: MlflowClient):
+    run = store.get_run(three_classes.result.run_id)
+    assert run.data.params["classes"] == "zero,one,two"
+    assert 0 <= run.data.metrics["best_val_acc"] <= 1 and run.data.metrics["best_val_loss"] > 0
+    from bitmoji_ml import comparison
+    from bitmoji_ml.tracking.listing import experiment_runs
+    from bitmoji_ml.tracking.store import Store
+
+    listed = experiment_runs(Store.open(), experiment=EXPERIMENT)
+    arranged = comparison.arrange(listed.training)
+    _, rows = comparison.runs_table(arranged, ["run", "classes"])
+    assert [three_classes.result.run_id[:8], "zero,one,two"] in rows
+
+
+def test_resume_continues_with_the_classes_and_refuses_lists_of_other_classes(
+    three_classes: Trained, store: MlflowClient, tmp_path: Path
+):
+    run_id = three_classes.result.run_id
+    renamed = relabelled(three_classes.lists, tmp_path / "a", {"names": ["zero", "one", "seven"]})
+    bitmoji = relabelled(three_classes.lists, tmp_path / "b", None)
+    for lists, named in ((renamed, "3 \\(zero, one, seven\\)"), (bitmoji, "2 \\(female, male\\)")):
+        recipe = resolve_recipe(overrides={"epochs": 3, "threads": 1})
+        with pytest.raises(
+            BitmojiError, match=f"learnt 3 classes \\(zero, one, two\\); the lists in .* name {named}"
+        ):
+            train_job(lists_dir=lists, experiment=EXPERIMENT, recipe=recipe, resume_run_id=run_id)
+    assert store.get_run(run_id).data.metrics["epochs_run"] == 2  # refused before training
+
+    # The lists it trained on: the run continues, its checkpoints still naming the classes.
+    recipe = resolve_recipe(overrides={"epochs": 3, "threads": 1})
+    resumed = train_job(
+        lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=recipe, resume_run_id=run_id
+    )
+    assert resumed.run_id == run_id and resumed.classes == THREE
+    last = read_checkpoint(Path(resumed.best_checkpoint).with_name("last.pt"))
+    assert last["classes"]["names"] == ["zero", "one", "two"] and last["epoch"] == 3
+
+
+def test_an_all_labelled_refit_keeps_the_classes(three_classes: Trained, store: MlflowClient):
+    refit = train(three_classes.lists, epochs=1, all_labelled=True)
+    assert refit.best_val_acc is None and refit.train_images == 48
+    payload = read_checkpoint(refit.best_checkpoint)
+    assert payload["classes"] == THREE.to_dict()
+    assert store.get_run(refit.run_id).data.params["classes"] == "zero,one,two"
+
+
+def test_a_list_index_outside_the_classes_is_refused_naming_the_line(
+    three_classes: Trained, store: MlflowClient, tmp_path: Path
+):
+    lists = Path(shutil.copytree(three_classes.lists, tmp_path / "lists"))
+    lines = (lists / "train.txt").read_text().splitlines()
+    image = lines[4].rsplit(" ", 1)[0]
+    lines[4] = f"{image} 3"  # a fourth class the manifest does not name
+    text = "".join(f"{line}\n" for line in lines)
+    (lists / "train.txt").write_text(text)
+    manifest = json.loads((lists / "manifest.json").read_text())
+    manifest["files"]["train.txt"] = hashlib.sha256(text.encode()).hexdigest()
+    (lists / "manifest.json").write_text(json.dumps(manifest))
+    before = len(store.search_runs([store.get_experiment_by_name(EXPERIMENT).experiment_id]))
+    named = (
+        rf"train\.txt:5: class index 3 \({re.escape(image)}\), but manifest\.json names 3 classes \(0\.\.2"
+    )
+    with pytest.raises(BitmojiError, match=named):
+        train(lists)
+    from bitmoji_ml.selection.cv import cv_job
+
+    with pytest.raises(BitmojiError, match=r"train\.txt:5: class index 3"):
+        cv_job(lists_dir=lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=RECIPE), folds=2)
+    assert len(store.search_runs([store.get_experiment_by_name(EXPERIMENT).experiment_id])) == before
+
+
+def test_cv_of_three_classes_writes_a_probability_column_per_class(
+    three_classes: Trained, store: MlflowClient, tmp_path: Path
+):
+    from bitmoji_ml.selection.cv import cv_job
+
+    result = cv_job(
+        lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=RECIPE), folds=2
+    )
+    parent = store.get_run(result.run_id)
+    assert parent.data.params["classes"] == "zero,one,two"
+    for fold in result.folds:
+        assert store.get_run(fold.run_id).data.params["classes"] == "zero,one,two"
+    downloaded = Path(store.download_artifacts(result.run_id, "oof_predictions.csv", str(tmp_path)))
+    with open(downloaded, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["image", "label", "prob_zero", "prob_one", "prob_two", "fold"]
+    assert len(rows) == 48 and {row["label"] for row in rows} == {"zero", "one", "two"}
+    assert all(not Path(row["image"]).is_absolute() for row in rows)  # portable names
+    oof = read_oof_csv(downloaded, folder=Path(parent.data.tags["image_folder"]))
+    assert oof.classes == THREE and oof.probabilities.shape == (48, 3)
+    assert np.allclose(oof.probabilities.sum(axis=1), 1, atol=1e-5)
+    assert np.array_equal(oof.labels, result.oof.labels)
+    assert np.bincount(oof.labels).tolist() == [16, 16, 16]
+    wrong = int((oof.predicted != oof.labels).sum())
+    assert result.metrics["oof_errors"] == wrong == parent.data.metrics["oof_errors"]
+    assert result.metrics["oof_acc"] == pytest.approx(1 - wrong / 48)
+    assert {"cv_acc", "cv_acc_std", "cv_loss"} <= set(parent.data.metrics)
