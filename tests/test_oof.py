@@ -1,0 +1,68 @@
+"""oof_predictions.csv: Bitmoji's file exactly as before, one probability column per class
+otherwise, the classes read back from the header, other files refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitmoji_ml.data.classes import BITMOJI, Classes
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.selection.oof import OutOfFold, image_folder, read_oof_csv, write_oof_csv
+
+THREE = Classes(("cat", "dog", "fox"))
+
+
+def test_a_bitmoji_file_has_the_columns_and_bytes_it_had(tmp_path: Path) -> None:
+    prob_male = np.array([0.1, 0.95, 0.5], dtype=np.float32)
+    oof = OutOfFold(
+        ["/data/t/0001.jpg", "/data/t/0002.jpg", "/data/t/0003.jpg"],
+        np.array([0, 1, 0]),
+        np.stack([1 - prob_male, prob_male], axis=1),
+        np.array([1, 2, 2]),
+    )
+    write_oof_csv(oof, tmp_path / "oof.csv", folder=Path("/data/t"))
+    expected = "image,label,prob_male,fold\r\n0001.jpg,0,0.100000,1\r\n0002.jpg,1,0.950000,2\r\n0003.jpg,0,0.500000,2\r\n"
+    assert (tmp_path / "oof.csv").read_bytes() == expected.encode()
+    back = read_oof_csv(tmp_path / "oof.csv", folder=Path("/data/t"))
+    assert back.classes == BITMOJI and back.images == oof.images
+    assert np.allclose(back.probabilities, oof.probabilities, atol=1e-6)
+    assert back.predicted.tolist() == [0, 1, 1]  # P(male) 0.5 is male, as it always was
+
+
+def test_other_classes_get_a_column_each_and_their_names_as_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=6)
+    images = [f"/d/{name}/{i}.png" for i, name in enumerate(["cat", "dog", "fox"] * 2)]
+    oof = OutOfFold(images, np.array([0, 1, 2, 0, 1, 2]), probabilities, np.array([1, 1, 1, 2, 2, 2]), THREE)
+    assert image_folder(images) == Path("/d")
+    write_oof_csv(oof, tmp_path / "oof.csv", folder=Path("/d"))
+    lines = (tmp_path / "oof.csv").read_text().splitlines()
+    assert lines[0] == "image,label,prob_cat,prob_dog,prob_fox,fold"
+    assert lines[1].startswith("cat/0.png,cat,") and lines[2].startswith("dog/1.png,dog,")
+    back = read_oof_csv(tmp_path / "oof.csv", folder=Path("/d"))
+    assert back.classes == THREE and back.images == images
+    assert back.labels.tolist() == [0, 1, 2, 0, 1, 2] and back.folds.tolist() == [1, 1, 1, 2, 2, 2]
+    assert np.allclose(back.probabilities, probabilities, atol=1e-6)
+    assert back.predicted.tolist() == probabilities.argmax(axis=1).tolist()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("image,label,score,fold\na.png,0,0.5,1\n", "not an out-of-fold file"),
+        ("image,label,prob_cat,fold\na.png,cat,0.5,1\n", "not an out-of-fold file"),  # one class
+        ("image,label,prob_cat,prob_dog\na.png,cat,0.5,0.5\n", "not an out-of-fold file"),  # no fold
+        ("image,label,prob_cat,prob_dog,fold\na.png,cow,0.5,0.5,1\n", "label 'cow' is none of cat, dog"),
+        ("image,label,prob_male,fold\na.png,2,0.5,1\n", "label '2' is neither 0 nor 1"),
+        ("image,label,prob_cat,prob_dog,fold\na.png,cat,x,0.5,1\n", "malformed row"),
+        ("image,label,prob_cat,prob_dog,fold\na.png,cat,0.5\n", "malformed row"),  # a short row
+        ("image,label,prob_male,fold\n", "has no rows"),
+    ],
+)
+def test_other_files_are_refused_with_what_is_wrong(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "x.csv").write_text(text)
+    with pytest.raises(BitmojiError, match=problem):
+        read_oof_csv(tmp_path / "x.csv")
