@@ -188,3 +188,41 @@ def test_cv_of_three_classes_writes_a_probability_column_per_class(
     assert result.metrics["oof_errors"] == wrong == parent.data.metrics["oof_errors"]
     assert result.metrics["oof_acc"] == pytest.approx(1 - wrong / 48)
     assert {"cv_acc", "cv_acc_std", "cv_loss"} <= set(parent.data.metrics)
+
+
+def test_cv_seeds_summarise_three_classes(three_classes: Trained, store: MlflowClient):
+    from bitmoji_ml.selection.seeds import cv_seeds_job
+
+    recipe = resolve_recipe(overrides={**RECIPE, "epochs": 1})
+    result = cv_seeds_job(
+        seeds=[0, 1], lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=recipe, folds=2
+    )
+    assert [run.oof.probabilities.shape for run in result.runs] == [(48, 3), (48, 3)]
+    errors = [int((run.oof.predicted != run.oof.labels).sum()) for run in result.runs]
+    assert result.summary["oof_errors"].mean == pytest.approx(np.mean(errors))
+    assert all(store.get_run(run.run_id).data.params["classes"] == "zero,one,two" for run in result.runs)
+
+
+@pytest.mark.parametrize("use_cv", [False, True])
+def test_tune_searches_a_recipe_for_three_classes(
+    three_classes: Trained, store: MlflowClient, tmp_path: Path, use_cv: bool
+):
+    from bitmoji_ml.selection.tune import tune_job
+
+    recipe = resolve_recipe(overrides={**RECIPE, "epochs": 1})
+    result = tune_job(
+        lists_dir=three_classes.lists,
+        experiment=EXPERIMENT,
+        trials=1,
+        use_cv=use_cv,
+        folds=2,
+        study_name=f"three-{use_cv}",
+        recipe=recipe,
+        output=tmp_path / "best.toml",
+    )
+    assert (tmp_path / "best.toml").is_file()
+    parent = store.get_run(result.run_id)
+    trial = store.get_run(parent.data.tags["best_trial_run_id"])
+    assert parent.data.params["classes"] == trial.data.params["classes"] == "zero,one,two"
+    key = "cv_acc" if use_cv else "val_acc"
+    assert 0 <= result.best_metrics[key] <= 1
