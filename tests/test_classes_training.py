@@ -226,3 +226,37 @@ def test_tune_searches_a_recipe_for_three_classes(
     assert parent.data.params["classes"] == trial.data.params["classes"] == "zero,one,two"
     key = "cv_acc" if use_cv else "val_acc"
     assert 0 <= result.best_metrics[key] <= 1
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_train_the_classes_of_the_lists(three_classes: Trained, tmp_path: Path):
+    import sys
+
+    from conftest import ROOT
+    from test_distributed import job_environment, run_job
+
+    shutil.copy(Path(three_classes.uri[len("sqlite:///") :]), tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # a copy: the job's run is the only new one there
+    flags = ["--model", "compact", "--image-size", "32", "--epochs", "1", "--batch-size", "8"]
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "train",
+        "--nproc",
+        "2",
+        "--lists",
+        str(three_classes.lists),
+    ]
+    done = run_job([*command, *flags, "--experiment", "torchrun-classes"], job_environment(uri))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 classes: zero, one, two" in done.stdout
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("torchrun-classes").experiment_id])
+    assert run.data.params["world_size"] == "2" and run.data.params["classes"] == "zero,one,two"
+    payload = read_checkpoint(
+        client.download_artifacts(run.info.run_id, "checkpoints/best.pt", str(tmp_path))
+    )
+    assert payload["classes"] == THREE.to_dict()
+    model, preprocess = model_from_checkpoint(payload)
+    with torch.no_grad():
+        assert model(torch.zeros((2, preprocess.size, preprocess.size, 3), dtype=torch.uint8)).shape == (2, 3)
