@@ -227,7 +227,7 @@ def test_ui_links_open_the_runs_tables_of_training_and_evaluation_runs(mlflow_st
         # Opened by `bitmoji ui`, an experiment made elsewhere says it is model training too.
         assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     command, env = started[0]
-    assert command[-4:] == ["--port", str(port), "--workers", "1"]
+    assert command[-6:] == ["--port", str(port), "--workers", "1", "--app-name", "bitmoji-ui"]
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no job runner, no queue workers
     assert "stopped the MLflow UI (SIGINT)" in result.output
     # The installed UI routes that address: an experiment's runs tab, and the ML (not GenAI) view.
