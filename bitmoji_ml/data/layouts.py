@@ -14,6 +14,7 @@ from pathlib import Path
 from bitmoji_ml.data.classes import Classes, check_class_names
 from bitmoji_ml.data.dataset import (
     MAX_LISTED,
+    TEST_IMAGES,
     TRAIN_CSV,
     TRAIN_IMAGES,
     Dataset,
@@ -51,10 +52,11 @@ class Source:
 
 def detect_layout(root: Path, labels: Path | None = None) -> str:
     """--labels -> csv; train.csv + trainimages/ -> kaggle; sub-folders holding images ->
-    folders; otherwise an error listing the layouts and their flags."""
+    folders; otherwise an error listing the layouts and their flags. A folder with part of the
+    Kaggle layout is Kaggle's, so the error says what is missing rather than "one class"."""
     if labels is not None:
         return "csv"
-    if (root / TRAIN_CSV).is_file() and (root / TRAIN_IMAGES).is_dir():
+    if any((root / name).exists() for name in (TRAIN_CSV, TRAIN_IMAGES, TEST_IMAGES)):
         return "kaggle"
     if any(
         folder.is_dir() and not folder.name.startswith(".") and list_images(folder, recursive=True)
