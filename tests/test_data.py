@@ -242,7 +242,10 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
     total_male = male_count(real_dataset.train)
     balance = manifest["class_balance"]
     assert balance["train"]["counts"]["male"] + balance["val"]["counts"]["male"] == total_male
-    assert (manifest["layout"], manifest["classes"]) == ("kaggle", {"names": ["female", "male"], "kaggle": True})
+    assert (manifest["layout"], manifest["classes"]) == (
+        "kaggle",
+        {"names": ["female", "male"], "kaggle": True},
+    )
     # Per-file digests are of the bytes on disk; csv digest is of train.csv.
     for name in LIST_FILES.values():
         assert manifest["files"][name] == sha256(out / name)
