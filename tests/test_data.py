@@ -18,18 +18,18 @@ from PIL import Image
 
 import bitmoji_ml.data.images as images
 from bitmoji_ml import files, paths
+from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.data.dataset import (
+    KAGGLE_VALUES,
     TEST_IMAGES,
     TRAIN_CSV,
     TRAIN_IMAGES,
-    KAGGLE_VALUES,
     Dataset,
     list_images,
     load_dataset,
     read_labels,
 )
 from bitmoji_ml.data.images import ImageError, Preprocess, check_image, decode_image
-from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.data.lists import (
     LIST_FILES,
     MANIFEST,

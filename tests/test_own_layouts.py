@@ -400,3 +400,15 @@ def test_exclude_names_own_images_by_path_or_unique_file_name(folders: Path, tmp
     result = prepare("--data-dir", folders, "--lists", tmp_path / "other", "--exclude", exclude)
     assert result.exit_code == 1 and "twin.png (one/twin.png, two/twin.png)" in result.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_exclude_that_empties_a_class_on_one_side_is_refused(folders: Path, tmp_path: Path):
+    lists = tmp_path / "lists"
+    assert prepare("--data-dir", folders, "--lists", lists).exit_code == 0
+    val_zeros = [path for path, index in read_list(lists / "val.txt") if index == THREE.index("zero")]
+    exclude = tmp_path / "wrong.csv"
+    exclude.write_text("image_id\n" + "".join(f"zero/{path.name}\n" for path in val_zeros))
+    before = {path.name: path.read_bytes() for path in lists.iterdir()}
+    result = prepare("--data-dir", folders, "--lists", lists, "--exclude", exclude)
+    assert result.exit_code == 1 and "leaves no validation image of 'zero'" in result.stderr
+    assert {path.name: path.read_bytes() for path in lists.iterdir()} == before

@@ -156,9 +156,8 @@ def show_prepare(
         typer.echo(
             f"left out {len(excluded.image_ids)} image(s) listed in {excluded.source} (sha256 {excluded.sha256[:12]})"
         )
-    typer.echo(
-        f"wrote {lists}/{', '.join(sorted(manifest['files']))}, manifest.json (digest {manifest['digest'][:12]})"
-    )
+    written = [name for name in ("train.txt", "val.txt", "test.txt") if name in manifest["files"]]
+    typer.echo(f"wrote {lists}/{', '.join(written)}, manifest.json (digest {manifest['digest'][:12]})")
 
 
 def show_audit(result: AuditResult, *, top: int) -> None:

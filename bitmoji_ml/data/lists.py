@@ -190,6 +190,14 @@ def write_lists(
     left_out = check_exclusions(dataset, excluded) if excluded is not None else set()
     train, val = split_samples(dataset.train, val_fraction, seed, split, dataset.classes)
     train, val = exclude_samples(train, val, left_out, excluded.source if excluded else None)
+    if split == "stratified":  # --exclude must not take the last image of a class off a side
+        for part, samples in (("training", train), ("validation", val)):
+            lost = sorted(set(range(len(dataset.classes))) - {sample.label for sample in samples})
+            if lost:
+                names = ", ".join(repr(dataset.classes.names[index]) for index in lost)
+                raise BitmojiError(
+                    f"excluding the images of {excluded.source} leaves no {part} image of {names}"
+                )
     texts = {"train": format_list(train), "val": format_list(val)}
     if dataset.layout == "kaggle" or dataset.unlabelled is not None:
         texts["test"] = "".join(f"{path}\n" for path in dataset.test)
