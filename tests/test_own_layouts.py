@@ -325,6 +325,10 @@ def csv_blank_label(root: Path) -> tuple[list, list[str]]:
     return csv_layout(root, [*GOOD_ROWS, ["images/0.png", ""]]), ["blank", "line 6"]
 
 
+def unlabelled_folder_holding_labelled_images(root: Path) -> tuple[list, list[str]]:
+    return ["--unlabelled", root], ["of --unlabelled", "are labelled images", "one/0001.png"]
+
+
 def flags_of_another_layout(root: Path) -> tuple[list, list[str]]:
     return ["--image-column", "file"], ["--image-column", "folders layout"]
 
@@ -353,6 +357,7 @@ BREAKERS = [
     csv_one_label_only,
     csv_image_outside_the_folder,
     csv_blank_label,
+    unlabelled_folder_holding_labelled_images,
     flags_of_another_layout,
     nothing_prepare_reads,
 ]

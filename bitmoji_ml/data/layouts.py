@@ -96,6 +96,12 @@ def load_source(source: Source) -> Dataset:
             source.classes,
         )
     folder, test = unlabelled
+    labelled = {sample.path for sample in samples}
+    both = [str(path) for path in test if path in labelled]
+    if both:
+        raise BitmojiError(
+            list_problems(f"{len(both)} image(s) of --unlabelled {folder} are labelled images", both)
+        )
     check_images([sample.path for sample in samples] + test)
     return Dataset(root, samples, test, classes, layout, labels_file, folder)
 
