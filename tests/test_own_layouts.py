@@ -417,3 +417,16 @@ def test_exclude_that_empties_a_class_on_one_side_is_refused(folders: Path, tmp_
     result = prepare("--data-dir", folders, "--lists", lists, "--exclude", exclude)
     assert result.exit_code == 1 and "leaves no validation image of 'zero'" in result.stderr
     assert {path.name: path.read_bytes() for path in lists.iterdir()} == before
+
+
+def test_own_layout_digest_ignores_where_the_data_lives(digit_folders: Path, tmp_path: Path):
+    moved = Path(shutil.copytree(digit_folders, tmp_path / "elsewhere" / "digits"))
+    assert prepare("--data-dir", digit_folders, "--lists", tmp_path / "a").exit_code == 0
+    assert prepare("--data-dir", moved, "--lists", tmp_path / "b").exit_code == 0
+    first, second = manifest_of(tmp_path / "a"), manifest_of(tmp_path / "b")
+    assert first["digest"] == second["digest"]
+    assert first["files"]["train.txt"] != second["files"]["train.txt"]  # absolute paths differ
+    # A renamed class folder is another dataset, even with the same images and indices.
+    (moved / "zero").rename(moved / "zz")
+    assert prepare("--data-dir", moved, "--lists", tmp_path / "c").exit_code == 0
+    assert manifest_of(tmp_path / "c")["digest"] != first["digest"]
