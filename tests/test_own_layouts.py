@@ -430,3 +430,12 @@ def test_own_layout_digest_ignores_where_the_data_lives(digit_folders: Path, tmp
     (moved / "zero").rename(moved / "zz")
     assert prepare("--data-dir", moved, "--lists", tmp_path / "c").exit_code == 0
     assert manifest_of(tmp_path / "c")["digest"] != first["digest"]
+
+
+def test_head_split_of_class_sorted_folders_is_refused(digit_folders: Path, tmp_path: Path):
+    """The folder layout lists the images class by class: the head split would validate on the
+    last class only."""
+    result = prepare("--data-dir", digit_folders, "--lists", tmp_path / "lists", "--split", "head")
+    assert result.exit_code == 1
+    assert "the head split leaves no validation image of 'one', 'two'; use --split stratified" in result.stderr
+    assert not (tmp_path / "lists").exists()

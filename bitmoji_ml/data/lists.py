@@ -176,6 +176,21 @@ def _portable_listing(dataset: Dataset, train: list[Sample], val: list[Sample]) 
     )
 
 
+def _check_every_class_on_both_sides(
+    classes: Classes, train: list[Sample], val: list[Sample], split: str, excluded: Exclusion | None
+) -> None:
+    """A class with no training image cannot be learnt, one with no validation image has no
+    recall: refuse such a split (the stratified split never makes one, but --exclude can, and
+    --split head can when the rows are sorted by class)."""
+    for part, samples in (("training", train), ("validation", val)):
+        lost = sorted(set(range(len(classes))) - {sample.label for sample in samples})
+        if lost:
+            names = ", ".join(repr(classes.names[index]) for index in lost)
+            cause = f"excluding the images of {excluded.source}" if excluded else f"the {split} split"
+            hint = "; use --split stratified" if split == "head" else ""
+            raise BitmojiError(f"{cause} leaves no {part} image of {names}{hint}")
+
+
 def write_lists(
     dataset: Dataset,
     out_dir: Path,
@@ -190,14 +205,7 @@ def write_lists(
     left_out = check_exclusions(dataset, excluded) if excluded is not None else set()
     train, val = split_samples(dataset.train, val_fraction, seed, split, dataset.classes)
     train, val = exclude_samples(train, val, left_out, excluded.source if excluded else None)
-    if split == "stratified":  # --exclude must not take the last image of a class off a side
-        for part, samples in (("training", train), ("validation", val)):
-            lost = sorted(set(range(len(dataset.classes))) - {sample.label for sample in samples})
-            if lost:
-                names = ", ".join(repr(dataset.classes.names[index]) for index in lost)
-                raise BitmojiError(
-                    f"excluding the images of {excluded.source} leaves no {part} image of {names}"
-                )
+    _check_every_class_on_both_sides(dataset.classes, train, val, split, excluded)
     texts = {"train": format_list(train), "val": format_list(val)}
     if dataset.layout == "kaggle" or dataset.unlabelled is not None:
         texts["test"] = "".join(f"{path}\n" for path in dataset.test)
