@@ -437,5 +437,7 @@ def test_head_split_of_class_sorted_folders_is_refused(digit_folders: Path, tmp_
     last class only."""
     result = prepare("--data-dir", digit_folders, "--lists", tmp_path / "lists", "--split", "head")
     assert result.exit_code == 1
-    assert "the head split leaves no validation image of 'one', 'two'; use --split stratified" in result.stderr
+    assert (
+        "the head split leaves no validation image of 'one', 'two'; use --split stratified" in result.stderr
+    )
     assert not (tmp_path / "lists").exists()
