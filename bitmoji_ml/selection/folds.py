@@ -11,11 +11,11 @@ import numpy as np
 
 from bitmoji_ml.data.cache import load_images
 from bitmoji_ml.data.classes import Classes
-from bitmoji_ml.data.lists import LIST_FILES, read_manifest
+from bitmoji_ml.data.lists import LIST_FILES, read_list, read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.paths import CACHE_DIR
 from bitmoji_ml.recipe import Recipe
-from bitmoji_ml.training.data import TrainData, labelled_list, manifest_classes
+from bitmoji_ml.training.data import TrainData, manifest_classes
 from bitmoji_ml.training.settings import preprocess_for
 
 
@@ -34,16 +34,12 @@ class LabelledImages:
         return manifest_classes(self.manifest)
 
 
-def labelled_entries(lists_dir: Path, classes: Classes | None = None) -> list[tuple[Path, int]]:
-    """Every labelled image of `prepare`'s lists (train, then val), each once, its class index
-    checked against `classes` (default: the manifest's)."""
-    if classes is None:
-        classes = manifest_classes(read_manifest(lists_dir))
-    entries = [
-        entry
-        for name in ("train", "val")
-        for entry in labelled_list(Path(lists_dir) / LIST_FILES[name], classes)
-    ]
+def labelled_entries(lists_dir: Path) -> list[tuple[Path, int]]:
+    """Every labelled image of `prepare`'s lists (train, then val), each once (`read_list`
+    refuses a class index the manifest beside them does not name)."""
+    entries = read_list(Path(lists_dir) / LIST_FILES["train"]) + read_list(
+        Path(lists_dir) / LIST_FILES["val"]
+    )
     seen: set[Path] = set()
     unique = []
     for path, label in entries:
@@ -56,7 +52,7 @@ def labelled_entries(lists_dir: Path, classes: Classes | None = None) -> list[tu
 def decode_labelled(*, lists_dir: Path, config: Recipe) -> LabelledImages:
     """The train and val lists' images, decoded once at the config's input size."""
     manifest = read_manifest(lists_dir)
-    entries = labelled_entries(lists_dir, manifest_classes(manifest))
+    entries = labelled_entries(lists_dir)
     paths = [path for path, _ in entries]
     labels = np.array([label for _, label in entries], dtype=np.int64)
     images = load_images(paths, preprocess_for(config), CACHE_DIR if config.disk_cache else None)

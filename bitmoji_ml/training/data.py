@@ -43,27 +43,6 @@ def manifest_classes(manifest: dict[str, Any]) -> Classes:
         ) from error
 
 
-def labelled_list(path: Path, classes: Classes) -> list[tuple[Path, int]]:
-    """The (image, class index) entries of a labelled list, each index checked against
-    `classes`: lists from another `prepare` (more classes) are refused before any decoding."""
-    entries = read_list(path)
-    for number, (image, label) in enumerate(entries):
-        if not 0 <= label < len(classes):
-            raise BitmojiError(
-                f"{path}:{_line_of_entry(path, number)}: class index {label} ({image}), but {MANIFEST} "
-                f"names {len(classes)} classes (0..{len(classes) - 1}: {', '.join(classes.names)}): "
-                "the lists and manifest are not one `prepare` run's; re-run `bitmoji prepare`"
-            )
-    return entries
-
-
-def _line_of_entry(path: Path, entry: int) -> int:
-    """The line number (from 1) of the `entry`-th (from 0) entry of a list (blank lines skipped)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    numbers = [number for number, line in enumerate(lines, start=1) if line.strip()]
-    return numbers[entry]
-
-
 def decode_labelled_list(
     entries: list[tuple[Path, int]], preprocess: Preprocess, cache: Path | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -80,11 +59,11 @@ def load_data(
     all_labelled: bool = False,
 ) -> TrainData:
     """Decode the train and val lists once into memory (and into data/cache/ if asked), both
-    checked against the manifest's classes first; `all_labelled` trains on both lists and
-    validates on none."""
+    read first (`read_list` refuses a class index the manifest does not name, before any
+    decoding); `all_labelled` trains on both lists and validates on none."""
     cache = CACHE_DIR if disk_cache else None
-    classes = manifest_classes(manifest)
-    train, val = (labelled_list(Path(lists_dir) / LIST_FILES[name], classes) for name in ("train", "val"))
+    manifest_classes(manifest)  # a malformed classes entry fails here, before any decoding
+    train, val = (read_list(Path(lists_dir) / LIST_FILES[name]) for name in ("train", "val"))
     train_images, train_labels = decode_labelled_list(train, preprocess, cache)
     val_images, val_labels = decode_labelled_list(val, preprocess, cache)
     if all_labelled:
