@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from own_images import write_digit_folders
 
 from bitmoji_ml.checkpoints import TRAIN_STATE, model_from_checkpoint, read_checkpoint
-from bitmoji_ml.data.classes import Classes
+from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.data.layouts import Source, load_source
 from bitmoji_ml.data.lists import write_lists
 from bitmoji_ml.errors import BitmojiError
@@ -185,14 +185,14 @@ def test_cv_of_three_classes_writes_a_probability_column_per_class(
         reader = csv.DictReader(handle)
         rows = list(reader)
     assert reader.fieldnames == ["image", "label", "prob_zero", "prob_one", "prob_two", "fold"]
-    assert len(rows) == 48 and {row["label"] for row in rows} == {"zero", "one", "two"}
+    assert len(rows) == 48 and {row["label"] for row in rows} == {"0", "1", "2"}
     assert all(not Path(row["image"]).is_absolute() for row in rows)  # portable names
     oof = read_oof_csv(downloaded, folder=Path(parent.data.tags["image_folder"]))
     assert oof.classes == THREE and oof.probabilities.shape == (48, 3)
     assert np.allclose(oof.probabilities.sum(axis=1), 1, atol=1e-5)
     assert np.array_equal(oof.labels, result.oof.labels)
     assert np.bincount(oof.labels).tolist() == [16, 16, 16]
-    wrong = int((oof.predicted != oof.labels).sum())
+    wrong = int((predicted_indices(oof.probabilities) != oof.labels).sum())
     assert result.metrics["oof_errors"] == wrong == parent.data.metrics["oof_errors"]
     assert result.metrics["oof_acc"] == pytest.approx(1 - wrong / 48)
     assert {"cv_acc", "cv_acc_std", "cv_loss"} <= set(parent.data.metrics)
@@ -206,7 +206,7 @@ def test_cv_seeds_summarise_three_classes(three_classes: Trained, store: MlflowC
         seeds=[0, 1], lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=recipe, folds=2
     )
     assert [run.oof.probabilities.shape for run in result.runs] == [(48, 3), (48, 3)]
-    errors = [int((run.oof.predicted != run.oof.labels).sum()) for run in result.runs]
+    errors = [int((predicted_indices(run.oof.probabilities) != run.oof.labels).sum()) for run in result.runs]
     assert result.summary["oof_errors"].mean == pytest.approx(np.mean(errors))
     assert all(store.get_run(run.run_id).data.params["classes"] == "zero,one,two" for run in result.runs)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitmoji_ml.data.classes import BITMOJI, Classes
+from bitmoji_ml.data.classes import BITMOJI, Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.selection.oof import OutOfFold, image_folder, read_oof_csv, write_oof_csv
 
@@ -29,10 +29,10 @@ def test_a_bitmoji_file_has_the_columns_and_bytes_it_had(tmp_path: Path) -> None
     back = read_oof_csv(tmp_path / "oof.csv", folder=Path("/data/t"))
     assert back.classes == BITMOJI and back.images == oof.images
     assert np.allclose(back.probabilities, oof.probabilities, atol=1e-6)
-    assert back.predicted.tolist() == [0, 1, 1]  # P(male) 0.5 is male, as it always was
+    assert predicted_indices(back.probabilities).tolist() == [0, 1, 1]  # P(male) 0.5 is male, as always
 
 
-def test_other_classes_get_a_column_each_and_their_names_as_labels(tmp_path: Path) -> None:
+def test_other_classes_get_a_probability_column_each(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(3), size=6)
     images = [f"/d/{name}/{i}.png" for i, name in enumerate(["cat", "dog", "fox"] * 2)]
@@ -41,12 +41,17 @@ def test_other_classes_get_a_column_each_and_their_names_as_labels(tmp_path: Pat
     write_oof_csv(oof, tmp_path / "oof.csv", folder=Path("/d"))
     lines = (tmp_path / "oof.csv").read_text().splitlines()
     assert lines[0] == "image,label,prob_cat,prob_dog,prob_fox,fold"
-    assert lines[1].startswith("cat/0.png,cat,") and lines[2].startswith("dog/1.png,dog,")
+    assert lines[1].startswith("cat/0.png,0,") and lines[2].startswith("dog/1.png,1,")
     back = read_oof_csv(tmp_path / "oof.csv", folder=Path("/d"))
     assert back.classes == THREE and back.images == images
     assert back.labels.tolist() == [0, 1, 2, 0, 1, 2] and back.folds.tolist() == [1, 1, 1, 2, 2, 2]
     assert np.allclose(back.probabilities, probabilities, atol=1e-6)
-    assert back.predicted.tolist() == probabilities.argmax(axis=1).tolist()
+    assert predicted_indices(back.probabilities).tolist() == probabilities.argmax(axis=1).tolist()
+    # A label may also be given by its class name (a file written by hand, or by a script).
+    (tmp_path / "named.csv").write_text(
+        "image,label,prob_cat,prob_dog,prob_fox,fold\na.png,fox,0.1,0.2,0.7,1\n"
+    )
+    assert read_oof_csv(tmp_path / "named.csv").labels.tolist() == [2]
 
 
 @pytest.mark.parametrize(
@@ -55,8 +60,14 @@ def test_other_classes_get_a_column_each_and_their_names_as_labels(tmp_path: Pat
         ("image,label,score,fold\na.png,0,0.5,1\n", "not an out-of-fold file"),
         ("image,label,prob_cat,fold\na.png,cat,0.5,1\n", "not an out-of-fold file"),  # one class
         ("image,label,prob_cat,prob_dog\na.png,cat,0.5,0.5\n", "not an out-of-fold file"),  # no fold
-        ("image,label,prob_cat,prob_dog,fold\na.png,cow,0.5,0.5,1\n", "label 'cow' is none of cat, dog"),
-        ("image,label,prob_male,fold\na.png,2,0.5,1\n", "label '2' is neither 0 nor 1"),
+        (
+            "image,label,prob_cat,prob_dog,fold\na.png,cow,0.5,0.5,1\n",
+            "label 'cow' is neither a class index 0..1 nor one of cat, dog",
+        ),
+        (
+            "image,label,prob_male,fold\na.png,2,0.5,1\n",
+            "label '2' is neither a class index 0..1 nor one of female, male",
+        ),
         ("image,label,prob_cat,prob_dog,fold\na.png,cat,x,0.5,1\n", "malformed row"),
         ("image,label,prob_cat,prob_dog,fold\na.png,cat,0.5\n", "malformed row"),  # a short row
         ("image,label,prob_male,fold\n", "has no rows"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bitmoji_ml.data.classes import predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import Recipe, ResolvedRecipe
 from bitmoji_ml.selection.folds import (
@@ -73,7 +74,7 @@ class CrossValidation:
     def metrics(self) -> dict[str, float]:
         """cv_acc (mean of the folds), cv_acc_std (sample std), cv_loss, oof_acc, fold_<k>_acc."""
         accuracies = np.array([fold.accuracy for fold in self.folds])
-        predicted = self.oof.predicted
+        predicted = predicted_indices(self.oof.probabilities)
         return {
             "cv_acc": float(accuracies.mean()),
             "cv_acc_std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
@@ -234,7 +235,8 @@ def log_cv_results(parent: ParentRun, *, outcome: CrossValidation, seconds: dict
     for fold in outcome.folds:
         parent.log_metrics({"fold_acc": fold.accuracy}, step=fold.fold)
     oof = outcome.oof
-    matrix = confusion_matrix(oof.labels, oof.predicted, labels=list(range(len(oof.classes))))
+    predicted = predicted_indices(oof.probabilities)
+    matrix = confusion_matrix(oof.labels, predicted, labels=list(range(len(oof.classes))))
     with tempfile.TemporaryDirectory(prefix="bitmoji-cv-") as folder:
         write_oof_csv(oof, Path(folder) / OOF_PREDICTIONS, folder=image_folder(oof.images))
         parent.log_artifact(Path(folder) / OOF_PREDICTIONS)

@@ -2,10 +2,10 @@
 true class, the probability of each class from the fold model that did not train on it, and
 its fold. `bitmoji cv` writes them as oof_predictions.csv; `audit` and users read that file.
 
-The file's columns are `image,label,<classes.prob_columns>,fold`. For Bitmoji they are the
-round-1 columns (`image,label,prob_male,fold`, label 1 male / 0 female, P(female) = 1 -
-prob_male); for other classes `label` is the class name and there is one `prob_<name>` column
-per class, in the classes' order, so the file names its own classes."""
+The file's columns are `image,label,<classes.prob_columns>,fold`, `label` being the class index
+of the lists. For Bitmoji they are the round-1 columns (`image,label,prob_male,fold`, label 1
+male / 0 female, P(female) = 1 - prob_male); other classes have one `prob_<name>` column per
+class, in the classes' order, so the file names its own classes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml.data.classes import BITMOJI, KAGGLE_PROB_COLUMN, PROB_PREFIX, Classes, predicted_indices
+from bitmoji_ml.data.classes import BITMOJI, KAGGLE_PROB_COLUMN, PROB_PREFIX, Classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path
 
@@ -34,15 +34,6 @@ class OutOfFold:
     folds: np.ndarray  # 1..k
     classes: Classes = BITMOJI
 
-    @property
-    def predicted(self) -> np.ndarray:
-        """The predicted class index per image (classes.predicted_indices' rule)."""
-        return predicted_indices(self.probabilities)
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (IMAGE_COLUMN, LABEL_COLUMN, *self.classes.prob_columns, FOLD_COLUMN)
-
 
 def image_folder(images: list[str]) -> Path:
     """The folder all `images` are in (their common parent): what oof_predictions.csv names
@@ -50,12 +41,8 @@ def image_folder(images: list[str]) -> Path:
     return Path(os.path.commonpath([str(Path(image).parent) for image in images]))
 
 
-def _label_text(oof: OutOfFold, label: int) -> str:
-    return str(label) if oof.classes.kaggle else oof.classes.names[label]
-
-
 def write_oof_csv(oof: OutOfFold, path: Path, *, folder: Path | None = None) -> None:
-    """`OutOfFold.columns` rows, written atomically; with `folder`, each image is named
+    """`image,label,<classes.prob_columns>,fold` rows, written atomically; with `folder`, each image is named
     relative to it (the file name, for images in one folder): the UI's preview of the file then
     shows which image a row is, and the file does not depend on where the data is."""
 
@@ -65,9 +52,9 @@ def write_oof_csv(oof: OutOfFold, path: Path, *, folder: Path | None = None) -> 
     values = oof.classes.prob_values(oof.probabilities)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(oof.columns)
+        writer.writerow((IMAGE_COLUMN, LABEL_COLUMN, *oof.classes.prob_columns, FOLD_COLUMN))
         for image, label, probabilities, fold in zip(oof.images, oof.labels, values, oof.folds, strict=True):
-            row = [name(image), _label_text(oof, int(label))]
+            row = [name(image), int(label)]
             writer.writerow([*row, *(f"{float(p):.{DECIMALS}f}" for p in probabilities), int(fold)])
 
 
@@ -91,14 +78,14 @@ def _probabilities(rows: list[dict[str, str]], classes: Classes) -> np.ndarray:
 
 
 def _label_index(text: str, classes: Classes) -> int:
-    if classes.kaggle:
-        index = int(text)
-        if index not in (0, 1):
-            raise ValueError(f"label {text!r} is neither 0 nor 1")
-        return index
-    if text not in classes.names:
-        raise ValueError(f"label {text!r} is none of {', '.join(classes.names)}")
-    return classes.names.index(text)
+    """A label cell: the class index (as written), or a class name."""
+    if text in classes.names:
+        return classes.names.index(text)
+    if not (text.isascii() and text.isdigit() and int(text) < len(classes)):
+        raise ValueError(
+            f"label {text!r} is neither a class index 0..{len(classes) - 1} nor one of {', '.join(classes.names)}"
+        )
+    return int(text)
 
 
 def read_oof_csv(path: Path, *, folder: Path | None = None) -> OutOfFold:
