@@ -268,3 +268,22 @@ def test_torchrun_ranks_train_the_classes_of_the_lists(three_classes: Trained, t
     model, preprocess = model_from_checkpoint(payload)
     with torch.no_grad():
         assert model(torch.zeros((2, preprocess.size, preprocess.size, 3), dtype=torch.uint8)).shape == (2, 3)
+
+
+def test_train_and_cv_say_which_classes_they_learnt(three_classes: Trained, store: MlflowClient):
+    from typer.testing import CliRunner
+
+    import cli
+
+    flags = ["--lists", str(three_classes.lists), "--experiment", EXPERIMENT, "--model", "compact"]
+    flags += ["--image-size", "32", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    trained = CliRunner().invoke(cli.app, ["train", *flags])
+    assert trained.exit_code == 0, trained.output
+    assert "3 classes: zero, one, two" in trained.output and "best val acc" in trained.output
+    validated = CliRunner().invoke(cli.app, ["cv", "--folds", "2", *flags])
+    assert validated.exit_code == 0, validated.output
+    assert "3 classes: zero, one, two" in validated.output and "out-of-fold" in validated.output
+    from bitmoji_ml.commands.views import classes_line
+    from bitmoji_ml.data.classes import BITMOJI
+
+    assert classes_line(BITMOJI) is None  # Bitmoji's output is as it was
