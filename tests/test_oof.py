@@ -62,11 +62,11 @@ def test_other_classes_get_a_probability_column_each(tmp_path: Path) -> None:
         ("image,label,prob_cat,prob_dog\na.png,cat,0.5,0.5\n", "not an out-of-fold file"),  # no fold
         (
             "image,label,prob_cat,prob_dog,fold\na.png,cow,0.5,0.5,1\n",
-            "label 'cow' is neither a class index 0..1 nor one of cat, dog",
+            r"label cow is not one of the 2 classes \(an index 0\.\.1 or a name: cat, dog\)",
         ),
         (
             "image,label,prob_male,fold\na.png,2,0.5,1\n",
-            "label '2' is neither a class index 0..1 nor one of female, male",
+            r"label 2 is not one of the 2 classes \(an index 0\.\.1 or a name: female, male\)",
         ),
         ("image,label,prob_cat,prob_dog,fold\na.png,cat,x,0.5,1\n", "malformed row"),
         ("image,label,prob_cat,prob_dog,fold\na.png,cat,0.5\n", "malformed row"),  # a short row
@@ -77,3 +77,10 @@ def test_other_files_are_refused_with_what_is_wrong(tmp_path: Path, text: str, p
     (tmp_path / "x.csv").write_text(text)
     with pytest.raises(BitmojiError, match=problem):
         read_oof_csv(tmp_path / "x.csv")
+
+
+def test_probabilities_must_have_a_column_per_class_and_a_row_per_image() -> None:
+    with pytest.raises(BitmojiError, match=r"shape \(2, 2\) for 2 images of 3 classes"):
+        OutOfFold(["a", "b"], np.array([0, 1]), np.full((2, 2), 0.5), np.array([1, 2]), THREE)
+    with pytest.raises(BitmojiError, match=r"shape \(2,\) for 2 images of 2 classes"):
+        OutOfFold(["a", "b"], np.array([0, 1]), np.array([0.2, 0.7]), np.array([1, 2]))

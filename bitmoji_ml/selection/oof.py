@@ -34,6 +34,15 @@ class OutOfFold:
     folds: np.ndarray  # 1..k
     classes: Classes = BITMOJI
 
+    def __post_init__(self) -> None:
+        probabilities = np.asarray(self.probabilities, dtype=np.float64)
+        if probabilities.shape != (len(self.images), len(self.classes)):
+            raise BitmojiError(
+                f"out-of-fold probabilities of shape {probabilities.shape} for {len(self.images)} images "
+                f"of {len(self.classes)} classes"
+            )
+        object.__setattr__(self, "probabilities", probabilities)
+
 
 def image_folder(images: list[str]) -> Path:
     """The folder all `images` are in (their common parent): what oof_predictions.csv names
@@ -83,7 +92,8 @@ def _label_index(text: str, classes: Classes) -> int:
         return classes.names.index(text)
     if not (text.isascii() and text.isdigit() and int(text) < len(classes)):
         raise ValueError(
-            f"label {text!r} is neither a class index 0..{len(classes) - 1} nor one of {', '.join(classes.names)}"
+            f"label {text} is not one of the {len(classes)} classes (an index 0..{len(classes) - 1} "
+            f"or a name: {', '.join(classes.names)})"
         )
     return int(text)
 
