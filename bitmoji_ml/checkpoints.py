@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path
@@ -87,7 +88,10 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Classifier, Preproce
         preprocess = Preprocess.from_dict(payload["preprocess"])
     except (KeyError, TypeError, ValueError) as error:
         raise BitmojiError(f"checkpoint has a malformed preprocess entry: {error}") from error
-    model = create_model(payload["model"], preprocess, width=checkpoint_width(payload))
+    classes = Classes.from_dict(payload.get("classes"))  # none recorded: Bitmoji's two
+    model = create_model(
+        payload["model"], preprocess, width=checkpoint_width(payload), num_classes=len(classes)
+    )
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

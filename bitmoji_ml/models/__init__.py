@@ -67,11 +67,14 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def create_model(name: str, preprocess: Preprocess | None = None, *, width: float = 1.0) -> Classifier:
-    """Build model `name` at `width` with normalisation inside; uint8 NHWC images in, 2 logits out."""
+def create_model(
+    name: str, preprocess: Preprocess | None = None, *, width: float = 1.0, num_classes: int = 2
+) -> Classifier:
+    """Build model `name` at `width` with normalisation inside; uint8 NHWC images in,
+    `num_classes` logits out."""
     spec = model_spec(name)
     preprocess = preprocess or spec.preprocess
-    return Classifier(spec.build(width=width), preprocess.mean, preprocess.std)
+    return Classifier(spec.build(num_classes, width=width), preprocess.mean, preprocess.std)
 
 
 def count_parameters(model: nn.Module) -> int:
