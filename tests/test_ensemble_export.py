@@ -94,9 +94,7 @@ def test_the_onnx_output_is_the_mean_of_the_members_pytorch_probabilities(export
     onnx_prob = model.predict_batched(images)
     assert np.abs(onnx_prob - members.mean(axis=0)).max() <= TOLERANCE
     (logits,) = model.session.run([LOGITS_OUTPUT], {model.input_name: images[:4]})
-    assert np.allclose(
-        torch.softmax(torch.from_numpy(logits), dim=1).numpy(), onnx_prob[:4], atol=TOLERANCE
-    )
+    assert np.allclose(torch.softmax(torch.from_numpy(logits), dim=1).numpy(), onnx_prob[:4], atol=TOLERANCE)
     report = exported.result.export.report
     assert report.passed and report.tolerance == TOLERANCE
     assert report.cases[0].case == "validation images" and report.cases[0].images == len(val_images)
