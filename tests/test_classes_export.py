@@ -127,3 +127,18 @@ def test_a_round1_prob_male_file_loads_and_predicts_both_classes(tmp_path: Path)
     np.testing.assert_array_equal(prob[:, 1], prob_male)
     np.testing.assert_allclose(prob[:, 0], 1 - prob_male, atol=1e-7)
     np.testing.assert_allclose(prob, torch_probabilities(network, images), atol=TOLERANCE)
+
+
+def test_a_file_whose_class_names_do_not_fit_its_output_is_refused(three, tmp_path: Path):
+    from bitmoji_ml.export.graph import write_metadata
+
+    path = tmp_path / "lying.onnx"
+    path.write_bytes(three[0].read_bytes())
+    metadata = dict(OnnxModel.load(three[0], threads=1).metadata, class_names=json.dumps(["a", "b"]))
+    write_metadata(path, metadata, full_check=False)
+    with pytest.raises(BitmojiError, match=r"output 'probabilities' has shape .*expected \[batch, 2\]"):
+        OnnxModel.load(path, threads=1)
+    metadata["class_names"] = json.dumps(["a", "b", "a"])
+    write_metadata(path, metadata, full_check=False)
+    with pytest.raises(BitmojiError, match=r"lying.onnx: class name\(s\) 'a' appear twice"):
+        OnnxModel.load(path, threads=1)
