@@ -231,3 +231,33 @@ def test_ray_writes_the_classes_columns(three: Path, images: list[Path], tmp_pat
     good = table[table["error"] == ""]
     assert good["label"].tolist() == [THREE.names[i] for i in predicted_indices(good[COLUMNS[:3]].to_numpy())]
     assert result.counts == {name: int((good["label"] == name).sum()) for name in "abc"}
+
+
+@pytest.mark.slow
+def test_spark_rows_take_their_type_from_the_signature(image_model: Path, images: list[Path], monkeypatch):
+    import sys
+
+    import mlflow.pyfunc
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    monkeypatch.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("bitmoji-classes-spark-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+    try:
+        predict = mlflow.pyfunc.spark_udf(spark, str(image_model), env_manager="local")
+        files = spark.read.format("binaryFile").load(str(images[0].parent))
+        scored = files.select("path", predict(F.struct(F.col("content").alias("image"))).alias("p"))
+        schema = scored.schema["p"].dataType.simpleString()
+        rows = {Path(row["path"]).name: row for row in scored.select("path", "p.*").collect()}
+    finally:
+        spark.stop()
+    assert schema == "struct<prob_a:double,prob_b:double,prob_c:double,label:string,error:string>"
+    assert len(rows) == 25 and rows["broken.png"]["error"] and rows["broken.png"]["prob_a"] is None
+    assert {rows[path.name]["label"] for path in images} == {"a", "b", "c"}

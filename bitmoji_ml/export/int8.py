@@ -1,9 +1,10 @@
 """int8 quantisation of an exported fp32 model, held to its own parity report against fp32.
 
 The int8 file is compared with the fp32 file on the validation images and the test-folder
-images (class agreement, max and p99 over images of the largest |delta P(class)|), scored on the validation labels and timed
-against fp32 on this machine; `int8_gate` decides whether it becomes champion. The report is
-printed, written beside the int8 file and stored in its metadata.
+images (class agreement, max and p99 over images of the largest |delta P(class)|), scored on
+the validation labels and timed against fp32 on this machine; `int8_gate` decides whether it
+becomes champion. The report is printed, written beside the int8 file and stored in its
+metadata.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Writes the registered image model: the exported ONNX file wrapped in `BitmojiImageModel`, with
-a signature naming the output columns of the file's classes, a real image as input example, run-time requirements only (never torch) and the few
-project modules it needs as its code. tracking.registration.log_export logs and registers it."""
+a signature naming the output columns of the file's classes, a real image as input example,
+run-time requirements only (never torch) and the few project modules it needs as its code.
+tracking.registration.log_export logs and registers it."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 local folder, or any URI it reads), a pool of actors runs the project's decode and the ONNX
 model (loaded once per actor, one onnxruntime thread each), and the rows go to a Parquet
 dataset: path, the probability columns, the label column, error (Bitmoji: path, prob_male,
-is_male, error; an unreadable file keeps its row, with its error and no prediction). Runs locally (Ray starts itself) or on a cluster (`--ray-address auto` under
-`ray job submit`). Imported only for `--engine ray`, so plain `bitmoji predict` never imports
-Ray."""
+is_male, error; an unreadable file keeps its row, with its error and no prediction). Runs
+locally (Ray starts itself) or on a cluster (`--ray-address auto` under `ray job submit`).
+Imported only for `--engine ray`, so plain `bitmoji predict` never imports Ray."""
 
 from __future__ import annotations
 
