@@ -142,3 +142,27 @@ def test_a_file_whose_class_names_do_not_fit_its_output_is_refused(three, tmp_pa
     write_metadata(path, metadata, full_check=False)
     with pytest.raises(BitmojiError, match=r"lying.onnx: class name\(s\) 'a' appear twice"):
         OnnxModel.load(path, threads=1)
+
+
+def test_an_ensemble_of_three_class_members_outputs_their_mean_probabilities(tmp_path: Path):
+    from bitmoji_ml.export.ensemble import Ensemble
+    from bitmoji_ml.export.graph import metadata_for
+    from bitmoji_ml.export.job import export_checked
+
+    members = [spread_network(THREE, seed) for seed in (0, 1)]
+    payload = {"model": "compact", "classes": THREE.to_dict()}
+    output = tmp_path / "ensemble.onnx"
+    report, _, _ = export_checked(
+        Ensemble(members).eval(),
+        PREPROCESS,
+        metadata_for(payload, None, PREPROCESS),
+        output=output,
+        work=tmp_path,
+        lists_dir=None,
+    )
+    assert report.passed
+    model = OnnxModel.load(output, threads=1)
+    images = noise_images(40, seed=6)
+    mean = np.mean([torch_probabilities(member, images) for member in members], axis=0)
+    assert model.classes == THREE
+    np.testing.assert_allclose(model.predict(images), mean, atol=TOLERANCE)
