@@ -261,3 +261,17 @@ def test_spark_rows_take_their_type_from_the_signature(image_model: Path, images
     assert schema == "struct<prob_a:double,prob_b:double,prob_c:double,label:string,error:string>"
     assert len(rows) == 25 and rows["broken.png"]["error"] and rows["broken.png"]["prob_a"] is None
     assert {rows[path.name]["label"] for path in images} == {"a", "b", "c"}
+
+
+def test_the_summary_line_names_at_most_ten_classes(capsys):
+    from bitmoji_ml.commands import views
+    from bitmoji_ml.data.classes import Classes
+    from bitmoji_ml.serving.predict_job import PredictResult
+
+    classes = Classes(tuple(f"c{index:02d}" for index in range(12)))
+    counts = {name: index for index, name in enumerate(classes.names)}  # c11 most often
+    result = PredictResult("plain", "p.csv", "csv", 66, 66, counts, [], 1.0, classes)
+    views.show_prediction(result)
+    line = capsys.readouterr().out
+    assert line.startswith("66 images, 16.7% c11, 15.2% c10, ") and "0.0% c00" not in line
+    assert "(and 2 more classes), 0 skipped" in line
