@@ -69,9 +69,9 @@ def spark_recipe(folder: Path, model_uri: str, work: Path, partitions: int) -> t
     started = time.perf_counter()
     spark = SparkSession.builder.master("local[*]").config("spark.ui.enabled", "false").getOrCreate()
     try:
-        predict = mlflow.pyfunc.spark_udf(
-            spark, model_uri, result_type="prob_male double, is_male long, error string", env_manager="local"
-        )
+        # No result_type: MLflow builds the struct from the registered model's signature, which
+        # names the output columns of its classes (Bitmoji: prob_male, is_male, error).
+        predict = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local")
         startup = time.perf_counter() - started
         images = spark.read.format("binaryFile").load(str(folder)).repartition(partitions)
         scored = images.select("path", predict(F.struct(F.col("content").alias("image"))).alias("p"))

@@ -59,7 +59,8 @@ def reference_probabilities(onnx: Path, paths: list[Path]) -> dict[str, float]:
     from bitmoji_ml.serving.onnx_model import OnnxModel
 
     result = predict_paths(OnnxModel.load(onnx, 1), paths, batch_size=64, workers=1)
-    return {path.name: float(prob) for path, prob in zip(result.paths, result.prob_male, strict=True)}
+    prob_male = result.probabilities[:, 1]
+    return {path.name: float(prob) for path, prob in zip(result.paths, prob_male, strict=True)}
 
 
 def assert_rows_match(

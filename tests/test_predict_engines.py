@@ -176,7 +176,8 @@ def test_the_job_returns_what_it_wrote(model: Path, nested: Path, tmp_path: Path
     assert (result.engine, result.kind, result.rows, result.predicted) == ("plain", "csv", 4, 4)
     assert result.output == str(output) and len(output.read_text().splitlines()) == 5
     assert [Path(path).name for path, _ in result.skipped] == ["broken.jpg"]
-    assert 0 <= result.male <= result.predicted and result.seconds > 0
+    assert sum(result.counts.values()) == result.predicted and result.seconds > 0
+    assert list(result.counts) == ["female", "male"] and result.classes.kaggle
     assert job_module.PARQUET_OUTPUT.name == "predictions.parquet"
     assert ray_engine.is_local(str(output)) and not ray_engine.is_local("s3://b/x")
     assert os.path.basename(job_module.ray_files(str(nested), False)[0]) == "0.jpg"

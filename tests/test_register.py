@@ -66,6 +66,24 @@ def test_the_champion_exported_again_stays():
     assert not move and reason == "v3 already is @champion"
 
 
+def test_a_re_export_of_the_champions_checkpoint_in_another_format_keeps_the_champion():
+    """@champion is the int8 file of a checkpoint (it won the speed gate); exporting the same
+    checkpoint again finds its fp32 version, whose val acc ties: the champion stays, unless
+    --promote (the alias used to flip back to fp32 on the tie)."""
+    int8 = VersionSummary("2", "a" * 32, 0.9983, "digest-1", "int8", "sha-1")
+    fp32 = VersionSummary("1", "a" * 32, 0.9983, "digest-1", "fp32", "sha-1")
+    move, reason = champion_choice(int8, fp32, promote=False)
+    assert not move
+    assert (
+        reason
+        == "v2 holds the same checkpoint (int8), chosen when it was exported: pass --promote to make the fp32 file @champion"
+    )
+    move, reason = champion_choice(int8, fp32, promote=True)
+    assert move and reason.startswith("--promote given")
+    other = VersionSummary("4", "b" * 32, 0.9983, "digest-1", "fp32", "sha-2")
+    assert champion_choice(int8, other, promote=False)[0]  # another checkpoint: the usual rule
+
+
 def test_lines_show_the_alias_from_and_to():
     new = candidate(0.9990)
     moved = RegistrationOutcome(

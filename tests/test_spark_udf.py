@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from image_model_helpers import CHAMPION_URI, assert_rows_match, champion, face_files, reference_probabilities
 
-RESULT_TYPE = "prob_male double, is_male long, error string"
+# What round 1's recipe passed as result_type; the signature now gives Spark this type itself.
+RESULT_TYPE = "struct<prob_male:double,is_male:bigint,error:string>"
 
 
 @pytest.mark.slow
@@ -36,11 +37,12 @@ def test_spark_udf_scores_binary_files_like_predict(
         .getOrCreate()
     )
     try:
-        predict = mlflow.pyfunc.spark_udf(spark, CHAMPION_URI, result_type=RESULT_TYPE, env_manager="local")
+        predict = mlflow.pyfunc.spark_udf(spark, CHAMPION_URI, env_manager="local")  # as the README's recipe
         images = (
             spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").load(str(tmp_path / "faces"))
         )
         scored = images.select("path", predict(F.struct(F.col("content").alias("image"))).alias("p"))
+        assert scored.schema["p"].dataType.simpleString() == RESULT_TYPE
         rows = scored.select("path", "p.prob_male", "p.is_male", "p.error").collect()
     finally:
         spark.stop()

@@ -19,7 +19,7 @@ def predict(
         str,
         typer.Argument(
             metavar="FOLDER",
-            help="Folder of face images (--engine ray: also a URI Ray reads, with --recursive)",
+            help="Folder of images (--engine ray: also a URI Ray reads, with --recursive)",
         ),
     ],
     model: Annotated[Path, typer.Option(help="Exported ONNX model")] = paths.ONNX_MODEL,
@@ -38,7 +38,9 @@ def predict(
         int, typer.Option(help="Decode and inference threads (default: all cores)", show_default=False)
     ] = 0,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders (both engines)")] = False,
-    kaggle: Annotated[bool, typer.Option(help="Write a Kaggle submission (image_id,is_male)")] = False,
+    kaggle: Annotated[
+        bool, typer.Option(help="Write a Kaggle submission (image_id,is_male; Bitmoji models only)")
+    ] = False,
     template: Annotated[
         Path | None, typer.Option(help="--kaggle: sample_submission.csv (default: beside FOLDER)")
     ] = None,
@@ -51,8 +53,9 @@ def predict(
     ] = None,
     actors: Annotated[int, typer.Option(help="--engine ray: model actors")] = 1,
 ) -> None:
-    """Predict every image in FOLDER with the ONNX model (no torch, no MLflow). Unreadable files
-    get a warning each and no prediction (--engine ray keeps their rows, with the error)."""
+    """Predict every image in FOLDER with the ONNX model (no torch, no MLflow): a label and a
+    probability per class (Bitmoji: is_male, prob_male). Unreadable files get a warning each and
+    no prediction (--engine ray keeps their rows, with the error)."""
     from bitmoji_ml.serving.predict_job import predict_job
 
     result = predict_job(

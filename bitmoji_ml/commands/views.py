@@ -115,11 +115,17 @@ def show_tune(result: TuneResult) -> None:
 
 
 def show_prediction(result: PredictResult) -> None:
-    """`bitmoji predict`: images predicted, the male share, files skipped, speed, where it went."""
+    """`bitmoji predict`: images predicted, the share of each class (Bitmoji: the male share),
+    files skipped, speed, where it went."""
     rate = result.predicted / result.seconds if result.seconds else 0.0
     where = f"{result.output} (Parquet)" if result.kind == "parquet" else result.output
+    names = ("male",) if result.classes.kaggle else result.classes.names
+    shown = sorted(names, key=lambda name: -result.counts.get(name, 0))[:10] if len(names) > 10 else names
+    shares = ", ".join(f"{result.share(name):.1%} {name}" for name in shown)
+    if len(shown) < len(names):
+        shares += f" (and {len(names) - len(shown)} more classes)"
     typer.echo(
-        f"{result.predicted} images, {result.male_share:.1%} male, {len(result.skipped)} skipped, "
+        f"{result.predicted} images, {shares}, {len(result.skipped)} skipped, "
         f"{result.seconds:.2f}s, {rate:,.0f} images/s -> {where}"
     )
 

@@ -1,6 +1,7 @@
 """From a trained checkpoint to a shipped, registered ONNX model; one job per module:
 
-- `graph`: the exported graph (uint8 NHWC in, P(male) and logits out) and its ONNX metadata
+- `graph`: the exported graph (uint8 NHWC in, per-class probabilities and logits out) and its
+  ONNX metadata (the class names among it)
 - `parity`: PyTorch vs onnxruntime, the report that must pass before a file is written
 - `int8_gate`: the int8 report's cases and timing, and whether int8 becomes champion
 - `int8`: int8 quantisation beside an fp32 file, judged against it

@@ -3,8 +3,9 @@ that outputs the mean of their probabilities.
 
 The members are the folds' last-epoch checkpoints (`last.pt`: the weights cv scored out of
 fold). They share one Normalize (one recipe, so one mean/std), so the graph takes the same
-uint8 images as a single model and has the same outputs: `prob_male` is the members' mean
-P(male), `logits` the log of the mean probabilities (their softmax gives back the mean). The
+uint8 images as a single model and has the same outputs: `probabilities` is the mean of the
+members' class probabilities, `logits` the log of that mean (their softmax gives back the mean);
+the members must tell the same classes apart, in the same order. The
 ensemble has no held-out score (between them the members trained on every labelled image), so
 it is registered with no val acc and becomes @champion only with --promote.
 """
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from bitmoji_ml.checkpoints import model_from_checkpoint
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
@@ -118,9 +120,24 @@ def load_members(store: Store, cv_run_id: str, folder: Path) -> list[ExportSourc
     return members
 
 
+def check_same_classes(members: list[ExportSource]) -> Classes:
+    """The classes every member tells apart, or a BitmojiError naming the first that differs."""
+    first = Classes.from_dict(members[0].payload.get("classes"))
+    for member in members[1:]:
+        classes = Classes.from_dict(member.payload.get("classes"))
+        if classes != first:
+            raise BitmojiError(
+                f"{member.description} has classes {', '.join(classes.names)}, {members[0].description} "
+                f"{', '.join(first.names)}: an ensemble averages members of the same classes, in order"
+            )
+    return first
+
+
 def ensemble_source(members: list[ExportSource], cv_run_id: str, data_digest: str) -> ExportSource:
-    """The ensemble as an export source: the first member's recipe and preprocessing, no val acc
-    (it has no held-out images), the cv run as its run, and a hash of the members' hashes."""
+    """The ensemble as an export source: the first member's recipe, preprocessing and classes
+    (the same for all), no val acc (it has no held-out images), the cv run as its run, and a
+    hash of the members' hashes."""
+    check_same_classes(members)
     payload = {**members[0].payload, "metrics": {}, "data_digest": data_digest}
     payload.pop("train_state", None)
     sha256 = hashlib.sha256("".join(member.sha256 for member in members).encode()).hexdigest()

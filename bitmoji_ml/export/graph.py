@@ -1,5 +1,6 @@
-"""The graph we ship (uint8 NHWC images in, P(male) and logits out) and the string metadata that
-makes it usable without this project: preprocessing, class names, provenance and versions."""
+"""The graph we ship (uint8 NHWC images in, the probability of each class and the logits out)
+and the string metadata that makes it usable without this project: preprocessing, class names,
+provenance and versions."""
 
 from __future__ import annotations
 
@@ -12,23 +13,16 @@ import onnx
 import torch
 
 import bitmoji_ml
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.labels import CLASS_NAMES
 from bitmoji_ml.models.normalize import Classifier
-from bitmoji_ml.serving.onnx_model import (
-    INPUT_NAME,
-    LOGITS_OUTPUT,
-    META_CLASS_NAMES,
-    META_LABEL_MAPPING,
-    META_PREPROCESS,
-    PROB_OUTPUT,
-)
+from bitmoji_ml.serving.onnx_model import INPUT_NAME, LOGITS_OUTPUT, META_PREPROCESS, PROB_OUTPUT
 
 OPSET = 20
 
 
 class ExportWrapper(torch.nn.Module):
-    """The graph we ship: uint8 NHWC images -> (P(male) [batch], logits [batch, 2])."""
+    """The graph we ship: uint8 NHWC images -> (probabilities [batch, N], logits [batch, N])."""
 
     def __init__(self, model: Classifier) -> None:
         super().__init__()
@@ -36,7 +30,7 @@ class ExportWrapper(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(images)
-        return torch.softmax(logits, dim=1)[:, 1], logits
+        return torch.softmax(logits, dim=1), logits
 
 
 def export_graph(model: Classifier, preprocess: Preprocess, path: Path) -> None:
@@ -64,14 +58,14 @@ def metadata_for(payload: dict[str, Any], run_id: str | None, preprocess: Prepro
     import onnxruntime
 
     metrics = payload.get("metrics", {})
+    classes = Classes.from_dict(payload.get("classes"))  # none recorded: Bitmoji's
     return {
         META_PREPROCESS: json.dumps(preprocess.to_dict()),
         "input_size": str(preprocess.size),
         "resize_filter": preprocess.filter,
         "input_layout": "NHWC uint8 RGB, normalisation inside the graph",
-        "outputs": f"{PROB_OUTPUT}: P(male) [batch]; {LOGITS_OUTPUT}: [batch, 2] (female, male)",
-        META_CLASS_NAMES: json.dumps(list(CLASS_NAMES)),
-        META_LABEL_MAPPING: json.dumps({"male": 1, "female": -1}),
+        "outputs": outputs_text(classes),
+        **classes.to_metadata(),
         "model_name": str(payload["model"]),
         "mlflow_run_id": run_id or "",
         "checkpoint_step": str(payload.get("epoch", "")),
@@ -90,6 +84,22 @@ def metadata_for(payload: dict[str, Any], run_id: str | None, preprocess: Prepro
     }
 
 
+def outputs_text(classes: Classes) -> str:
+    """What the outputs hold, in words, for the "outputs" metadata entry."""
+    names = ", ".join(classes.names)
+    return (
+        f"{PROB_OUTPUT}: [batch, {len(classes)}] softmax, column i = P(class_names[i]) ({names}); "
+        f"{LOGITS_OUTPUT}: [batch, {len(classes)}] ({names})"
+    )
+
+
+def doc_string(classes: Classes) -> str:
+    """The model's ONNX doc_string: Bitmoji's own, else the classes it tells apart."""
+    if classes.kaggle:
+        return "Bitmoji face gender classifier (Kaggle labels: 1 male, -1 female)"
+    return f"image classifier, {len(classes)} classes: {', '.join(classes.names)}"
+
+
 def replace_metadata_props(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     """Make `metadata` the model's whole metadata_props."""
     del model.metadata_props[:]
@@ -105,6 +115,6 @@ def write_metadata(path: Path, metadata: dict[str, str], *, full_check: bool = T
     replace_metadata_props(model, metadata)
     if full_check:
         model.producer_name = "bitmoji-ml"
-        model.doc_string = "Bitmoji face gender classifier (Kaggle labels: 1 male, -1 female)"
+        model.doc_string = doc_string(Classes.from_metadata(metadata))
         onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))

@@ -87,6 +87,13 @@ def champion_choice(
         return False, f"{automatic}: pass --promote to make it @{CHAMPION_ALIAS}"
     if before is None:
         return True, f"there was no @{CHAMPION_ALIAS} yet"
+    if before.checkpoint_sha256 and before.checkpoint_sha256 == candidate.checkpoint_sha256 and not promote:
+        # One checkpoint in two formats: their val accs tie by construction, and the file was
+        # chosen (e.g. int8 for its speed) when the champion was exported; a re-export keeps it.
+        return False, (
+            f"v{before.version} holds the same checkpoint ({before.file_format or 'fp32'}), chosen when it "
+            f"was exported: pass --promote to make the {candidate.file_format or 'fp32'} file @{CHAMPION_ALIAS}"
+        )
     unknown = _not_comparable(before, candidate)
     if promote:
         compared = unknown or f"{_acc(candidate)} vs {_acc(before)} on the same lists"
@@ -131,7 +138,9 @@ def register_export(
         candidate, reused = existing, True
     else:
         digest = str(source.payload.get("data_digest", ""))
-        draft = registration.VersionSummary("", source.run_id, files.val_acc, digest, files.file_format)
+        draft = registration.VersionSummary(
+            "", source.run_id, files.val_acc, digest, files.file_format, source.sha256
+        )
         version = registration.log_export(
             store,
             run_id=source.run_id,

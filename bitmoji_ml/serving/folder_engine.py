@@ -13,15 +13,15 @@ import dataclasses
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import IMAGE_EXTENSIONS, ImageError, Preprocess, decode_image
-from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.serving.onnx_model import OnnxModel
 
@@ -58,12 +58,14 @@ def find_images(folder: str | Path, recursive: bool = False) -> list[Path]:
 
 @dataclasses.dataclass
 class Predictions:
-    """Results of one prediction pass, in input order (skipped files left out)."""
+    """Results of one prediction pass, in input order (skipped files left out): (n, classes)
+    probabilities, column i P(classes.names[i])."""
 
     paths: list[Path]
-    prob_male: np.ndarray
+    probabilities: np.ndarray
     skipped: list[tuple[Path, str]]
     seconds: float
+    classes: Classes
 
 
 def _decode_batch(paths: list[Path], spec: Preprocess) -> tuple[np.ndarray, list[str | None]]:
@@ -104,11 +106,11 @@ def ordered_batches(
 
 
 def _score_batch(paths: list[Path], model: OnnxModel) -> tuple[np.ndarray, list[str | None]]:
-    """P(male) of the paths that decoded, and each path's error (None when it decoded)."""
+    """The probabilities of the paths that decoded, and each path's error (None when it decoded)."""
     images, errors = _decode_batch(paths, model.preprocess)
     good = np.array([error is None for error in errors])
     if not good.any():
-        return np.zeros(0, dtype=np.float32), errors
+        return np.zeros((0, len(model.classes)), dtype=np.float32), errors
     return model.predict(images if good.all() else images[good]), errors
 
 
@@ -142,21 +144,28 @@ def predict_paths(
         probabilities.append(prob)
         if on_batch:
             on_batch(len(chunk))
-    prob = np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
-    return Predictions(kept, prob, skipped, time.perf_counter() - started)
+    empty = np.zeros((0, len(model.classes)), dtype=np.float32)
+    prob = np.concatenate(probabilities) if probabilities else empty
+    return Predictions(kept, prob, skipped, time.perf_counter() - started, model.classes)
 
 
 def predictions_csv(predictions: Predictions, folder: Path) -> str:
-    """`image_id,is_male,prob_male` rows; image_id is the path relative to `folder`."""
-    rows = [
-        [path.relative_to(folder).as_posix(), kaggle_label(prob), f"{prob:.6f}"]
-        for path, prob in zip(predictions.paths, predictions.prob_male, strict=True)
-    ]
-    return _csv_text(["image_id", "is_male", "prob_male"], rows)
+    """`image_id`, the label column and the probability columns (Bitmoji: `image_id,is_male,
+    prob_male`); image_id is the path relative to `folder`. Built column by column: the
+    per-row work does not grow with the number of classes' Python objects."""
+    classes, probabilities = predictions.classes, predictions.probabilities
+    ids = [path.relative_to(folder).as_posix() for path in predictions.paths]
+    values = classes.prob_values(probabilities).T.tolist()  # one list of floats per column
+    columns = [[f"{value:.6f}" for value in column] for column in values]
+    header = ["image_id", classes.label_column, *classes.prob_columns]
+    return _csv_text(header, zip(ids, classes.labels(probabilities), *columns, strict=True))
 
 
 def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
-    """`image_id,is_male` for exactly the ids of a sample_submission.csv, in its order."""
+    """`image_id,is_male` for exactly the ids of a sample_submission.csv, in its order (a
+    Bitmoji model's only: the submission's labels are Kaggle's is_male)."""
+    if not predictions.classes.kaggle:
+        raise BitmojiError(kaggle_refusal(predictions.classes))
     if not template.is_file():
         raise BitmojiError(
             f"Kaggle template {template} not found: put sample_submission.csv beside the image "
@@ -167,23 +176,27 @@ def kaggle_csv(predictions: Predictions, folder: Path, template: Path) -> str:
         if not reader.fieldnames or "image_id" not in reader.fieldnames:
             raise BitmojiError(f"{template} has no image_id column")
         ids = [row["image_id"] for row in reader]
+    labels = predictions.classes.labels(predictions.probabilities)
     by_id = {
-        path.relative_to(folder).as_posix(): prob
-        for path, prob in zip(predictions.paths, predictions.prob_male, strict=True)
+        path.relative_to(folder).as_posix(): label
+        for path, label in zip(predictions.paths, labels, strict=True)
     }
     missing = [image_id for image_id in ids if image_id not in by_id]
     if missing:
         shown = ", ".join(missing[:10]) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
         raise BitmojiError(f"{len(missing)} id(s) of {template.name} have no prediction: {shown}")
-    return _csv_text(["image_id", "is_male"], [[image_id, kaggle_label(by_id[image_id])] for image_id in ids])
+    return _csv_text(["image_id", "is_male"], [[image_id, by_id[image_id]] for image_id in ids])
 
 
-def kaggle_label(prob_male: float) -> int:
-    """Kaggle's is_male (1 / -1) for one probability."""
-    return index_to_kaggle(int(predicted_classes(prob_male)))
+def kaggle_refusal(classes: Classes) -> str:
+    """Why a model of `classes` cannot write a Kaggle submission."""
+    return (
+        f"--kaggle writes the Bitmoji competition's submission (image_id,is_male); this model's classes "
+        f"are {', '.join(classes.names)}: drop --kaggle to write a CSV with a label and prob_<class> columns"
+    )
 
 
-def _csv_text(header: list[str], rows: list[list[object]]) -> str:
+def _csv_text(header: list[str], rows: Iterable[Iterable[object]]) -> str:
     """CSV through the csv module: fields with commas, quotes or newlines are quoted."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

@@ -14,12 +14,16 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import ImageError, decode_image_bytes
-from bitmoji_ml.data.labels import index_to_kaggle, predicted_classes
 from bitmoji_ml.serving.onnx_model import OnnxModel
 
 IMAGE_COLUMN = "image"
-OUTPUT_COLUMNS = ("prob_male", "is_male", "error")
+ERROR_COLUMN = "error"
+# The label of a row without a prediction: Bitmoji's is_male 0 (it is 1 or -1 otherwise), ''
+# for a class name (a typed sentinel rather than null, so a batch of only bad rows has the same
+# column types as any other in Ray's Parquet and Spark's rows; its error says why).
+NO_LABEL = {True: 0, False: ""}
 # A face is a few KiB; a row over this is refused before decoding (the pixel limit of
 # decode_image still guards smaller files that expand hugely).
 MAX_IMAGE_BYTES = 10 * 2**20
@@ -85,10 +89,11 @@ def predict_image_bytes(
     max_image_bytes: int = MAX_IMAGE_BYTES,
     batch_size: int = BATCH_SIZE,
 ) -> pd.DataFrame:
-    """`prob_male` (float, NaN for a bad row), `is_male` (1 / -1, 0 for a bad row) and `error`
-    ('' for a good row) for each image-file value, in input order."""
-    values = list(values)
-    prob = np.full(len(values), np.nan, dtype=np.float64)
+    """One row per image-file value, in input order: the probability columns (float, NaN for a
+    bad row), the label column and `error` ('' for a good row); see `output_columns`. Bitmoji:
+    `prob_male`, `is_male` (1 / -1, 0 for a bad row), `error`."""
+    values, classes = list(values), model.classes
+    prob = np.full((len(values), len(classes)), np.nan, dtype=np.float64)
     errors: list[str] = []
     for start in range(0, len(values), batch_size):
         pixels, chunk_errors = _decode_rows(values[start : start + batch_size], model, max_image_bytes)
@@ -96,13 +101,15 @@ def predict_image_bytes(
         if good.any():
             prob[start : start + len(chunk_errors)][good] = model.predict(pixels[good])
         errors += chunk_errors
-    is_male = np.array(
-        [
-            index_to_kaggle(int(cls)) if not error else 0
-            for cls, error in zip(predicted_classes(np.nan_to_num(prob)), errors, strict=True)
-        ],
-        dtype=np.int64,
-    )
+    bad = np.array([bool(error) for error in errors], dtype=bool)
+    labels = np.array(classes.labels(np.nan_to_num(prob)), dtype=np.int64 if classes.kaggle else object)
+    labels[bad] = NO_LABEL[classes.kaggle]
+    columns = dict(zip(classes.prob_columns, classes.prob_values(prob).T, strict=True))
     return pd.DataFrame(
-        {"prob_male": prob, "is_male": is_male, "error": errors}, columns=list(OUTPUT_COLUMNS)
+        {**columns, classes.label_column: labels, ERROR_COLUMN: errors}, columns=output_columns(classes)
     )
+
+
+def output_columns(classes: Classes) -> list[str]:
+    """The columns of `predict_image_bytes`: the probability columns, the label column, `error`."""
+    return [*classes.prob_columns, classes.label_column, ERROR_COLUMN]

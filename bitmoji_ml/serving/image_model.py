@@ -1,5 +1,5 @@
-"""The registered image model as an MLflow `PythonModel`: image-file bytes in, P(male), the
-Kaggle label and a per-row error out.
+"""The registered image model as an MLflow `PythonModel`: image-file bytes in, the probability
+columns, the label column (Bitmoji: prob_male and Kaggle's is_male) and a per-row error out.
 
 It travels inside the logged model (MLflow `code_paths`) with only the modules it needs, so it
 loads where this project is not installed: its imports are mlflow (present wherever a pyfunc is
@@ -50,8 +50,9 @@ def _refuse(message: str) -> None:
 
 
 class BitmojiImageModel(PythonModel):
-    """ONNX file + the project's decode; input column `image` (bytes), output prob_male,
-    is_male (1 male / -1 female, 0 for a bad row) and error ('' for a good row)."""
+    """ONNX file + the project's decode; input column `image` (bytes), output the model's
+    probability columns, its label column and error ('' for a good row): Bitmoji's prob_male,
+    is_male (1 male / -1 female, 0 for a bad row), error; else prob_<class>..., label, error."""
 
     def load_context(self, context) -> None:
         self.config = model_settings()
@@ -83,8 +84,9 @@ class BitmojiImageModel(PythonModel):
 
 
 def json_safe(rows: pd.DataFrame) -> pd.DataFrame:
-    """`prob_male` None (JSON null) for a row with an error, instead of NaN: the scoring server
-    writes the frame with Python's json, whose NaN no JSON parser accepts (a browser's
+    """The probabilities None (JSON null) for a row with an error, instead of NaN: the scoring
+    server writes the frame with Python's json, whose NaN no JSON parser accepts (a browser's
     JSON.parse rejects the whole response). Spark's udf reads None as a null double."""
     good = rows["error"] == ""
-    return rows.assign(prob_male=rows["prob_male"].astype(object).where(good, None))
+    floats = rows.select_dtypes("float").columns  # the probability columns
+    return rows.assign(**{name: rows[name].astype(object).where(good, None) for name in floats})

@@ -1,6 +1,7 @@
 """Writes the registered image model: the exported ONNX file wrapped in `BitmojiImageModel`, with
-a signature, a real face as input example, run-time requirements only (never torch) and the few
-project modules it needs as its code. tracking.registration.log_export logs and registers it."""
+a signature naming the output columns of the file's classes, a real image as input example,
+run-time requirements only (never torch) and the few project modules it needs as its code.
+tracking.registration.log_export logs and registers it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import bitmoji_ml
-from bitmoji_ml.serving.image_batch import IMAGE_COLUMN
+from bitmoji_ml.data.classes import Classes
+from bitmoji_ml.serving.image_batch import ERROR_COLUMN, IMAGE_COLUMN
 from bitmoji_ml.serving.image_model import ONNX_ARTIFACT
+from bitmoji_ml.serving.onnx_model import OnnxModel
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +30,23 @@ CODE_MODULES = (
     "__init__.py",
     "errors.py",
     "data/__init__.py",
+    "data/classes.py",
     "data/images.py",
-    "data/labels.py",
     "serving/__init__.py",
     "serving/onnx_model.py",
     "serving/image_batch.py",
     "serving/image_model.py",
 )
 RUNTIME_PACKAGES = ("onnxruntime", "pillow", "simplejpeg", "numpy", "pandas")
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
-    outputs=Schema([ColSpec("double", "prob_male"), ColSpec("long", "is_male"), ColSpec("string", "error")]),
-)
+
+
+def signature(classes: Classes) -> ModelSignature:
+    """Image bytes in; the probability columns (double), the label column (Bitmoji's is_male:
+    long; a class name: string) and `error` out, in the order the model returns them."""
+    label_type = "long" if classes.kaggle else "string"
+    outputs = [ColSpec("double", name) for name in classes.prob_columns]
+    outputs += [ColSpec(label_type, classes.label_column), ColSpec("string", ERROR_COLUMN)]
+    return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 
 def runtime_requirements() -> list[str]:
@@ -76,7 +84,7 @@ def save_image_model(path: Path, *, mlflow_model: Model, onnx_path: Path, exampl
             artifacts={ONNX_ARTIFACT: str(onnx_path)},
             code_paths=[str(copy_model_code(Path(folder)))],
             pip_requirements=runtime_requirements(),
-            signature=SIGNATURE,
+            signature=signature(OnnxModel.load(onnx_path, threads=1).classes),
             input_example=example,
             mlflow_model=mlflow_model,
         )

@@ -18,7 +18,10 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from bitmoji_ml import paths
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
@@ -30,21 +33,28 @@ PARQUET_OUTPUT = paths.PREDICTIONS_CSV.with_suffix(".parquet")
 @dataclasses.dataclass(frozen=True)
 class PredictResult:
     """What a predict run wrote: `rows` rows to `output` (a `kind` of csv, kaggle or parquet),
-    `predicted` images with a prediction (`male` of them male) and the (file, why) of every file
-    that could not be read."""
+    `predicted` images with a prediction (`counts`: how many of each of the model's `classes`)
+    and the (file, why) of every file that could not be read."""
 
     engine: str
     output: str
     kind: str
     rows: int
     predicted: int
-    male: int
+    counts: dict[str, int]  # predicted images per class name, in the classes' order
     skipped: list[tuple[str, str]]
     seconds: float
+    classes: Classes
 
-    @property
-    def male_share(self) -> float:
-        return self.male / self.predicted if self.predicted else 0.0
+    def share(self, name: str) -> float:
+        """The share of the predicted images predicted as class `name`."""
+        return self.counts.get(name, 0) / self.predicted if self.predicted else 0.0
+
+
+def class_counts(classes: Classes, indices) -> dict[str, int]:
+    """Predicted images per class name, from their predicted class indices."""
+    found = np.bincount(np.asarray(indices, dtype=np.int64), minlength=len(classes))
+    return {name: int(count) for name, count in zip(classes.names, found, strict=True)}
 
 
 def refuse_unused_options(
@@ -138,9 +148,15 @@ def _predict_plain(
 ) -> PredictResult:
     """The folder on this machine's threads; `template` given: a Kaggle submission."""
     from bitmoji_ml.console import progress
-    from bitmoji_ml.data.labels import predicted_classes
+    from bitmoji_ml.data.classes import predicted_indices
     from bitmoji_ml.files import write_text_atomic
-    from bitmoji_ml.serving.folder_engine import find_images, kaggle_csv, predict_paths, predictions_csv
+    from bitmoji_ml.serving.folder_engine import (
+        find_images,
+        kaggle_csv,
+        kaggle_refusal,
+        predict_paths,
+        predictions_csv,
+    )
     from bitmoji_ml.serving.onnx_model import OnnxModel
 
     # Each thread decodes a batch and runs a one-thread onnxruntime pass on it: `threads` busy
@@ -148,6 +164,8 @@ def _predict_plain(
     # inference thread, which the network's CPU time bounds).
     threads = threads or os.cpu_count() or 1
     onnx_model = OnnxModel.load(model, 1)
+    if template and not onnx_model.classes.kaggle:
+        raise BitmojiError(kaggle_refusal(onnx_model.classes))
     images = find_images(folder, recursive)
 
     def warn(path: Path, message: str) -> None:
@@ -169,9 +187,10 @@ def _predict_plain(
         kind="kaggle" if template else "csv",
         rows=text.count("\n") - 1 if template else len(result.paths),  # a submission: the template's ids
         predicted=len(result.paths),
-        male=int(predicted_classes(result.prob_male).sum()),
+        counts=class_counts(result.classes, predicted_indices(result.probabilities)),
         skipped=[(str(path), message) for path, message in result.skipped],
         seconds=result.seconds,
+        classes=result.classes,
     )
 
 
@@ -220,7 +239,8 @@ def _predict_ray(
         kind="parquet",
         rows=result.rows,
         predicted=result.rows - len(result.skipped),
-        male=result.male,
+        counts=result.counts,
         skipped=result.skipped,
         seconds=result.seconds,
+        classes=result.classes,
     )

@@ -1,10 +1,10 @@
 """`bitmoji predict SOURCE --engine ray`: Ray Data reads the image files (the listing of a
 local folder, or any URI it reads), a pool of actors runs the project's decode and the ONNX
 model (loaded once per actor, one onnxruntime thread each), and the rows go to a Parquet
-dataset: path, prob_male, is_male, error (an unreadable file keeps its row, with its error and
-no prediction). Runs locally (Ray starts itself) or on a cluster (`--ray-address auto` under
-`ray job submit`). Imported only for `--engine ray`, so plain `bitmoji predict` never imports
-Ray."""
+dataset: path, the probability columns, the label column, error (Bitmoji: path, prob_male,
+is_male, error; an unreadable file keeps its row, with its error and no prediction). Runs
+locally (Ray starts itself) or on a cluster (`--ray-address auto` under `ray job submit`).
+Imported only for `--engine ray`, so plain `bitmoji predict` never imports Ray."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import IMAGE_EXTENSIONS
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import swap_folder
@@ -27,7 +29,7 @@ logger = logging.getLogger(__name__)
 # Measured on 2 cores: an actor pool holding every logical CPU starves Ray's read tasks (they
 # queue forever), so each actor asks for half a CPU.
 ACTOR_CPUS = 0.5
-OUTPUT_COLUMNS = ["path", "prob_male", "is_male", "error"]
+PATH_COLUMN = "path"
 
 
 class OnnxActor:
@@ -47,20 +49,27 @@ class OnnxActor:
 
         # Arrow-backed binary columns become plain Python bytes.
         scored = predict_image_bytes(self.model, batch["bytes"].astype(object).tolist())
-        scored.insert(0, "path", batch["path"].astype(str).to_numpy())
-        return scored[OUTPUT_COLUMNS]
+        scored.insert(0, PATH_COLUMN, batch["path"].astype(str).to_numpy())
+        return scored
 
 
 @dataclasses.dataclass(frozen=True)
 class RayPrediction:
-    """What `predict_with_ray` wrote: one row per image file, `skipped` the (path, error) of the
-    rows without a prediction."""
+    """What `predict_with_ray` wrote: one row per image file, `counts` the predicted rows per
+    class name, `skipped` the (path, error) of the rows without a prediction."""
 
     output: str
     rows: int
-    male: int
+    counts: dict[str, int]
     skipped: list[tuple[str, str]]
     seconds: float
+    classes: Classes
+
+
+def label_counts(classes: Classes, labels: pd.Series) -> dict[str, int]:
+    """Rows per class name, from the label column's values (a bad row's sentinel counts nowhere)."""
+    values = classes.labels(np.eye(len(classes)))  # the label value of each class, in order
+    return {name: int((labels == value).sum()) for name, value in zip(classes.names, values, strict=True)}
 
 
 def _file_extensions() -> list[str]:
@@ -80,7 +89,7 @@ def _start_ray(address: str | None, num_cpus: int | None) -> None:
 
 
 def _score(*, files: str | list[str], model_bytes: bytes, actors: int, batch_size: int):
-    """The scored rows, materialized: path, prob_male, is_male, error per file (small: the
+    """The scored rows, materialized: path, probabilities, label, error per file (small: the
     image bytes are dropped by the actors), so they can be counted before anything is written."""
     import ray.data
 
@@ -156,7 +165,7 @@ def predict_with_ray(
         raise BitmojiError("--actors must be at least 1")
     from bitmoji_ml.serving.onnx_model import OnnxModel
 
-    OnnxModel.load(model, threads=1)  # a missing or unusable model fails here, before Ray starts
+    classes = OnnxModel.load(model, threads=1).classes  # an unusable model fails here, before Ray starts
     if is_local(output):
         check_replaceable(Path(output))
     started = time.perf_counter()
@@ -165,8 +174,10 @@ def predict_with_ray(
         scored = _score(
             files=files, model_bytes=Path(model).read_bytes(), actors=actors, batch_size=batch_size
         )
-        rows = scored.select_columns(["path", "is_male", "error"]).to_pandas()
-        skipped = [(path, error) for path, error in zip(rows["path"], rows["error"], strict=True) if error]
+        rows = scored.select_columns([PATH_COLUMN, classes.label_column, "error"]).to_pandas()
+        skipped = [
+            (path, error) for path, error in zip(rows[PATH_COLUMN], rows["error"], strict=True) if error
+        ]
         for path, error in skipped:  # as the plain engine does, before a --strict refusal too
             logger.warning("skipped %s: %s", path, error)
         if len(rows) and len(skipped) == len(rows):
@@ -180,5 +191,5 @@ def predict_with_ray(
         _write(scored, output)
     finally:
         ray.shutdown()
-    male = int((rows["is_male"] == 1).sum())
-    return RayPrediction(output, len(rows), male, skipped, time.perf_counter() - started)
+    counts = label_counts(classes, rows[classes.label_column])
+    return RayPrediction(output, len(rows), counts, skipped, time.perf_counter() - started, classes)

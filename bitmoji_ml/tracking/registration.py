@@ -44,6 +44,7 @@ class VersionSummary:
     val_acc: float | None
     data_digest: str
     file_format: str = ""
+    checkpoint_sha256: str = ""  # of the checkpoint file it was exported from ("" if unknown)
 
     def tags(self, checkpoint_sha256: str) -> dict[str, str]:
         return {
@@ -81,6 +82,7 @@ def _summary(store: Store, version: ModelVersion) -> VersionSummary:
             _float(tags[VAL_ACC_TAG]),
             tags.get(DATA_DIGEST_TAG, ""),
             tags.get(FORMAT_TAG, ""),
+            tags.get(CHECKPOINT_SHA256_TAG, ""),
         )
     try:
         run = store.get_run(version.run_id) if version.run_id else None
