@@ -168,14 +168,21 @@ def test_a_list_index_outside_the_classes_is_refused_naming_the_line(
     assert len(store.search_runs([store.get_experiment_by_name(EXPERIMENT).experiment_id])) == before
 
 
-def test_cv_of_three_classes_writes_a_probability_column_per_class(
-    three_classes: Trained, store: MlflowClient, tmp_path: Path
-):
+@pytest.fixture(scope="module")
+def three_class_cv(three_classes: Trained):
+    """One 2-fold cv run of the three classes."""
     from bitmoji_ml.selection.cv import cv_job
 
-    result = cv_job(
-        lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=resolve_recipe(overrides=RECIPE), folds=2
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", three_classes.uri)
+        recipe = resolve_recipe(overrides=RECIPE)
+        return cv_job(lists_dir=three_classes.lists, experiment=EXPERIMENT, recipe=recipe, folds=2)
+
+
+def test_cv_of_three_classes_writes_a_probability_column_per_class(
+    three_class_cv, store: MlflowClient, tmp_path: Path
+):
+    result = three_class_cv
     parent = store.get_run(result.run_id)
     assert parent.data.params["classes"] == "zero,one,two"
     for fold in result.folds:
@@ -196,6 +203,25 @@ def test_cv_of_three_classes_writes_a_probability_column_per_class(
     assert result.metrics["oof_errors"] == wrong == parent.data.metrics["oof_errors"]
     assert result.metrics["oof_acc"] == pytest.approx(1 - wrong / 48)
     assert {"cv_acc", "cv_acc_std", "cv_loss"} <= set(parent.data.metrics)
+
+
+def test_the_folds_of_a_three_class_cv_export_as_one_model_of_three_outputs(
+    three_classes: Trained, three_class_cv, store: MlflowClient, tmp_path: Path
+):
+    from typer.testing import CliRunner
+
+    import cli
+    from bitmoji_ml.serving.onnx_model import OnnxModel
+
+    output = tmp_path / "ensemble.onnx"
+    arguments = ["export-onnx", "--cv-run", three_class_cv.run_id, "--lists", str(three_classes.lists)]
+    arguments += ["--experiment", EXPERIMENT, "--output", str(output), "--no-register"]
+    exported = CliRunner().invoke(cli.app, arguments)
+    assert exported.exit_code == 0, exported.output
+    model = OnnxModel.load(output, threads=1)
+    assert model.classes == THREE
+    images = np.zeros((2, model.preprocess.size, model.preprocess.size, 3), dtype=np.uint8)
+    assert model.predict(images).shape == (2, 3)
 
 
 def test_cv_seeds_summarise_three_classes(three_classes: Trained, store: MlflowClient):
