@@ -1,4 +1,5 @@
-"""The labelled set `bitmoji evaluate` scores: a `prepare` list or a train.csv-format CSV."""
+"""The labelled set `bitmoji evaluate` scores: a `prepare` list or a train.csv-format CSV, and
+the classes it is labelled with."""
 
 from __future__ import annotations
 
@@ -7,22 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
+from bitmoji_ml.data.classes import BITMOJI, Classes
 from bitmoji_ml.errors import BitmojiError
 
 
 @dataclasses.dataclass
 class LabelledSet:
-    """Images with class indices, the file they came from and a short name for run names."""
+    """Images with class indices, the file they came from, a short name for run names, and the
+    classes the indices refer to (None: a list of one's own, with no manifest to say)."""
 
     paths: list[Path]
     labels: np.ndarray
     source: Path
     name: str
+    classes: Classes | None = None
 
 
 def read_labelled(labels_file: Path, images_dir: Path | None = None) -> LabelledSet:
-    """A `prepare` list (`<path> <0|1>`) or, for a .csv, a train.csv-format file whose images
-    are in `images_dir` [default: trainimages/ beside the CSV, else the CSV's folder]."""
+    """A `prepare` list (`<path> <class index>`, its classes from the manifest beside it) or,
+    for a .csv, a train.csv-format file (Bitmoji) whose images are in `images_dir` [default:
+    trainimages/ beside the CSV, else the CSV's folder]."""
     from bitmoji_ml.data.dataset import TRAIN_IMAGES, read_labels
     from bitmoji_ml.data.lists import read_list
 
@@ -33,10 +38,12 @@ def read_labelled(labels_file: Path, images_dir: Path | None = None) -> Labelled
             images_dir = beside if beside.is_dir() else labels_file.parent
         samples = read_labels(labels_file, Path(images_dir))
         entries = [(sample.path, sample.label) for sample in samples]
+        classes = BITMOJI
     else:
         if not labels_file.is_file():
             raise BitmojiError(f"list {labels_file} not found: run `bitmoji prepare` or pass --labels")
         entries = read_list(labels_file)
+        classes = _list_classes(labels_file)
     missing = [str(path) for path, _ in entries if not path.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
@@ -47,4 +54,15 @@ def read_labelled(labels_file: Path, images_dir: Path | None = None) -> Labelled
         np.array([label for _, label in entries], dtype=int),
         labels_file,
         labels_file.stem,
+        classes,
     )
+
+
+def _list_classes(list_file: Path) -> Classes | None:
+    """The classes of the `prepare` manifest beside a list (none recorded: Bitmoji's), or None
+    for a list with no manifest beside it."""
+    from bitmoji_ml.data.lists import MANIFEST, read_manifest
+
+    if not (list_file.parent / MANIFEST).is_file():
+        return None
+    return Classes.from_dict(read_manifest(list_file.parent).get("classes"))

@@ -84,8 +84,9 @@ def evaluate(
         Path | None,
         typer.Option(
             "--labels",
-            help="Labelled set: a list from `prepare` (`<image path> <0|1>` lines) or a CSV in the "
-            "train.csv format (image_id,is_male 1/-1) (default: the validation list)",
+            help="Labelled set: a list from `prepare` (`<image path> <class index>` lines, the classes "
+            "in the manifest beside it) or a CSV in Bitmoji's train.csv format (image_id,is_male 1/-1) "
+            "(default: the validation list); its classes must be the model's",
         ),
     ] = None,
     images: Annotated[

@@ -211,4 +211,4 @@ def show_evaluation(result: EvaluationResult) -> None:
     """`bitmoji evaluate`: the metrics and the confusion matrix."""
     from bitmoji_ml.metrics import metrics_table
 
-    typer.echo(metrics_table(result.metrics, result.confusion_matrix))
+    typer.echo(metrics_table(result.metrics, result.confusion_matrix, result.classes))
