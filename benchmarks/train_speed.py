@@ -1,7 +1,7 @@
 """Training speed before and after: a default `bitmoji train` on the real data with the code of a
 git commit ("before", by default where this branch left main) and with this tree ("after"),
-interleaved, each run in a fresh temporary MLflow store, then `export-onnx` and `evaluate` of
-that run. Prints one table side by side, and whether both trained the same numbers (per-epoch
+interleaved, each run in a fresh temporary MLflow store, then `export-onnx`, `evaluate` and
+`predict testimages/` of that run. Prints one table side by side, and whether both trained the same numbers (per-epoch
 val_loss, exactly: a pure speed-up must not change them at the same seed and threads).
 
     .venv/bin/python benchmarks/train_speed.py                   # merge-base with main vs this tree
@@ -159,6 +159,11 @@ def measure(side: Side, work: Path, lists: Path, data_dir: Path, flags: list[str
         figures["export"] = timed(export, env, side.root).wall
         evaluate = side.command("evaluate", "--lists", str(lists), "--output", str(folder / "evaluation"))
         figures["evaluate"] = timed(evaluate, env, side.root).wall
+        predictions, images = folder / "predictions.csv", data_dir / "testimages"
+        predict = side.command("predict", str(images), "--model", str(onnx), "--output", str(predictions))
+        figures["predict"] = timed(predict, env, side.root).wall
+        figures["predicted"] = predictions.read_bytes()
+        figures["predict_speed"] = (len(figures["predicted"].splitlines()) - 1) / figures["predict"]
     return figures
 
 
@@ -209,7 +214,17 @@ def comparison_rows(before: list[dict], after: list[dict]) -> list[list[str]]:
         ],
     ]
     if "export" in before[0]:
-        rows += [seconds("export", "`export-onnx --run-id` (wall)"), seconds("evaluate", "`evaluate` (wall)")]
+        rows += [
+            seconds("export", "`export-onnx --run-id` (wall)"),
+            seconds("evaluate", "`evaluate` (wall)"),
+            seconds("predict", "`predict` testimages/ (wall, start-up included)"),
+            [
+                "`predict` images/s (whole command)",
+                f"{median(before, 'predict_speed'):,.0f}",
+                f"{median(after, 'predict_speed'):,.0f}",
+                f"{median(after, 'predict_speed') / median(before, 'predict_speed') - 1:+.0%}",
+            ],
+        ]
     return rows
 
 
@@ -273,6 +288,11 @@ def main() -> None:
     print(format_table(["", "before", "after", "change"], comparison_rows(runs["before"], runs["after"])))
     same = all(r["val_loss"] == runs["before"][0]["val_loss"] for r in runs["before"] + runs["after"])
     print(f"\nper-epoch val_loss identical before/after (every round): {'yes' if same else 'NO'}")
+    if "predicted" in runs["before"][0]:
+        csvs = {r["predicted"] for r in runs["before"] + runs["after"]}
+        print(
+            f"predictions.csv byte-identical before/after (every round): {'yes' if len(csvs) == 1 else 'NO'}"
+        )
     if extra:
         headers = [
             "experiment",

@@ -172,12 +172,6 @@ def shoot(plan: dict, out: Path, chromium: str) -> None:
         capture("runs")
         page.get_by_text(plan["first_run_name"], exact=True).first.click()  # one click into a run
         capture("run")
-        run_page = page.url
-        # MLflow 3.17 keeps the sidebar mode per browser (localStorage, GenAI by default) and only
-        # a click on its switch stores it: one click, then every page stays in model training.
-        page.get_by_text("Model training", exact=True).first.click()
-        page.goto(run_page)  # the switch opened the experiment page: back to the run
-        capture("run_after_switch")
         for name in (
             "compare",
             "models",

@@ -22,11 +22,12 @@ EXPERIMENT = "bitmoji-gender"
 REGISTERED_MODEL = "bitmoji-gender"
 
 EXPECTED_LAYOUT = "train.csv, trainimages/, testimages/ (and sample_submission.csv)"
+OWN_LAYOUTS = "one folder per class (DIR/<class>/<images>), or a labels CSV (--labels FILE)"
 
 
 def resolve_data_dir(flag: str | Path | None = None) -> Path:
     """Pick the dataset folder: --data-dir, else $BITMOJI_DATA, else ../shared/bitmoji, else
-    data/bitmoji."""
+    data/bitmoji. Which layout it holds is data/layouts.py's business."""
     if flag is not None:
         candidates = [(Path(flag), "--data-dir")]
     elif os.environ.get(DATA_ENV):
@@ -40,5 +41,6 @@ def resolve_data_dir(flag: str | Path | None = None) -> Path:
     raise BitmojiError(
         f"no dataset folder found (tried {tried}). Download the Kaggle 'Bitmoji Faces Gender "
         f"Recognition' data and unpack it into {LOCAL_DATA}/ (or pass --data-dir / set "
-        f"{DATA_ENV}); it must hold {EXPECTED_LAYOUT}."
+        f"{DATA_ENV}); it must hold {EXPECTED_LAYOUT}. Your own images: --data-dir DIR with "
+        f"{OWN_LAYOUTS}."
     )

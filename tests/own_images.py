@@ -65,3 +65,13 @@ def write_digit_csv(
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_unlabelled(folder: Path, count: int = 6, digits: tuple[int, ...] = (3, 4)) -> Path:
+    """Digits of classes the labelled sets do not use, as unlabelled images (`folder/<n>.png`,
+    some in a sub-folder); returns `folder`."""
+    for number, (_, image) in enumerate(digit_images(digits, per_class=count)[:count]):
+        target = folder / ("more" if number % 2 else ".") / f"u{number:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target)
+    return folder

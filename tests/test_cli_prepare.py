@@ -33,12 +33,16 @@ def prepare(*args: str, env: dict[str, str] | None = None):
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The split table printed by prepare: first cell -> the row's cells."""
+    """The per-class table printed by prepare (`class train val all share`, then `all`), as
+    split -> [split, images] like round 1's split table, plus class -> its row's cells."""
     rows = {}
     for line in stdout.splitlines():
         cells = line.split()
-        if cells and cells[0] in ("train", "val", "test"):
+        if len(cells) == 5 and cells[1].isdigit():
             rows[cells[0]] = cells
+        if cells[:2] == ["test", "(unlabelled):"]:
+            rows["test"] = ["test", cells[2]]
+    rows["train"], rows["val"] = ["train", rows["all"][1]], ["val", rows["all"][2]]
     return rows
 
 
@@ -290,6 +294,9 @@ def test_prepare_real_data_executable(real_prepare, real_data: Path):
     assert table["train"][1] == "2400"
     assert table["val"][1] == "600"
     assert table["test"][1] == "1084"
+    # Per class and split, as counted from the lists in round 1 (male 1135 + 284).
+    assert table["female"] == ["female", "1265", "316", "1581", "52.7%"]
+    assert table["male"] == ["male", "1135", "284", "1419", "47.3%"]
     assert sorted(path.name for path in out.iterdir()) == OUTPUTS
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["counts"] == {"train": 2400, "val": 600, "test": 1084}
@@ -303,8 +310,8 @@ def test_prepare_real_data_lists_match_manifest(real_prepare):
     test = read_list(out / "test.txt", labelled=False)
     assert (len(train), len(val), len(test)) == (2400, 600, 1084)
     assert not {p for p, _ in train} & {p for p, _ in val}
-    assert sum(label for _, label in val) == manifest["class_balance"]["val"]["male"]
-    assert sum(label for _, label in train) == manifest["class_balance"]["train"]["male"]
+    assert sum(label for _, label in val) == manifest["class_balance"]["val"]["counts"]["male"]
+    assert sum(label for _, label in train) == manifest["class_balance"]["train"]["counts"]["male"]
 
 
 def test_executable_help_and_version():

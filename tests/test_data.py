@@ -18,7 +18,9 @@ from PIL import Image
 
 import bitmoji_ml.data.images as images
 from bitmoji_ml import files, paths
+from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.data.dataset import (
+    KAGGLE_VALUES,
     TEST_IMAGES,
     TRAIN_CSV,
     TRAIN_IMAGES,
@@ -28,7 +30,6 @@ from bitmoji_ml.data.dataset import (
     read_labels,
 )
 from bitmoji_ml.data.images import ImageError, Preprocess, check_image, decode_image
-from bitmoji_ml.data.labels import CLASS_NAMES, index_to_kaggle, kaggle_to_index
 from bitmoji_ml.data.lists import (
     LIST_FILES,
     MANIFEST,
@@ -84,19 +85,13 @@ def sha256(path: Path) -> str:
 # Labels
 
 
-def test_class_names_are_indexed_by_class_index():
-    assert len(CLASS_NAMES) == 2
-    assert CLASS_NAMES[kaggle_to_index(1)] == "male"
-    assert CLASS_NAMES[kaggle_to_index(-1)] == "female"
-    assert CLASS_NAMES.index("female") == 0 and CLASS_NAMES.index("male") == 1
-
-
-def test_label_mapping_round_trips():
-    assert {kaggle_to_index(value) for value in (1, -1)} == {0, 1}
-    for value in (1, -1):
-        assert index_to_kaggle(kaggle_to_index(value)) == value
-    for index in (0, 1):
-        assert kaggle_to_index(index_to_kaggle(index)) == index
+def test_kaggle_values_map_to_bitmoji_class_indices():
+    assert BITMOJI.names[KAGGLE_VALUES[1]] == "male"
+    assert BITMOJI.names[KAGGLE_VALUES[-1]] == "female"
+    # ... and back through the one decision rule: Kaggle's 1 / -1 from a class index.
+    for value, index in KAGGLE_VALUES.items():
+        probabilities = np.eye(2)[[index]]
+        assert BITMOJI.labels(probabilities) == [value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +114,7 @@ def test_read_labels_parses_a_good_csv(tmp_path: Path):
 def test_read_labels_on_the_real_csv(real_csv_rows, real_dataset):
     samples = real_dataset.train
     assert ids(samples) == [row["image_id"] for row in real_csv_rows]
-    expected = [kaggle_to_index(int(row["is_male"])) for row in real_csv_rows]
+    expected = [int(row["is_male"] == "1") for row in real_csv_rows]
     assert [sample.label for sample in samples] == expected
     assert all(sample.path.parent == real_dataset.root / TRAIN_IMAGES for sample in samples)
 
@@ -242,10 +237,14 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
     assert manifest["counts"]["test"] == len(list((real_dataset.root / TEST_IMAGES).glob("*.jpg")))
     for split in ("train", "val"):
         balance = manifest["class_balance"][split]
-        assert balance["male"] + balance["female"] == balance["images"] == manifest["counts"][split]
+        assert sorted(balance["counts"]) == ["female", "male"]
+        assert sum(balance["counts"].values()) == balance["images"] == manifest["counts"][split]
     total_male = male_count(real_dataset.train)
-    assert manifest["class_balance"]["train"]["male"] + manifest["class_balance"]["val"]["male"] == (
-        total_male
+    balance = manifest["class_balance"]
+    assert balance["train"]["counts"]["male"] + balance["val"]["counts"]["male"] == total_male
+    assert (manifest["layout"], manifest["classes"]) == (
+        "kaggle",
+        {"names": ["female", "male"], "kaggle": True},
     )
     # Per-file digests are of the bytes on disk; csv digest is of train.csv.
     for name in LIST_FILES.values():
@@ -258,6 +257,9 @@ def test_write_lists_writes_four_files_and_a_consistent_manifest(real_lists, rea
     portable = "".join(f"train:{s.image_id} {s.label}\n" for s in train)
     portable += "".join(f"val:{s.image_id} {s.label}\n" for s in val)
     portable += "".join(f"test:{p.name}\n" for p in real_dataset.test)
+    # The digest of the published dataset at seed 0, as round 1 wrote it: the split, ids and
+    # labels of Bitmoji did not move when other layouts and N classes came.
+    assert manifest["digest"] == "48300dcabb585a8e2c2398e3e56d372c8f72d9bfc28a040f9f46cff0a25043cf"
     assert manifest["digest"] == hashlib.sha256(portable.encode()).hexdigest()
 
 
@@ -290,9 +292,13 @@ def test_read_list_errors(tmp_path: Path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(BitmojiError, match="empty"):
         read_list(tmp_path / "empty.txt")
-    (tmp_path / "bad.txt").write_text("/x/a.jpg 1\n/x/b.jpg 2\n")
-    with pytest.raises(BitmojiError, match="bad.txt:2"):
-        read_list(tmp_path / "bad.txt")
+    for bad in ("x", "-1", "1.0", "", "٣"):  # ٣: an Arabic-Indic three, a digit to str.isdigit
+        (tmp_path / "bad.txt").write_text(f"/x/a.jpg 1\n/x/b.jpg {bad}\n")
+        with pytest.raises(BitmojiError, match="bad.txt:2"):
+            read_list(tmp_path / "bad.txt")
+    # Without a manifest beside it (a list of one's own) any class index is taken.
+    (tmp_path / "three.txt").write_text("/x/a.jpg 2\n")
+    assert read_list(tmp_path / "three.txt") == [(Path("/x/a.jpg"), 2)]
     # Paths with spaces survive: the label is after the last space.
     (tmp_path / "spaces.txt").write_text("/x/my pics/a.jpg 0\n")
     assert read_list(tmp_path / "spaces.txt") == [(Path("/x/my pics/a.jpg"), 0)]

@@ -28,6 +28,7 @@ from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.serving import mlflow_ui
 from bitmoji_ml.serving import processes as serving
+from bitmoji_ml.serving.ui_app import DEFAULT_MODE_SCRIPT
 from bitmoji_ml.tracking.names import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, evaluation_experiment
 from bitmoji_ml.tracking.store import artifact_root
 
@@ -191,6 +192,7 @@ def test_ui_command_line_for_the_sqlite_store():
         "--host": "127.0.0.1",
         "--port": "5001",
         "--workers": "1",
+        "--app-name": "bitmoji-ui",  # the plugin that keeps the UI in model-training mode
     }
     with pytest.raises(BitmojiError, match="already a server"):
         serving.mlflow_ui_command(uri="http://127.0.0.1:5000", artifact_root=None, port=5001)
@@ -225,7 +227,7 @@ def test_ui_links_open_the_runs_tables_of_training_and_evaluation_runs(mlflow_st
         # Opened by `bitmoji ui`, an experiment made elsewhere says it is model training too.
         assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     command, env = started[0]
-    assert command[-4:] == ["--port", str(port), "--workers", "1"]
+    assert command[-6:] == ["--port", str(port), "--workers", "1", "--app-name", "bitmoji-ui"]
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no job runner, no queue workers
     assert "stopped the MLflow UI (SIGINT)" in result.output
     # The installed UI routes that address: an experiment's runs tab, and the ML (not GenAI) view.
@@ -311,6 +313,8 @@ def test_ui_answers_when_it_says_so_runs_as_2_processes_and_fails_when_the_serve
             wait_for_links(ui, log)
             with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=5) as response:
                 assert response.status == 200  # no "connection refused" on the first click
+                page = response.read()
+            assert DEFAULT_MODE_SCRIPT in page and page.count(b"<script") > 1  # MLflow's page, plus ours
             table = processes()
             server = descendants(ui.pid, table)
             groups = {table[pid][1] for pid in server} - {ui.pid}

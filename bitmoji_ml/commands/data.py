@@ -1,4 +1,5 @@
-"""`bitmoji prepare`: check a dataset and write the lists."""
+"""`bitmoji prepare`: check a dataset (Kaggle's Bitmoji layout, one folder per class, or a labels
+CSV) and write the lists."""
 
 from __future__ import annotations
 
@@ -33,14 +34,44 @@ def prepare(
             "faces): leave those images out of the lists; recorded in manifest.json"
         ),
     ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="kaggle, folders or csv (default: detected from the folder and --labels)"),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="csv layout: the CSV of image file (relative to --data-dir) and label"),
+    ] = None,
+    image_column: Annotated[
+        str | None, typer.Option(help="csv layout: the column naming the image file [default: image]")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="csv layout: the column holding the label [default: label]")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="folders/csv: the class names in this order, a,b,c (default: sorted)"),
+    ] = None,
+    unlabelled: Annotated[
+        Path | None,
+        typer.Option(
+            help="folders/csv: a folder of unlabelled images, written as the test list (Kaggle: testimages/)"
+        ),
+    ] = None,
 ) -> None:
-    """Check the dataset and write train/val/test lists plus manifest.json."""
-    from bitmoji_ml.data.dataset import load_dataset, read_exclusions
+    """Check the dataset and write train/val(/test) lists plus manifest.json."""
+    from bitmoji_ml.data.dataset import read_exclusions
+    from bitmoji_ml.data.layouts import Source, load_source, parse_classes
     from bitmoji_ml.data.lists import write_lists
 
-    root = paths.resolve_data_dir(data_dir)
+    # A labels CSV names its images relative to --data-dir, else to its own folder.
+    if data_dir is None and labels is not None:
+        root = Path(labels).resolve().parent
+    else:
+        root = paths.resolve_data_dir(data_dir)
+    source = Source(root, layout, labels, image_column, label_column, parse_classes(classes), unlabelled)
     excluded = read_exclusions(exclude) if exclude is not None else None
-    dataset = load_dataset(root)
+    dataset = load_source(source)
     manifest = write_lists(
         dataset, lists, val_fraction=val_fraction, seed=seed, split=split, excluded=excluded
     )

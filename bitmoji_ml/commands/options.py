@@ -17,7 +17,11 @@ from bitmoji_ml.recipe import FIELDS, PRESETS, Recipe, facts, resolve_recipe
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="Kaggle dataset folder (default: $BITMOJI_DATA, ../shared/bitmoji, data/bitmoji)"),
+    typer.Option(
+        help="Dataset folder: Kaggle's Bitmoji download, one folder per class, or the images a --labels "
+        "CSV names (default: the CSV's folder with --labels, else $BITMOJI_DATA, ../shared/bitmoji, "
+        "data/bitmoji)"
+    ),
 ]
 ListsDir = Annotated[Path, typer.Option("--lists", help="Folder with the lists from `prepare`")]
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name")]

@@ -124,27 +124,40 @@ def show_prepare(
     val_fraction: float,
     excluded: Exclusion | None,
 ) -> None:
-    """`bitmoji prepare`: the split per class, what was left out and what was written."""
+    """`bitmoji prepare`: images per class and split, what was left out and what was written."""
     balance = manifest["class_balance"]
+    names = manifest.get("classes", {}).get("names") or list(balance["train"]["counts"])
+    counts = {name: [balance[part]["counts"][name] for part in ("train", "val")] for name in names}
+    labelled = balance["train"]["images"] + balance["val"]["images"]
     rows = [
-        [
-            name,
-            balance[name]["images"],
-            balance[name]["male"],
-            balance[name]["female"],
-            f"{balance[name]['male_share']:.1%}",
-        ]
-        for name in ("train", "val")
-    ] + [["test", manifest["counts"]["test"], "-", "-", "-"]]
-    typer.echo(f"dataset {root} ({split} split, seed {seed}, val fraction {val_fraction})")
-    typer.echo(format_table(["split", "images", "male", "female", "male share"], rows))
+        [name, train, val, train + val, f"{(train + val) / labelled:.1%}"]
+        for name, (train, val) in counts.items()
+    ]
+    rows.append(["all", balance["train"]["images"], balance["val"]["images"], labelled, "100.0%"])
+    layout = manifest.get("layout", "kaggle")
+    typer.echo(
+        f"dataset {root} ({layout} layout, {len(names)} classes; {split} split, seed {seed}, "
+        f"val fraction {val_fraction})"
+    )
+    typer.echo(format_table(["class", "train", "val", "all", "share"], rows))
+    totals = [train + val for train, val in counts.values()]
+    if max(totals) >= 3 * min(totals):
+        typer.echo(
+            f"imbalanced: the largest class has {max(totals) / min(totals):.1f}x the images of the smallest; "
+            "the split keeps each class's share, training does not reweight: read the per-class recall"
+        )
+    test = manifest["counts"]["test"]
+    typer.echo(
+        f"test (unlabelled): {test} images"
+        if "test.txt" in manifest["files"]
+        else "test: no unlabelled folder"
+    )
     if excluded is not None:
         typer.echo(
             f"left out {len(excluded.image_ids)} image(s) listed in {excluded.source} (sha256 {excluded.sha256[:12]})"
         )
-    typer.echo(
-        f"wrote {lists}/train.txt, val.txt, test.txt, manifest.json (digest {manifest['digest'][:12]})"
-    )
+    written = [name for name in ("train.txt", "val.txt", "test.txt") if name in manifest["files"]]
+    typer.echo(f"wrote {lists}/{', '.join(written)}, manifest.json (digest {manifest['digest'][:12]})")
 
 
 def show_audit(result: AuditResult, *, top: int) -> None:

@@ -1,16 +1,19 @@
-"""The Kaggle dataset layout, read and checked: train.csv, trainimages/, testimages/."""
+"""A labelled dataset as `prepare` sees it (samples, classes, unlabelled images), the Kaggle
+Bitmoji layout read and checked (train.csv, trainimages/, testimages/), and what every layout
+shares: listing and checking image files, and `--exclude`. The other layouts are in layouts.py."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bitmoji_ml.console import track
+from bitmoji_ml.data.classes import BITMOJI, Classes
 from bitmoji_ml.data.images import IMAGE_EXTENSIONS, ImageError, check_image
-from bitmoji_ml.data.labels import KAGGLE_LABELS, kaggle_to_index
 from bitmoji_ml.errors import BitmojiError
 
 TRAIN_CSV = "train.csv"
@@ -19,11 +22,15 @@ TEST_IMAGES = "testimages"
 SAMPLE_SUBMISSION = "sample_submission.csv"
 REQUIRED_COLUMNS = ("image_id", "is_male")
 MAX_LISTED = 10  # offending rows named in one error message
+# Kaggle's is_male value -> class index of BITMOJI (female 0, male 1).
+KAGGLE_VALUES = {1: BITMOJI.names.index("male"), -1: BITMOJI.names.index("female")}
 
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One labelled image: its id (file name), absolute path and class index (1 male)."""
+    """One labelled image: its id (Kaggle: the file name; other layouts: the path relative to
+    the data folder, unique even when two class folders hold equal file names), absolute path
+    and class index (into the dataset's classes)."""
 
     image_id: str
     path: Path
@@ -32,14 +39,23 @@ class Sample:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A checked dataset: labelled training samples and unlabelled test images."""
+    """A checked dataset: labelled samples, the unlabelled images of `unlabelled` (the test
+    list; no folder given, no test list), its classes, its layout and its labels file."""
 
     root: Path
     train: list[Sample]
     test: list[Path]
+    classes: Classes = BITMOJI
+    layout: str = "kaggle"
+    labels_file: Path | None = None  # hashed into the manifest (csv_sha256)
+    unlabelled: Path | None = None
+
+    def test_id(self, path: Path) -> str:
+        """An unlabelled image's id: its path relative to the unlabelled folder."""
+        return path.relative_to(self.unlabelled).as_posix() if self.unlabelled else path.name
 
 
-def _problems(kind: str, items: list[str]) -> str:
+def list_problems(kind: str, items: list[str]) -> str:
     shown = "; ".join(items[:MAX_LISTED])
     more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
     return f"{kind}: {shown}{more}"
@@ -65,7 +81,7 @@ def read_labels(csv_path: Path, image_dir: Path) -> list[Sample]:
         raw = (row["is_male"] or "").strip()
         try:
             value = int(float(raw))
-            if float(raw) != value or value not in KAGGLE_LABELS:
+            if float(raw) != value or value not in KAGGLE_VALUES:
                 raise ValueError
         except (ValueError, OverflowError):
             bad_labels.append(f"line {line} ({image_id}): is_male={raw!r}")
@@ -73,12 +89,12 @@ def read_labels(csv_path: Path, image_dir: Path) -> list[Sample]:
         if image_id in seen:
             duplicates.append(f"line {line}: {image_id}")
         seen.add(image_id)
-        samples.append(Sample(image_id, image_dir / image_id, kaggle_to_index(value)))
+        samples.append(Sample(image_id, image_dir / image_id, KAGGLE_VALUES[value]))
     errors = []
     if bad_labels:
-        errors.append(_problems("is_male must be 1 or -1", bad_labels))
+        errors.append(list_problems("is_male must be 1 or -1", bad_labels))
     if duplicates:
-        errors.append(_problems("duplicate image_id", duplicates))
+        errors.append(list_problems("duplicate image_id", duplicates))
     if errors:
         raise BitmojiError(f"{csv_path}: " + "\n".join(errors))
     return samples
@@ -116,24 +132,62 @@ def read_exclusions(path: Path) -> Exclusion:
     return Exclusion(path, hashlib.sha256(data).hexdigest(), ids)
 
 
-def check_exclusions(dataset: Dataset, exclusion: Exclusion) -> None:
-    """Every excluded id must be a labelled image of the dataset: a typo must not pass silently."""
+def check_exclusions(dataset: Dataset, exclusion: Exclusion) -> set[str]:
+    """The image ids of the dataset's samples that `exclusion` names; every excluded id must be a
+    labelled image of the dataset (a typo must not pass silently). An id is a sample's image_id
+    or, for the own layouts (whose ids are relative paths), a file name that only one labelled
+    image has: the audit's label_issues.csv may name images by file name."""
     known = {sample.image_id for sample in dataset.train}
-    unknown = [image_id for image_id in exclusion.image_ids if image_id not in known]
+    by_name: dict[str, list[str]] = {}
+    for sample in dataset.train:
+        by_name.setdefault(sample.path.name, []).append(sample.image_id)
+    found, unknown, ambiguous = set(), [], []
+    for image_id in exclusion.image_ids:
+        if image_id in known:
+            found.add(image_id)
+        elif len(by_name.get(image_id, [])) == 1:
+            found.add(by_name[image_id][0])
+        elif image_id in by_name:
+            ambiguous.append(f"{image_id} ({', '.join(by_name[image_id][:3])})")
+        else:
+            unknown.append(image_id)
+    where = dataset.labels_file or dataset.root
     if unknown:
         raise BitmojiError(
-            _problems(
-                f"{len(unknown)} image id(s) in {exclusion.source} are not labelled images of "
-                f"{dataset.root / TRAIN_CSV}",
+            list_problems(
+                f"{len(unknown)} image id(s) in {exclusion.source} are not labelled images of {where}",
                 unknown,
             )
         )
+    if ambiguous:
+        raise BitmojiError(
+            list_problems(
+                f"{len(ambiguous)} file name(s) in {exclusion.source} name more than one labelled image: "
+                "give the path relative to the data folder",
+                ambiguous,
+            )
+        )
+    return found
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in `folder` (and, `recursive`, its sub-folders), sorted by relative path.
+    Hidden files and folders are skipped: `._x.jpg` (macOS metadata) and `.ipynb_checkpoints/`
+    are not images of the dataset."""
+    if not recursive:
+        candidates = [path for path in folder.iterdir() if path.is_file()]
+    else:
+        candidates = []
+        for top, folders, names in os.walk(folder):
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            candidates += [Path(top) / name for name in names]
     return sorted(
-        path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        (
+            path
+            for path in candidates
+            if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+        ),
+        key=lambda path: path.relative_to(folder).as_posix(),
     )
 
 
@@ -151,7 +205,7 @@ def check_images(paths: list[Path], workers: int = 4) -> None:
         checked = track(pool.map(problem, paths), "checking images", total=len(paths))
         problems = [message for message in checked if message]
     if problems:
-        raise BitmojiError(_problems(f"{len(problems)} unusable image(s)", problems))
+        raise BitmojiError(list_problems(f"{len(problems)} unusable image(s)", problems))
 
 
 def load_dataset(root: Path) -> Dataset:
@@ -163,9 +217,11 @@ def load_dataset(root: Path) -> Dataset:
     train = read_labels(root / TRAIN_CSV, root / TRAIN_IMAGES)
     missing = [sample.image_id for sample in train if not sample.path.is_file()]
     if missing:
-        raise BitmojiError(_problems(f"{len(missing)} image(s) in train.csv not in {TRAIN_IMAGES}/", missing))
+        raise BitmojiError(
+            list_problems(f"{len(missing)} image(s) in train.csv not in {TRAIN_IMAGES}/", missing)
+        )
     test = list_images(root / TEST_IMAGES)
     if not test:
         raise BitmojiError(f"{root / TEST_IMAGES}/ holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     check_images([sample.path for sample in train] + test)
-    return Dataset(root=root, train=train, test=test)
+    return Dataset(root, train, test, BITMOJI, "kaggle", root / TRAIN_CSV, root / TEST_IMAGES)

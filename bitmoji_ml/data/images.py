@@ -21,10 +21,13 @@ try:  # libjpeg-turbo with DCT scaling to n/8, releases the GIL; a declared depe
 except ImportError:  # pragma: no cover - an install without it can still use Pillow models
     simplejpeg = None
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # 40 MP is far beyond any face photo; larger files are refused as decompression bombs before
 # their pixels are decoded (PIL only reads the header on open).
 MAX_PIXELS = 40_000_000
+# The centre crop keeps a square of the shorter side, so a longer side beyond MAX_ASPECT times the
+# shorter is cut off before resizing: a 1 x 40M px strip must not be resized to 64 x 2.6G px.
+MAX_ASPECT = 8
 FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,6 +143,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             alpha = Image.fromarray(np.where(pixels == transparent, 0, 255).astype(np.uint8))
             return _to_rgb(Image.merge("LA", (grey, alpha)))
         return grey.convert("RGB")
+    if image.mode == "F":
+        # 32-bit float (TIFF): values in 0..1 are the usual float convention, scaled to 0..255;
+        # anything else is taken as 0..255 and clipped (PIL's convert() would clip 0..1 to black).
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if pixels.min() >= 0 and pixels.max() <= 1:
+            pixels = pixels * 255
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -245,6 +255,11 @@ def _jpeg_orientation(data: bytes) -> int:
 def _resize_and_crop(image: Image.Image, spec: Preprocess) -> np.ndarray:
     """Shorter side to `spec.resize` with the spec's filter, then the centre `spec.size` square."""
     width, height = image.size
+    keep = MAX_ASPECT * min(width, height)
+    if max(width, height) > keep:  # only the centre of a long strip can reach the crop
+        left, top = (width - min(width, keep)) // 2, (height - min(height, keep)) // 2
+        image = image.crop((left, top, left + min(width, keep), top + min(height, keep)))
+        width, height = image.size
     scale = spec.resize / min(width, height)
     new_size = (max(spec.resize, round(width * scale)), max(spec.resize, round(height * scale)))
     if new_size != image.size:

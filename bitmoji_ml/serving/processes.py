@@ -65,6 +65,9 @@ def wait_until_answering(process: subprocess.Popen, *, url: str, what: str, time
     raise BitmojiError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
+UI_APP = "bitmoji-ui"  # the mlflow.app entry point in pyproject.toml
+
+
 def mlflow_ui_command(*, uri: str, artifact_root: str | None, port: int) -> list[str]:
     """The `mlflow ui` command line for a local store, on loopback only."""
     if uri.startswith(REMOTE_SCHEMES):
@@ -72,8 +75,9 @@ def mlflow_ui_command(*, uri: str, artifact_root: str | None, port: int) -> list
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     if artifact_root:  # experiments made in the UI then keep artifacts where `train` puts them
         command += ["--default-artifact-root", artifact_root]
-    # One worker: a single local user, and it starts much faster than the default four.
-    return command + ["--host", HOST, "--port", str(port), "--workers", "1"]
+    # One worker: a single local user, and it starts much faster than the default four. The
+    # app plugin keeps the UI in model-training mode (serving/ui_app.py).
+    return command + ["--host", HOST, "--port", str(port), "--workers", "1", "--app-name", UI_APP]
 
 
 def runs_page_url(*, port: int, experiment_id: str) -> str:
