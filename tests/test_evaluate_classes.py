@@ -169,14 +169,12 @@ def test_a_set_of_other_classes_is_refused_by_name_and_order() -> None:
 # --- `evaluate` on a three-class ONNX model ------------------------------------------------------
 
 # (label, painted colour) per image: the model calls each image the class of its colour.
-ROWS = [(0, 0), (0, 0), (0, 2), (1, 1), (1, 1), (1, 0), (0, 0), (1, 1)]
+ROWS = [(0, 0), (0, 0), (0, 2), (1, 1), (1, 1), (1, 0), (0, 0), (1, 1), (2, 2), (2, 1)]
 
 
 @pytest.fixture
 def three_class(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
-    """(model.onnx, val.txt with a manifest naming ant, bee, cat) in tmp_path. The lists hold
-    labels 0 and 1 only: `read_list` of main reads no other index yet (the owndata branch
-    lifts that); the model still predicts cat for the image painted cat's colour."""
+    """(model.onnx, val.txt with a manifest naming ant, bee, cat) in tmp_path."""
     use_contract_onnx_model(monkeypatch)
     return class_model(tmp_path / "model.onnx", ABC), labelled_list(tmp_path / "lists", ROWS, classes=ABC)
 
@@ -191,12 +189,12 @@ def test_evaluate_three_classes_writes_class_named_files(three_class, tmp_path: 
     assert sorted(path.name for path in out.iterdir()) == sorted(
         [*evaluation.plot_files(ABC), "metrics.json", "predictions.csv"]
     )
-    assert result.confusion_matrix.tolist() == [[3, 0, 1], [1, 3, 0], [0, 0, 0]]
-    assert result.metrics["accuracy"] == pytest.approx(6 / 8) and "roc_auc" not in result.metrics
+    assert result.confusion_matrix.tolist() == [[3, 0, 1], [1, 3, 0], [0, 1, 1]]
+    assert result.metrics["accuracy"] == pytest.approx(7 / 10) and "roc_auc" not in result.metrics
     with open(out / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["image", "label", "prob_ant", "prob_bee", "prob_cat"]
-    assert [row["label"] for row in rows] == ["ant", "ant", "ant", "bee", "bee", "bee", "ant", "bee"]
+    assert [row["label"] for row in rows] == ["ant"] * 3 + ["bee"] * 3 + ["ant", "bee", "cat", "cat"]
     assert float(rows[2]["prob_cat"]) > 0.5 and sum(
         float(rows[2][f"prob_{n}"]) for n in ABC.names
     ) == pytest.approx(1, abs=1e-5)
