@@ -22,7 +22,7 @@ import numpy as np
 from bitmoji_ml import paths
 from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.labelled_set import LabelledSet, read_labelled
+from bitmoji_ml.labelled_set import LabelledSet, for_model, read_labelled
 from bitmoji_ml.metrics import classification_metrics, confusion_matrix, roc_curve
 from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
 from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
@@ -136,26 +136,6 @@ def write_files(
     return [*written, folder / "metrics.json", folder / "predictions.csv"]
 
 
-def check_classes(model: Classes, data: LabelledSet, model_label: str) -> None:
-    """Refuse to score a set labelled with other classes (names or order) than the model's: its
-    label i would be compared with the model's output i. A list of one's own (no manifest)
-    names no classes: its indices must fit the model's."""
-    if data.classes is None:
-        outside = sorted({int(label) for label in data.labels if not 0 <= label < len(model)})
-        if outside:
-            raise BitmojiError(
-                f"{data.source} has label(s) {', '.join(map(str, outside[:5]))} but the model {model_label} "
-                f"has {len(model)} classes (0..{len(model) - 1}: {', '.join(model.names)})"
-            )
-        return
-    if data.classes.names != model.names:
-        raise BitmojiError(
-            f"the model {model_label} tells apart {', '.join(model.names)} but {data.source} is labelled "
-            f"{', '.join(data.classes.names)}: score it on a set prepared with the same classes in the "
-            "same order"
-        )
-
-
 # --- the job -------------------------------------------------------------------------------
 
 
@@ -195,6 +175,8 @@ def evaluate_job(
     run_id: str | None = None,
     labels_file: Path | None = None,
     images_dir: Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     lists_dir: Path = paths.LISTS_DIR,
     experiment: str = paths.EXPERIMENT,
     output_dir: Path | None = None,
@@ -203,7 +185,8 @@ def evaluate_job(
     store: Store | None = None,
 ) -> EvaluationResult:
     """Score a model (a file, a run's export or @champion) on a labelled set (`labels_file`,
-    default the lists' validation list), keep the plots in `output_dir` and/or log them."""
+    default the lists' validation list; a CSV of one's own names its columns), keep the plots in
+    `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
     from bitmoji_ml.serving.onnx_model import OnnxModel
@@ -211,14 +194,19 @@ def evaluate_job(
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")
-    data = read_labelled(labels_file or Path(lists_dir) / LIST_FILES["val"], images_dir)
+    data = read_labelled(
+        labels_file or Path(lists_dir) / LIST_FILES["val"],
+        images_dir,
+        image_column=image_column,
+        label_column=label_column,
+    )
     if store is None and (model is None or log_run):  # a file, not logged: no MLflow
         store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
         classes = onnx_model.classes
-        check_classes(classes, data, resolved.uri)
+        data = for_model(data, classes, resolved.uri)
         if log_run and resolved.model_id is None:  # a file: the logged model it is, if any
             resolved = _link_file(store, resolved, onnx_model.metadata)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)

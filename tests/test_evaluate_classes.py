@@ -19,7 +19,7 @@ from bitmoji_ml import evaluation
 from bitmoji_ml import metrics as scoring
 from bitmoji_ml.data.classes import BITMOJI, Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.labelled_set import LabelledSet, read_labelled
+from bitmoji_ml.labelled_set import LabelledSet, for_model, read_labelled
 from bitmoji_ml.tracking.names import evaluation_experiment
 
 ABC = Classes(("ant", "bee", "cat"))
@@ -157,13 +157,13 @@ def test_a_set_of_other_classes_is_refused_by_name_and_order() -> None:
     with pytest.raises(
         BitmojiError, match="tells apart ant, bee, cat but lists/val.txt is labelled bee, ant, cat"
     ):
-        evaluation.check_classes(ABC, other_order, "m.onnx")
+        for_model(other_order, ABC, "m.onnx")
     with pytest.raises(BitmojiError, match="tells apart female, male but .* is labelled ant, bee, cat"):
-        evaluation.check_classes(BITMOJI, LabelledSet([], np.array([0]), Path("v.txt"), "v", ABC), "m.onnx")
+        for_model(LabelledSet([], np.array([0]), Path("v.txt"), "v", ABC), BITMOJI, "m.onnx")
     own = LabelledSet([], np.array([0, 2, 1]), Path("mine.txt"), "mine", None)  # no manifest: indices only
     with pytest.raises(BitmojiError, match=r"mine.txt has label\(s\) 2 but the model m.onnx has 2 classes"):
-        evaluation.check_classes(BITMOJI, own, "m.onnx")
-    evaluation.check_classes(ABC, own, "m.onnx")
+        for_model(own, BITMOJI, "m.onnx")
+    assert for_model(own, ABC, "m.onnx").classes == ABC
 
 
 # --- `evaluate` on a three-class ONNX model ------------------------------------------------------
@@ -240,3 +240,64 @@ def test_a_list_beside_an_old_manifest_is_bitmoji_and_a_bare_list_names_no_class
     assert read_labelled(listed).classes == BITMOJI
     (listed.parent / "manifest.json").unlink()
     assert read_labelled(listed).classes is None
+
+
+# --- a CSV of image file and class name of one's own ------------------------------------------------
+
+
+def named_csv(folder: Path, rows: list[tuple[str, int]], columns: tuple[str, str] = ("file", "kind")) -> Path:
+    """`folder/held_out.csv` of (class name, painted colour) rows, the images in `folder/pics/`."""
+    from class_models import CLASS_COLOURS, paint
+
+    lines = [",".join(columns)]
+    for number, (name, painted) in enumerate(rows):
+        paint(folder / "pics", f"{number:03d}.png", CLASS_COLOURS[painted])
+        lines.append(f"{number:03d}.png,{name}")
+    path = folder / "held_out.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_csv_of_class_names_is_matched_to_the_model_by_name(tmp_path: Path) -> None:
+    held_out = named_csv(tmp_path, [("cat", 2), ("bee", 1), ("cat", 1)])
+    data = read_labelled(held_out, tmp_path / "pics", image_column="file", label_column="kind")
+    assert data.named and data.classes.names == ("bee", "cat") and data.labels.tolist() == [1, 0, 1]
+    matched = for_model(data, ABC, "m.onnx")
+    assert matched.classes == ABC and matched.labels.tolist() == [2, 1, 2] and not matched.named
+    with pytest.raises(
+        BitmojiError, match=r"labels images 'cat', which the model m.onnx does not tell apart"
+    ):
+        for_model(data, Classes(("ant", "bee")), "m.onnx")
+
+
+def test_evaluate_cli_scores_a_csv_of_class_names(three_class, tmp_path: Path) -> None:
+    model, _ = three_class
+    held_out = named_csv(tmp_path / "held", [("cat", 2), ("bee", 1), ("cat", 1), ("ant", 0)])
+    arguments = [
+        "evaluate",
+        "--model",
+        str(model),
+        "--labels",
+        str(held_out),
+        "--images",
+        str(held_out.parent / "pics"),
+    ]
+    arguments += [
+        "--image-column",
+        "file",
+        "--label-column",
+        "kind",
+        "--no-log",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    result = CliRunner().invoke(cli.app, [*arguments, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "out" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["label"] for row in rows] == ["cat", "bee", "cat", "ant"]
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["accuracy"] == pytest.approx(3 / 4)
+    assert summary["confusion_matrix"]["counts"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    result = CliRunner().invoke(cli.app, [*arguments[:-2], "--label-column", "nope", "--threads", "1"])
+    assert result.exit_code == 1 and "has no column(s) 'nope'" in result.output
