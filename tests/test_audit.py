@@ -109,7 +109,6 @@ def test_a_bitmoji_oof_file_with_prob_male_only_reads_as_two_classes(tmp_path: P
     oof = read_oof_csv(path)
     assert oof.classes == BITMOJI
     assert oof.probabilities.tolist() == [[0.25, 0.75], [0.9, 0.1]]
-    assert oof.prob_male.tolist() == [0.75, 0.1]
 
 
 def test_bitmoji_audit_files_are_round_one_byte_for_byte(tmp_path: Path) -> None:
