@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from class_models import class_model, labelled_list, use_contract_onnx_model
+from colour_models import class_model, labelled_list, use_contract_onnx_model
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -247,7 +247,7 @@ def test_a_list_beside_an_old_manifest_is_bitmoji_and_a_bare_list_names_no_class
 
 def named_csv(folder: Path, rows: list[tuple[str, int]], columns: tuple[str, str] = ("file", "kind")) -> Path:
     """`folder/held_out.csv` of (class name, painted colour) rows, the images in `folder/pics/`."""
-    from class_models import CLASS_COLOURS, paint
+    from colour_models import CLASS_COLOURS, paint
 
     lines = [",".join(columns)]
     for number, (name, painted) in enumerate(rows):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from class_models import use_contract_onnx_model
+from colour_models import use_contract_onnx_model
 from mlflow import MlflowClient
 from trained_store import EXPERIMENT, TrainedStore, exported_store
 from typer.testing import CliRunner

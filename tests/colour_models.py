@@ -133,5 +133,6 @@ def use_contract_onnx_model(monkeypatch) -> None:
     """Until the ship branch's OnnxModel (with `classes`) is merged, serve the contract's one."""
     from bitmoji_ml.serving import onnx_model
 
-    if not hasattr(onnx_model.OnnxModel, "classes"):
+    landed = onnx_model.OnnxModel
+    if not (hasattr(landed, "classes") or "classes" in getattr(landed, "__dataclass_fields__", {})):
         monkeypatch.setattr(onnx_model, "OnnxModel", ContractOnnxModel)
