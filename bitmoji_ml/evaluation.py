@@ -304,11 +304,11 @@ def _log(
         "eval_set": data.name,
         "eval_list": str(data.source.resolve()),
         "images": str(len(data.paths)),
+        # as training runs record them (the learn branch's names.classes_param): "ant,bee,cat"
+        "classes": ",".join(classes.names),
     }
     if len(classes) == 2:  # the most probable of two classes: P(class 1) at or above 0.5
         params["threshold"] = "0.5"
-    if not classes.kaggle:
-        params["classes"] = json.dumps(list(classes.names))
     return log_evaluation(
         store,
         params=params,

@@ -155,6 +155,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert tags["evaluated_model"] == str(store.onnx.resolve())
     assert tags["model"] == DEFAULT_MODEL
     assert run.data.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert run.data.params["threshold"] == "0.5" and run.data.params["classes"] == "female,male"
     assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert set(evaluation.PLOT_FILES) | {"metrics.json", "predictions.csv"} == logged
