@@ -134,7 +134,7 @@ def true_class_histograms(
     columns = min(columns, count)
     rows = -(-count // columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(2.8 * columns, 2.3 * rows + 0.6), sharex=True, squeeze=False
+        rows, columns, figsize=(2.8 * columns, 2.3 * rows + 0.6), sharex=True, sharey=True, squeeze=False
     )
     right = predicted_indices(probabilities) == labels
     true_prob = probabilities[np.arange(len(labels)), labels]
@@ -147,6 +147,8 @@ def true_class_histograms(
         axis.set_title(
             f"true {class_names[index]} ({int(mine.sum())}, {int((mine & ~right).sum())} wrong)", fontsize=9
         )
+    tallest = max((bar.get_y() + bar.get_height() for axis in axes.flat for bar in axis.patches), default=1)
+    axes[0, 0].set_ylim(0.7, 1.5 * tallest)  # shared: one scale for every class
     for axis in axes[-1]:
         axis.set_xlabel("P(true class)")
     for axis in axes[:, 0]:
@@ -164,13 +166,11 @@ def _true_class_panel(axis: plt.Axes, right: np.ndarray, wrong: np.ndarray, coun
     axis.set_xlim(0, 1)
     if not len(right) + len(wrong):
         axis.text(0.5, 0.5, "no images", ha="center", va="center", transform=axis.transAxes)
-        axis.set_yticks([])
         return
     bins = np.linspace(0, 1, 21)
     axis.hist([right, wrong], bins=bins, stacked=True, color=[RIGHT_COLOUR, WRONG_COLOUR])
     # a log axis keeps the few wrong ones visible beside a tall bar of right ones at 1
     axis.set_yscale("log")
-    axis.set_ylim(bottom=0.7)  # a bar of one image stands clear of the floor
     axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     axis.yaxis.set_minor_formatter(NullFormatter())
@@ -182,7 +182,7 @@ def face_grid(
     """A grid of faces with a caption under each (e.g. the misclassified ones)."""
     count = max(1, len(images))
     rows = (count + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.6 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, captions, strict=False):
