@@ -255,7 +255,7 @@ def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24, classes: Cl
     shown = issues[:limit] or []
     columns = min(6, max(1, len(shown)))
     rows = max(1, -(-len(shown) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.9 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, issue in zip(axes.flat, shown, strict=False):
