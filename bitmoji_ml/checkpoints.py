@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path
@@ -81,13 +82,25 @@ def checkpoint_width(payload: dict[str, Any]) -> float:
     return float(config.get("width", 1.0)) if isinstance(config, dict) else 1.0
 
 
+def checkpoint_classes(payload: dict[str, Any]) -> Classes:
+    """The classes the checkpoint's model tells apart, output i being P(names[i]); a checkpoint
+    written before classes were recorded is Bitmoji's."""
+    try:
+        return Classes.from_dict(payload.get("classes"))
+    except (KeyError, TypeError) as error:
+        raise BitmojiError(f"checkpoint has a malformed classes entry: {error}") from error
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Classifier, Preprocess]:
     """Rebuild the network a checkpoint describes, in eval mode, with its preprocessing."""
     try:
         preprocess = Preprocess.from_dict(payload["preprocess"])
     except (KeyError, TypeError, ValueError) as error:
         raise BitmojiError(f"checkpoint has a malformed preprocess entry: {error}") from error
-    model = create_model(payload["model"], preprocess, width=checkpoint_width(payload))
+    classes = checkpoint_classes(payload)
+    model = create_model(
+        payload["model"], preprocess, width=checkpoint_width(payload), num_classes=len(classes)
+    )
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.listing import RunRecord
-from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
+from bitmoji_ml.tracking.names import CLASSES_PARAM, TRAINING_IMAGES_TAG
 
 COMPARED_TAGS = ("model", "device", "parameters", "data_digest", "git_commit", "torch_version")
 EVALUATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
@@ -161,6 +161,8 @@ COLUMNS: dict[str, tuple[str, Cell]] = {  # name: (header, value)
     "name": ("name", _name),
     "kind": ("kind", lambda run, depth: run.kind),
     "model": ("model", lambda run, depth: _model(run)),
+    # The class names in output order; "-" for a run from before they were recorded (Bitmoji's).
+    "classes": ("classes", lambda run, depth: run.params.get(CLASSES_PARAM, "-")),
     "epochs": ("epochs", lambda run, depth: _epochs(run)),
     "accuracy": ("accuracy", lambda run, depth: _number(accuracy(run)[0])),
     "on": ("acc on", lambda run, depth: accuracy(run)[2]),

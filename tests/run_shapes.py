@@ -63,8 +63,8 @@ def _training(store, experiment_id, name, config, *, parent="", tags=None, world
 
 
 def _cv(store: Store, experiment_id: str, config: Recipe) -> tuple[str, list[str]]:
-    from bitmoji_ml.selection.audit import OutOfFold
     from bitmoji_ml.selection.cv import CrossValidation, FoldResult
+    from bitmoji_ml.selection.oof import OutOfFold
 
     with ParentRun(store, experiment_id=experiment_id, run_name="cv2-hybrid", kind=CV_RUN) as parent:
         parent.log_params({**config.to_params(), "cv_folds": 2, "cv_images": 4})
@@ -84,7 +84,9 @@ def _cv(store: Store, experiment_id: str, config: Recipe) -> tuple[str, list[str
         ]
         results = [FoldResult(k, run_id, 2, 2, 0.5 * k, 0.4, 2 - k, 1.0) for k, run_id in enumerate(folds, 1)]
         labels = np.array([0, 1, 0, 1])
-        oof = OutOfFold(["a", "b", "c", "d"], labels, np.array([0.1, 0.9, 0.2, 0.4]), np.array([1, 1, 2, 2]))
+        prob_male = np.array([0.1, 0.9, 0.2, 0.4])
+        probabilities = np.stack([1 - prob_male, prob_male], axis=1)
+        oof = OutOfFold(["a", "b", "c", "d"], labels, probabilities, np.array([1, 1, 2, 2]))
         parent.log_metrics(CrossValidation(results, oof).metrics())
     return parent.run_id, folds
 

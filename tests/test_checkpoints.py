@@ -348,3 +348,26 @@ def test_missing_and_extra_weights_are_refused(saved: tuple[Path, Classifier]) -
     payload["state_dict"]["net.extra.weight"] = torch.zeros(3)
     with pytest.raises(BitmojiError, match="do not fit"):
         model_from_checkpoint(payload)
+
+
+def test_a_checkpoint_names_its_classes_and_one_without_them_is_bitmojis(tmp_path: Path) -> None:
+    from bitmoji_ml.checkpoints import checkpoint_classes
+    from bitmoji_ml.data.classes import BITMOJI, Classes
+
+    three = Classes(("cat", "dog", "fox"))
+    save_checkpoint(
+        tmp_path / "three.pt", create_model("compact", num_classes=3), **fields(classes=three.to_dict())
+    )
+    payload = read_checkpoint(tmp_path / "three.pt")
+    assert checkpoint_classes(payload) == three
+    model, preprocess = model_from_checkpoint(payload)
+    with torch.no_grad():
+        assert model(torch.zeros((1, preprocess.size, preprocess.size, 3), dtype=torch.uint8)).shape == (1, 3)
+    save_checkpoint(tmp_path / "old.pt", create_model("compact"), **fields())  # before classes were recorded
+    assert checkpoint_classes(read_checkpoint(tmp_path / "old.pt")) == BITMOJI
+    payload["classes"] = {"names": ["cat", "dog"]}  # two names for three outputs
+    with pytest.raises(BitmojiError, match="do not fit"):
+        model_from_checkpoint(payload)
+    payload["classes"] = {"labels": ["cat"]}
+    with pytest.raises(BitmojiError, match="malformed classes"):
+        model_from_checkpoint(payload)

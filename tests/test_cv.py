@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 import cli
 from bitmoji_ml.data import cache
+from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.data.lists import read_list
-from bitmoji_ml.selection.audit import read_oof_csv
+from bitmoji_ml.selection.oof import read_oof_csv
 
 FLIPPED = ("0005.jpg", "0012.jpg")
 FOLDS = 4
@@ -152,7 +153,9 @@ def test_the_oof_file_holds_every_labelled_image_once_with_its_fold(cv_store: CV
     assert plots == {"plots/oof_confusion_matrix.png"}
     downloaded = Path(client.download_artifacts(parent.info.run_id, "oof_predictions.csv", str(tmp_path)))
     with open(downloaded, newline="") as handle:  # file names, not absolute paths
-        names = [row["image"] for row in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        names = [row["image"] for row in reader]
+    assert reader.fieldnames == ["image", "label", "prob_male", "fold"]  # Bitmoji's columns, as before
     assert sorted(names) == sorted(Path(image).name for image in labelled_images(cv_store.lists))
     folder = Path(parent.data.tags["image_folder"])
     oof = read_oof_csv(downloaded, folder=folder)
@@ -160,7 +163,8 @@ def test_the_oof_file_holds_every_labelled_image_once_with_its_fold(cv_store: CV
     assert sorted(set(oof.folds.tolist())) == [1, 2, 3, 4]
     for fold in range(1, FOLDS + 1):  # stratified: 5 of each class per fold of 10
         assert np.bincount(oof.labels[oof.folds == fold], minlength=2).tolist() == [5, 5]
-    accuracy = float(((oof.prob_male >= 0.5) == oof.labels).mean())
+    assert oof.classes == BITMOJI and np.allclose(oof.probabilities.sum(axis=1), 1)
+    accuracy = float(((oof.probabilities[:, 1] >= 0.5) == oof.labels).mean())
     assert parent.data.metrics["oof_acc"] == pytest.approx(accuracy)
     assert accuracy >= 0.9  # the generated faces are learnt; the flipped labels are the errors
 

@@ -80,6 +80,27 @@ def test_forward_gives_two_float_logits_per_image(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_model_gets_one_output_per_class(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    last = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+    assert last.out_features == 5
+    if name != "seed-cnn":  # its 46 M weights: the layer is enough
+        with torch.no_grad():
+            assert model(uint8_batch(model_spec(name).preprocess.size)).shape == (BATCH, 5)
+
+
+def test_two_classes_build_the_same_network_as_before_classes_existed() -> None:
+    torch.manual_seed(0)
+    two = create_model(DEFAULT_MODEL, num_classes=2).state_dict()
+    torch.manual_seed(0)
+    default = create_model(DEFAULT_MODEL).state_dict()
+    assert two.keys() == default.keys() and all(torch.equal(two[key], default[key]) for key in two)
+    with pytest.raises(BitmojiError, match="two or more classes"):
+        create_model(DEFAULT_MODEL, num_classes=1)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_create_model_is_a_classifier_with_the_registered_preprocess(name: str) -> None:
     model = built(name)
     spec = model_spec(name)

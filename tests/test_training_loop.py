@@ -68,7 +68,7 @@ def config(**changes) -> Recipe:
 
 def fresh_state(settings: Recipe, data: TrainData) -> TrainState:
     steps = -(-len(data.train_labels) // settings.batch_size)
-    return new_train_state(settings, preprocess_for(settings), torch.device("cpu"), steps)
+    return new_train_state(settings, preprocess_for(settings), torch.device("cpu"), steps, len(data.classes))
 
 
 def run_fit(

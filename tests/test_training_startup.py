@@ -53,14 +53,15 @@ def test_a_light_training_module_does_not_import_the_training_job() -> None:
     assert "bitmoji_ml.training.loop" not in loaded
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_confusion_counts_are_scikit_learns_confusion_matrix(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "classes"), [(seed, 2) for seed in range(5)] + [(5, 3), (6, 5)])
+def test_confusion_counts_are_scikit_learns_confusion_matrix(seed: int, classes: int) -> None:
     rng = np.random.default_rng(seed)
-    labels, predicted = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
-    if seed == 0:
+    labels, predicted = rng.integers(0, classes, 50), rng.integers(0, classes, 50)
+    if seed in (0, 5):
         predicted[:] = 1  # a class never predicted still has its column
-    expected = confusion_matrix(labels, predicted, labels=[0, 1])
-    counts = confusion_counts(labels, predicted)
+    expected = confusion_matrix(labels, predicted, labels=list(range(classes)))
+    counts = confusion_counts(labels, predicted, classes)
+    assert counts.shape == (classes, classes)
     assert counts.dtype == np.int64
     assert counts.tolist() == expected.tolist()
 

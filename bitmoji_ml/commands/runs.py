@@ -43,7 +43,7 @@ def runs(
     columns: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated columns: run, name, kind, model, epochs, accuracy, on, loss, seconds, "
+            help="Comma-separated columns: run, name, kind, model, classes, epochs, accuracy, on, loss, seconds, "
             "status, started, parent, or params.X / metrics.X / tags.X; +X,Y adds X and Y to the default"
         ),
     ] = None,

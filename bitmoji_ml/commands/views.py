@@ -10,6 +10,7 @@ import typer
 from bitmoji_ml.report import format_table
 
 if TYPE_CHECKING:
+    from bitmoji_ml.data.classes import Classes
     from bitmoji_ml.data.dataset import Exclusion
     from bitmoji_ml.evaluation import EvaluationResult
     from bitmoji_ml.export.ensemble import EnsembleExportResult
@@ -22,8 +23,15 @@ if TYPE_CHECKING:
     from bitmoji_ml.training.job import TrainJobResult
 
 
+def classes_line(classes: Classes) -> str | None:
+    """What a model of other classes than Bitmoji's tells apart (Bitmoji's output is unchanged)."""
+    return None if classes.kaggle else f"{len(classes)} classes: {', '.join(classes.names)}"
+
+
 def show_training(result: TrainJobResult) -> None:
     """`bitmoji train`: the run, its best (or last) epoch and where its checkpoint is."""
+    if line := classes_line(result.classes):
+        typer.echo(line)
     if result.best_val_acc is None:
         typer.echo(
             f"run {result.run_id}  trained on all {result.train_images} labelled images, no validation; "
@@ -53,6 +61,8 @@ def show_cv(result: CVResult) -> None:
         format_table(["fold", "train", "held out", "accuracy", "errors", "loss", "train s", "run"], rows)
     )
     metrics = result.metrics
+    if line := classes_line(result.oof.classes):
+        typer.echo(line)
     typer.echo(
         f"cv accuracy {metrics['cv_acc']:.2%} ± {metrics['cv_acc_std']:.2%} (mean ± std of {len(result.folds)} "
         f"folds); out-of-fold {metrics['oof_acc']:.2%} ({int(metrics['oof_errors'])} of {len(result.oof.images)} "

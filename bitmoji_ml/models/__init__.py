@@ -25,7 +25,7 @@ def build_resnet18(num_classes: int = 2, *, width: float = 1.0) -> nn.Module:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build its network (`build(width=...)`, the channel-width
+    """A registered model: how to build its network (`build(num_classes, width=...)`, the channel-width
     multiplier of Recipe) and how its input is prepared."""
 
     build: Callable[..., nn.Module]
@@ -67,11 +67,16 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def create_model(name: str, preprocess: Preprocess | None = None, *, width: float = 1.0) -> Classifier:
-    """Build model `name` at `width` with normalisation inside; uint8 NHWC images in, 2 logits out."""
+def create_model(
+    name: str, preprocess: Preprocess | None = None, *, width: float = 1.0, num_classes: int = 2
+) -> Classifier:
+    """Build model `name` at `width` with normalisation inside; uint8 NHWC images in,
+    `num_classes` logits out (logit i is class i of the lists' `Classes`)."""
+    if num_classes < 2:
+        raise BitmojiError(f"a classifier needs two or more classes, got {num_classes}")
     spec = model_spec(name)
     preprocess = preprocess or spec.preprocess
-    return Classifier(spec.build(width=width), preprocess.mean, preprocess.std)
+    return Classifier(spec.build(num_classes, width=width), preprocess.mean, preprocess.std)
 
 
 def count_parameters(model: nn.Module) -> int:

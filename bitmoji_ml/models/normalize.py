@@ -24,7 +24,7 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Normalize followed by a network that maps NCHW floats to two logits (female, male)."""
+    """Normalize followed by a network that maps NCHW floats to one logit per class."""
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()

@@ -15,18 +15,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bitmoji_ml.data.cache import load_images
-from bitmoji_ml.data.labels import predicted_classes
-from bitmoji_ml.data.lists import read_manifest
+from bitmoji_ml.data.classes import predicted_indices
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.paths import CACHE_DIR
 from bitmoji_ml.recipe import Recipe, ResolvedRecipe
-from bitmoji_ml.selection.audit import OutOfFold
-from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
+from bitmoji_ml.selection.folds import (
+    LabelledImages,
+    decode_labelled,
+    fold_data,
+    fold_datasets,
+    stratified_folds,
+)
+from bitmoji_ml.selection.oof import OutOfFold, image_folder
 from bitmoji_ml.tracking.names import (
     CV_FOLD,
     CV_RUN,
@@ -35,9 +38,9 @@ from bitmoji_ml.tracking.names import (
     OOF_PREDICTIONS,
     PLOTS_DIR,
     RUN_KIND_TAG,
+    classes_param,
 )
-from bitmoji_ml.training.data import TrainData
-from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config
+from bitmoji_ml.training.settings import default_run_name, resolve_config
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.parents import ParentRun
@@ -45,17 +48,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 OOF_WEIGHTS = "last epoch, EMA weights (no selection on the held-out fold)"
-
-
-@dataclasses.dataclass
-class LabelledImages:
-    """Every labelled image of the lists, decoded once for all folds."""
-
-    paths: list[Path]
-    labels: np.ndarray  # 1 male / 0 female
-    images: np.ndarray  # uint8 NHWC
-    manifest: dict[str, Any]
-    lists_dir: Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +74,7 @@ class CrossValidation:
     def metrics(self) -> dict[str, float]:
         """cv_acc (mean of the folds), cv_acc_std (sample std), cv_loss, oof_acc, fold_<k>_acc."""
         accuracies = np.array([fold.accuracy for fold in self.folds])
-        predicted = predicted_classes(self.oof.prob_male)
+        predicted = predicted_indices(self.oof.probabilities)
         return {
             "cv_acc": float(accuracies.mean()),
             "cv_acc_std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
@@ -125,44 +117,6 @@ def check_cv_recipe(config: Recipe) -> None:
         raise BitmojiError("cv holds out each fold in turn: all_labelled does not apply")
 
 
-def decode_labelled(*, lists_dir: Path, config: Recipe) -> LabelledImages:
-    """The train and val lists' images, decoded once at the config's input size."""
-    manifest = read_manifest(lists_dir)
-    entries = labelled_entries(lists_dir)
-    paths = [path for path, _ in entries]
-    labels = np.array([label for _, label in entries], dtype=np.int64)
-    images = load_images(paths, preprocess_for(config), CACHE_DIR if config.disk_cache else None)
-    return LabelledImages(paths, labels, images, manifest, Path(lists_dir))
-
-
-def fold_data(labelled: LabelledImages, assignment: np.ndarray, fold: int, digest: str) -> TrainData:
-    """Train on every fold but `fold` (0-based), validate on `fold`; `digest` names the
-    training subset (a fold's checkpoints cannot be resumed on the full lists)."""
-    held_out = assignment == fold
-    return TrainData(
-        labelled.images[~held_out],
-        labelled.labels[~held_out],
-        labelled.images[held_out],
-        labelled.labels[held_out],
-        {**labelled.manifest, "digest": digest},
-    )
-
-
-def fold_datasets(labelled: LabelledImages, assignment: np.ndarray, fold: int, folds: int):
-    """The fold's training and held-out images as MLflow datasets (digests of their content)."""
-    from bitmoji_ml.tracking.datasets import RunDatasets, subset_dataset
-
-    def subset(mask: np.ndarray, part: str):
-        return subset_dataset(
-            split=f"cv{folds}-fold{fold + 1}-{part}",
-            source=labelled.lists_dir,
-            images=[path.name for path, keep in zip(labelled.paths, mask, strict=True) if keep],
-            labels=labelled.labels[mask].tolist(),
-        )
-
-    return RunDatasets([subset(assignment != fold, "train")], subset(assignment == fold, "heldout"))
-
-
 def run_fold(
     *,
     store: Store,
@@ -174,7 +128,7 @@ def run_fold(
     parent: tuple[str, str],
 ) -> tuple[FoldResult, np.ndarray]:
     """Train fold `fold` (0-based) as a child of `parent` (run id, run name); returns its result
-    and the held-out images' P(male) from the last epoch's weights."""
+    and the held-out images' class probabilities (images, classes) from the last epoch's weights."""
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.training.evaluate import evaluate
     from bitmoji_ml.training.nested import train_on_data
@@ -209,7 +163,7 @@ def run_fold(
         errors=int(scored.confusion.sum() - np.trace(scored.confusion)),
         seconds=trained.result.train_seconds,
     )
-    return result, scored.probabilities[:, 1]
+    return result, scored.probabilities
 
 
 def cross_validate(
@@ -224,10 +178,10 @@ def cross_validate(
 ) -> CrossValidation:
     """Every fold in turn as a child run of `parent` (run id, run name); `on_fold` sees the
     results so far after each fold (tuning prunes there)."""
-    prob_male = np.full(len(labelled.labels), np.nan)
+    probabilities = np.full((len(labelled.labels), len(labelled.classes)), np.nan)
     results: list[FoldResult] = []
     for fold in range(int(assignment.max()) + 1):
-        result, probabilities = run_fold(
+        result, held_out = run_fold(
             store=store,
             experiment_id=experiment_id,
             config=config,
@@ -236,11 +190,12 @@ def cross_validate(
             fold=fold,
             parent=parent,
         )
-        prob_male[assignment == fold] = probabilities
+        probabilities[assignment == fold] = held_out
         results.append(result)
         if on_fold is not None:
             on_fold(results)
-    oof = OutOfFold([str(path) for path in labelled.paths], labelled.labels, prob_male, assignment + 1)
+    images = [str(path) for path in labelled.paths]
+    oof = OutOfFold(images, labelled.labels, probabilities, assignment + 1, labelled.classes)
     return CrossValidation(results, oof)
 
 
@@ -254,10 +209,9 @@ def log_cv_start(parent: ParentRun, *, config: Recipe, labelled: LabelledImages,
             "cv_folds": folds,
             "cv_images": len(labelled.labels),
             "oof_weights": OOF_WEIGHTS,
+            **classes_param(labelled.classes.names),
         }
     )
-    from bitmoji_ml.selection.audit import image_folder
-
     parent.log_tags(
         {
             "model": config.model,
@@ -275,13 +229,14 @@ def log_cv_results(parent: ParentRun, *, outcome: CrossValidation, seconds: dict
     from sklearn.metrics import confusion_matrix
 
     from bitmoji_ml import plots
-    from bitmoji_ml.selection.audit import image_folder, write_oof_csv
+    from bitmoji_ml.selection.oof import write_oof_csv
 
     parent.log_metrics({**outcome.metrics(), **seconds})
     for fold in outcome.folds:
         parent.log_metrics({"fold_acc": fold.accuracy}, step=fold.fold)
     oof = outcome.oof
-    matrix = confusion_matrix(oof.labels, predicted_classes(oof.prob_male), labels=[0, 1])
+    predicted = predicted_indices(oof.probabilities)
+    matrix = confusion_matrix(oof.labels, predicted, labels=list(range(len(oof.classes))))
     with tempfile.TemporaryDirectory(prefix="bitmoji-cv-") as folder:
         write_oof_csv(oof, Path(folder) / OOF_PREDICTIONS, folder=image_folder(oof.images))
         parent.log_artifact(Path(folder) / OOF_PREDICTIONS)

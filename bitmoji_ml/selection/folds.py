@@ -1,17 +1,42 @@
-"""Stratified k-fold assignment over every labelled image (the train and val lists together)."""
+"""Every labelled image (the train and val lists together), decoded once, its stratified k-fold
+assignment, and one fold's training data."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bitmoji_ml.data.lists import LIST_FILES, read_list
+from bitmoji_ml.data.cache import load_images
+from bitmoji_ml.data.classes import Classes
+from bitmoji_ml.data.lists import LIST_FILES, read_list, read_manifest
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.paths import CACHE_DIR
+from bitmoji_ml.recipe import Recipe
+from bitmoji_ml.training.data import TrainData, manifest_classes
+from bitmoji_ml.training.settings import preprocess_for
+
+
+@dataclasses.dataclass
+class LabelledImages:
+    """Every labelled image of the lists, decoded once for all folds."""
+
+    paths: list[Path]
+    labels: np.ndarray  # class indices of `classes`
+    images: np.ndarray  # uint8 NHWC
+    manifest: dict[str, Any]
+    lists_dir: Path
+
+    @property
+    def classes(self) -> Classes:
+        return manifest_classes(self.manifest)
 
 
 def labelled_entries(lists_dir: Path) -> list[tuple[Path, int]]:
-    """Every labelled image of `prepare`'s lists (train, then val), each once."""
+    """Every labelled image of `prepare`'s lists (train, then val), each once (`read_list`
+    refuses a class index the manifest beside them does not name)."""
     entries = read_list(Path(lists_dir) / LIST_FILES["train"]) + read_list(
         Path(lists_dir) / LIST_FILES["val"]
     )
@@ -22,6 +47,16 @@ def labelled_entries(lists_dir: Path) -> list[tuple[Path, int]]:
             seen.add(path)
             unique.append((path, label))
     return unique
+
+
+def decode_labelled(*, lists_dir: Path, config: Recipe) -> LabelledImages:
+    """The train and val lists' images, decoded once at the config's input size."""
+    manifest = read_manifest(lists_dir)
+    entries = labelled_entries(lists_dir)
+    paths = [path for path, _ in entries]
+    labels = np.array([label for _, label in entries], dtype=np.int64)
+    images = load_images(paths, preprocess_for(config), CACHE_DIR if config.disk_cache else None)
+    return LabelledImages(paths, labels, images, manifest, Path(lists_dir))
 
 
 def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
@@ -41,3 +76,31 @@ def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         assignment[held_out] = fold
     return assignment
+
+
+def fold_data(labelled: LabelledImages, assignment: np.ndarray, fold: int, digest: str) -> TrainData:
+    """Train on every fold but `fold` (0-based), validate on `fold`; `digest` names the
+    training subset (a fold's checkpoints cannot be resumed on the full lists)."""
+    held_out = assignment == fold
+    return TrainData(
+        labelled.images[~held_out],
+        labelled.labels[~held_out],
+        labelled.images[held_out],
+        labelled.labels[held_out],
+        {**labelled.manifest, "digest": digest},
+    )
+
+
+def fold_datasets(labelled: LabelledImages, assignment: np.ndarray, fold: int, folds: int):
+    """The fold's training and held-out images as MLflow datasets (digests of their content)."""
+    from bitmoji_ml.tracking.datasets import RunDatasets, subset_dataset
+
+    def subset(mask: np.ndarray, part: str):
+        return subset_dataset(
+            split=f"cv{folds}-fold{fold + 1}-{part}",
+            source=labelled.lists_dir,
+            images=[path.name for path, keep in zip(labelled.paths, mask, strict=True) if keep],
+            labels=labelled.labels[mask].tolist(),
+        )
+
+    return RunDatasets([subset(assignment != fold, "train")], subset(assignment == fold, "heldout"))

@@ -17,7 +17,8 @@ import numpy as np
 
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import ResolvedRecipe
-from bitmoji_ml.selection.cv import CVResult, cv_config, cv_job, decode_labelled
+from bitmoji_ml.selection.cv import CVResult, cv_config, cv_job
+from bitmoji_ml.selection.folds import decode_labelled
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.store import Store

@@ -20,7 +20,8 @@ from bitmoji_ml.training.settings import preprocess_for, resolve_config
 if TYPE_CHECKING:
     import optuna
 
-    from bitmoji_ml.selection.cv import FoldResult, LabelledImages
+    from bitmoji_ml.selection.cv import FoldResult
+    from bitmoji_ml.selection.folds import LabelledImages
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
@@ -236,7 +237,7 @@ class TrialRunner:
 
     def _labelled(self, config: Recipe) -> LabelledImages:
         """Every labelled image decoded at the config's input size (once per size)."""
-        from bitmoji_ml.selection.cv import decode_labelled
+        from bitmoji_ml.selection.folds import decode_labelled
 
         key = ("labelled", preprocess_for(config), config.disk_cache)
         if key not in self._decoded:

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitmoji_ml import paths
+from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import write_text_atomic
 from bitmoji_ml.recipe import SEARCH_SPACE, ResolvedRecipe, recipe_from_values, recipe_toml
 from bitmoji_ml.selection.search import searched_settings
 from bitmoji_ml.selection.trials import TrialRunner
-from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN
+from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN, classes_param
+from bitmoji_ml.training.data import manifest_classes
 from bitmoji_ml.training.settings import resolve_config
 
 if TYPE_CHECKING:
@@ -181,6 +183,7 @@ def tune_job(
         requested=requested,
     )
     base = resolve_config(recipe.recipe)  # the seed, and the threads used here
+    classes = manifest_classes(read_manifest(lists_dir))  # missing lists fail before the study opens
     study = open_study(
         name=settings.study, storage=settings.storage, objective=settings.objective, seed=base.seed
     )
@@ -195,6 +198,7 @@ def tune_job(
             "MLflow run %s (%s); study %r in %s", parent.run_id, store.uri, settings.study, settings.storage
         )
         log_tune_start(parent, settings)
+        parent.log_params(classes_param(classes.names))
         runner = TrialRunner(
             store=store,
             experiment_id=experiment_id,

@@ -31,6 +31,15 @@ IMAGE_FOLDER_TAG = "image_folder"  # on a CV run: the folder its OOF image names
 LABEL_ISSUES_CSV = "label_issues.csv"  # artifacts `bitmoji audit` adds to the CV run
 LABEL_ISSUES_PNG = "label_issues.png"
 BEST_CONFIG = "best_config.toml"  # artifact of a tune run
+# Param of every training, cv and tune run: the class names in output order, e.g. "cat,dog,fox"
+# (Bitmoji: "female,male"; runs from before classes were recorded have none: Bitmoji's).
+CLASSES_PARAM = "classes"
+
+
+def classes_param(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The `classes` param of a run that learns `names` (names hold no comma: data/classes.py)."""
+    return {CLASSES_PARAM: ",".join(names)}
+
 
 EVALUATION_TAG = "evaluation"  # "true" on every run `bitmoji evaluate` logs
 # On each evaluation run: how many of the scored images the model trained on, or "unknown".

@@ -31,10 +31,17 @@ from mlflow.entities import (
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import RECIPE_FILE
 from bitmoji_ml.tracking.datasets import RunDatasets, lists_datasets
-from bitmoji_ml.tracking.names import BEST_ON_VAL, CHECKPOINT_DIR, CHECKPOINT_MODEL_TYPE, SELECTION_TAG
+from bitmoji_ml.tracking.names import (
+    BEST_ON_VAL,
+    CHECKPOINT_DIR,
+    CHECKPOINT_MODEL_TYPE,
+    SELECTION_TAG,
+    classes_param,
+)
 from bitmoji_ml.tracking.store import Store, local_path
 
 VALIDATION_PREFIX = "val_"  # metrics measured on the validation list
@@ -143,8 +150,8 @@ class TrainingRun:
         datasets: RunDatasets | None = None,
         recipe: str | None = None,
     ) -> None:
-        """A new run gets `params`, `tags` (plus environment_tags() and the data digest) and its
-        dataset inputs: `datasets`, else the train and val lists of `lists_dir`; a resumed run
+        """A new run gets `params` (plus the manifest's classes), `tags` (plus environment_tags()
+        and the data digest) and its dataset inputs: `datasets`, else the train and val lists of `lists_dir`; a resumed run
         only (re)links the datasets. `recipe` (TOML text) is logged as recipe.toml, replacing a
         resumed run's with the recipe it continues with."""
         if datasets is None:
@@ -154,6 +161,7 @@ class TrainingRun:
         self._datasets = datasets
         if not self.resume_run_id:
             tags = {**environment_tags(), "data_digest": manifest.get("digest", ""), **tags}
+            params = {**params, **classes_param(Classes.from_dict(manifest.get("classes")).names)}
             self.store.client.log_batch(
                 self.run_id,
                 params=[Param(key, str(value)) for key, value in params.items()],

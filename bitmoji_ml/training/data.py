@@ -1,4 +1,5 @@
-"""The training data: the train and val lists decoded once into memory."""
+"""The training data: the train and val lists decoded once into memory, with the classes their
+labels index (the manifest's `classes`; a manifest without them is Bitmoji's)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,46 @@ from typing import Any
 
 import numpy as np
 
-from bitmoji_ml.data.cache import load_list
+from bitmoji_ml.data.cache import load_images
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.lists import LIST_FILES
+from bitmoji_ml.data.lists import LIST_FILES, MANIFEST, read_list
+from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.paths import CACHE_DIR
 
 
 @dataclasses.dataclass
 class TrainData:
-    """Decoded images (uint8 NHWC) and labels to train on, and to validate on (None: no
-    validation, e.g. `--all-labelled`)."""
+    """Decoded images (uint8 NHWC) and labels (class indices) to train on, and to validate on
+    (None: no validation, e.g. `--all-labelled`)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray | None
     val_labels: np.ndarray | None
     manifest: dict[str, Any]
+
+    @property
+    def classes(self) -> Classes:
+        return manifest_classes(self.manifest)
+
+
+def manifest_classes(manifest: dict[str, Any]) -> Classes:
+    """The classes the lists' labels index, as `prepare` recorded them (none: Bitmoji)."""
+    try:
+        return Classes.from_dict(manifest.get("classes"))
+    except (KeyError, TypeError) as error:
+        raise BitmojiError(
+            f"{MANIFEST} has a malformed classes entry ({error}): re-run `bitmoji prepare`"
+        ) from error
+
+
+def decode_labelled_list(
+    entries: list[tuple[Path, int]], preprocess: Preprocess, cache: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A checked list's entries decoded: (images, labels as int64)."""
+    labels = np.array([label for _, label in entries], dtype=np.int64)
+    return load_images([image for image, _ in entries], preprocess, cache), labels
 
 
 def load_data(
@@ -33,11 +58,14 @@ def load_data(
     disk_cache: bool = False,
     all_labelled: bool = False,
 ) -> TrainData:
-    """Decode the train and val lists once into memory (and into data/cache/ if asked);
-    `all_labelled` trains on both lists and validates on none."""
+    """Decode the train and val lists once into memory (and into data/cache/ if asked), both
+    read first (`read_list` refuses a class index the manifest does not name, before any
+    decoding); `all_labelled` trains on both lists and validates on none."""
     cache = CACHE_DIR if disk_cache else None
-    train_images, train_labels, _ = load_list(Path(lists_dir) / LIST_FILES["train"], preprocess, cache)
-    val_images, val_labels, _ = load_list(Path(lists_dir) / LIST_FILES["val"], preprocess, cache)
+    manifest_classes(manifest)  # a malformed classes entry fails here, before any decoding
+    train, val = (read_list(Path(lists_dir) / LIST_FILES[name]) for name in ("train", "val"))
+    train_images, train_labels = decode_labelled_list(train, preprocess, cache)
+    val_images, val_labels = decode_labelled_list(val, preprocess, cache)
     if all_labelled:
         images, labels = (
             np.concatenate([train_images, val_images]),

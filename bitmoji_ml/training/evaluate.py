@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bitmoji_ml.data.classes import predicted_indices
 from bitmoji_ml.models.normalize import Classifier
 
 INFERENCE_BATCH = 256  # images per forward pass when only predicting
@@ -17,7 +18,8 @@ PROBABILITY_FLOOR = 1e-12  # a probability of exactly 0 would make the log loss 
 
 @torch.no_grad()
 def predict_probabilities(model: Classifier, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """P(class) for uint8 NHWC images, in eval mode, `INFERENCE_BATCH` at a time; shape (N, 2)."""
+    """P(class) for uint8 NHWC images, in eval mode, `INFERENCE_BATCH` at a time; shape
+    (images, classes)."""
     model.eval()
     outputs = []
     for start in range(0, len(images), INFERENCE_BATCH):
@@ -32,8 +34,8 @@ class EvaluationResult:
 
     loss: float  # mean cross-entropy (no label smoothing)
     accuracy: float
-    probabilities: np.ndarray  # (N, 2)
-    confusion: np.ndarray  # 2x2 counts, rows = true class, columns = predicted class
+    probabilities: np.ndarray  # (images, classes)
+    confusion: np.ndarray  # classes x classes counts, rows = true class, columns = predicted class
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """The loss and accuracy as metrics named `<prefix>_loss` and `<prefix>_acc`."""
@@ -47,18 +49,18 @@ def evaluate(
     probabilities = predict_probabilities(model, images, device)
     log_probabilities = torch.from_numpy(probabilities).clamp_min(PROBABILITY_FLOOR).log()
     loss = F.nll_loss(log_probabilities, torch.from_numpy(labels)).item()
-    predicted = probabilities.argmax(1)
+    predicted = predicted_indices(probabilities)
     return EvaluationResult(
         loss=loss,
         accuracy=float((predicted == labels).mean()),
         probabilities=probabilities,
-        confusion=confusion_counts(labels, predicted),
+        confusion=confusion_counts(labels, predicted, probabilities.shape[1]),
     )
 
 
-def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """2x2 counts, rows = true class, columns = predicted class (scikit-learn's
-    `confusion_matrix(labels, predicted, labels=[0, 1])`, without importing scikit-learn,
-    which costs a second at the start of every training run)."""
-    pairs = 2 * np.asarray(labels, dtype=np.int64) + np.asarray(predicted, dtype=np.int64)
-    return np.bincount(pairs, minlength=4).reshape(2, 2)
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """classes x classes counts, rows = true class, columns = predicted class (scikit-learn's
+    `confusion_matrix(labels, predicted, labels=range(classes))`, without importing
+    scikit-learn, which costs a second at the start of every training run)."""
+    pairs = classes * np.asarray(labels, dtype=np.int64) + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)

@@ -16,17 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bitmoji_ml.checkpoints import read_checkpoint, train_state_of
+from bitmoji_ml.checkpoints import checkpoint_classes, read_checkpoint, train_state_of
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters
 from bitmoji_ml.recipe import Recipe, ResolvedRecipe, recipe_from_values, recipe_toml
 from bitmoji_ml.tracking.names import BEST_ON_VAL, LAST_EPOCH
 from bitmoji_ml.training import distributed, sharding
-from bitmoji_ml.training.data import TrainData, load_data
+from bitmoji_ml.training.data import TrainData, load_data, manifest_classes
 from bitmoji_ml.training.launch import per_rank_batch_size
 from bitmoji_ml.training.loop import Tracker, TrainResult, fit
-from bitmoji_ml.training.resume import check_resumable, check_same_lists, resume_config, resumed_run_name
+from bitmoji_ml.training.resume import (
+    check_resumable,
+    check_same_classes,
+    check_same_lists,
+    resume_config,
+    resumed_run_name,
+)
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
 from bitmoji_ml.training.state import TrainState, new_train_state
 
@@ -49,6 +56,7 @@ class TrainJobResult:
     train_seconds: float
     history: list[dict[str, float]]
     config: Recipe  # as resolved: the image size, device and threads actually used
+    classes: Classes  # what the model tells apart (the lists' manifest)
     rank: int = 0  # under torchrun, the rank that returns this; rank 0 alone reports
 
 
@@ -123,6 +131,7 @@ def train_job(
         train_seconds=result.train_seconds,
         history=result.history,
         config=config,
+        classes=data.classes,
         rank=rank,
     )
 
@@ -168,6 +177,12 @@ def load_resume(
         path = download_run_checkpoint(store, run_id=run_id, name=LAST_CHECKPOINT, folder=Path(folder))
         payload = read_checkpoint(path)
     train_state = train_state_of(payload, f"run {run_id}'s last.pt")
+    check_same_classes(
+        saved=checkpoint_classes(payload),
+        classes=manifest_classes(manifest),
+        lists_dir=lists_dir,
+        run_id=run_id,
+    )
     check_same_lists(
         saved_digest=payload.get("data_digest", ""),
         digest=manifest.get("digest", ""),
@@ -213,7 +228,7 @@ def build_state(config: Recipe, data: TrainData, resume: Resume | None) -> Train
     except BitmojiError as error:
         raise distributed.rank_error(str(error)) from None
     device = distributed.local_device(config.device)
-    state = new_train_state(config, preprocess_for(config), device, steps)
+    state = new_train_state(config, preprocess_for(config), device, steps, len(data.classes))
     if resume is not None:
         state.load_state_dict(resume.train_state)
         state.schedule = state.schedule.replanned(end_step=config.epochs * steps, at_step=state.step)
@@ -295,6 +310,7 @@ def checkpoint_header(config: Recipe, manifest: dict, run_id: str, run_name: str
         "config": config.values(),
         "preprocess": preprocess_for(config).to_dict(),
         "data_digest": manifest.get("digest", ""),
+        "classes": manifest_classes(manifest).to_dict(),  # output i is P(names[i])
         "mlflow_run_id": run_id,
         "run_name": run_name,
         "world_size": distributed.world_size(),

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import RESUME_POLICY, Recipe, Rule, recipe_from_values
 from bitmoji_ml.training.settings import default_run_name, resolve_config
 
 # What --resume may do with each setting is declared with the setting (recipe.py, `resume=`).
-# Besides the config, the lists must be the ones the run trained on (same manifest digest).
+# Besides the config, the lists must be the ones the run trained on (same classes, same manifest
+# digest).
 # The number of processes may change (tagged `resumed.world_size`): `batch_size` is the global
 # batch, so the recipe, and the learning-rate schedule, stay the same.
 
@@ -57,6 +59,17 @@ def check_resumable(*, saved: Recipe, config: Recipe, epochs_done: int, run_id: 
         raise BitmojiError(
             f"run {run_id} has trained {epochs_done} of its {saved.epochs} epochs: "
             f"pass --epochs N with N > {epochs_done} to train it longer"
+        )
+
+
+def check_same_classes(*, saved: Classes, classes: Classes, lists_dir: object, run_id: str) -> None:
+    """A resumed run must learn the classes it has learnt so far, in the same order: its last
+    layer has one output per class, and output i means class i of the lists."""
+    if saved != classes:
+        raise BitmojiError(
+            f"run {run_id} learnt {len(saved)} classes ({', '.join(saved.names)}); the lists in "
+            f"{lists_dir} name {len(classes)} ({', '.join(classes.names)}): pass the lists it trained "
+            "on (--lists), or start a new run"
         )
 
 

@@ -59,7 +59,8 @@ class TrainState:
     step: int = 0  # optimizer steps completed
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     best: dict[str, float] | None = None
-    best_confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, 2), np.int64))
+    # The best epoch's validation confusion matrix (classes x classes); empty until one is measured.
+    best_confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int64))
     best_checkpoint: str = ""  # where the tracker stored the best epoch's best.pt
     train_seconds: float = 0.0
     # Under torchrun: the DistributedDataParallel wrapper training steps call (never saved:
@@ -105,17 +106,19 @@ class TrainState:
         self.schedule = Schedule.from_state_dict(state["schedule"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.best = list(state["history"]), state["best"]
-        self.best_confusion = np.array(state["best_confusion"], dtype=np.int64)
+        confusion = np.array(state["best_confusion"], dtype=np.int64)
+        self.best_confusion = confusion if confusion.ndim == 2 else np.zeros((0, 0), np.int64)
         self.best_checkpoint, self.train_seconds = state["best_checkpoint"], state["train_seconds"]
 
 
 def new_train_state(
-    config: Recipe, preprocess: Preprocess, device: torch.device, steps_per_epoch: int
+    config: Recipe, preprocess: Preprocess, device: torch.device, steps_per_epoch: int, num_classes: int
 ) -> TrainState:
-    """A fresh state for `config`: the seeded model (the same on every rank), the planned schedule."""
+    """A fresh state for `config`: the seeded model with `num_classes` outputs (the same on every
+    rank), the planned schedule."""
     torch.manual_seed(config.seed)
     # Channels-last weights: ~1.4x faster convolutions on CPU (oneDNN) as well as on CUDA.
-    model = create_model(config.model, preprocess, width=config.width).to(
+    model = create_model(config.model, preprocess, width=config.width, num_classes=num_classes).to(
         device, memory_format=torch.channels_last
     )
     optimizer = make_optimizer(model, config)
