@@ -15,15 +15,13 @@ from test_selection import cv_run_with_oof, noisy_oof
 from bitmoji_ml.data.classes import BITMOJI, Classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.selection.audit import (
-    OutOfFold,
     face_grid,
     find_label_issues,
     issue_caption,
     rank_labels,
-    read_oof_csv,
     write_issues_csv,
-    write_oof_csv,
 )
+from bitmoji_ml.selection.oof import OutOfFold, read_oof_csv, write_oof_csv
 
 FRUIT = Classes(("apple", "banana", "cherry"))
 
@@ -79,30 +77,6 @@ def test_three_class_issue_csv_names_the_given_and_suggested_classes(tmp_path: P
     assert issue_caption(ranked[0], FRUIT) == "0004.jpg\nlabel cherry, P(cherry) 0.01\nsuggested banana"
 
 
-def test_three_class_oof_csv_round_trip_one_column_per_class(tmp_path: Path) -> None:
-    oof, _ = noisy_three([4], n=30)
-    write_oof_csv(oof, tmp_path / "oof.csv")
-    header = (tmp_path / "oof.csv").read_text().splitlines()[0]
-    assert header == "image,label,prob_apple,prob_banana,prob_cherry,fold"
-    back = read_oof_csv(tmp_path / "oof.csv")
-    assert back.classes == FRUIT and back.images == oof.images
-    assert np.array_equal(back.labels, oof.labels) and np.array_equal(back.folds, oof.folds)
-    assert np.allclose(back.probabilities, oof.probabilities, atol=1e-6)
-
-
-def test_oof_csv_labels_may_be_class_names_and_are_checked(tmp_path: Path) -> None:
-    path = tmp_path / "oof.csv"
-    path.write_text("image,label,prob_a,prob_b,prob_c,fold\nx.jpg,c,0.1,0.2,0.7,1\ny.jpg,0,0.8,0.1,0.1,2\n")
-    oof = read_oof_csv(path)
-    assert oof.classes.names == ("a", "b", "c") and oof.labels.tolist() == [2, 0]
-    path.write_text("image,label,prob_a,prob_b,prob_c,fold\nx.jpg,3,0.1,0.2,0.7,1\n")
-    with pytest.raises(BitmojiError, match="malformed row.*label 3 is not one of the 3 classes"):
-        read_oof_csv(path)
-    path.write_text("image,label,p_a,p_b,fold\nx.jpg,0,0.1,0.9,1\n")
-    with pytest.raises(BitmojiError, match="not an out-of-fold file"):
-        read_oof_csv(path)
-
-
 def test_a_bitmoji_oof_file_with_prob_male_only_reads_as_two_classes(tmp_path: Path) -> None:
     path = tmp_path / "oof.csv"
     path.write_text("image,label,prob_male,fold\nx.jpg,1,0.750000,1\ny.jpg,0,0.100000,2\n")
@@ -126,11 +100,6 @@ def test_bitmoji_audit_files_are_round_one_byte_for_byte(tmp_path: Path) -> None
         "3,0011.jpg,img/0011.jpg,male,0.850383,0.850383,1\n"
         "4,0003.jpg,img/0003.jpg,male,0.852314,0.852314,3\n"
     )
-
-
-def test_out_of_fold_refuses_probabilities_of_another_shape() -> None:
-    with pytest.raises(BitmojiError, match=r"shape \(2, 2\) for 2 images of 3 classes"):
-        OutOfFold(["a", "b"], np.array([0, 1]), np.full((2, 2), 0.5), np.array([1, 2]), FRUIT)
 
 
 def test_the_audit_needs_two_classes_among_the_labels() -> None:

@@ -11,17 +11,9 @@ import pytest
 
 from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.selection.audit import (
-    OutOfFold,
-    face_grid,
-    find_label_issues,
-    image_folder,
-    rank_labels,
-    read_oof_csv,
-    write_issues_csv,
-    write_oof_csv,
-)
+from bitmoji_ml.selection.audit import face_grid, find_label_issues, rank_labels, write_issues_csv
 from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
+from bitmoji_ml.selection.oof import OutOfFold, image_folder, read_oof_csv, write_oof_csv
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_image_once() -> None:

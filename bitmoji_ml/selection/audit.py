@@ -1,29 +1,21 @@
 """Label audit: which labelled images are likely mislabelled, judged from out-of-fold
-probabilities with cleanlab (confident learning, any number of classes), as a ranked table, a
-CSV and a face grid.
-
-oof_predictions.csv holds one probability column per class (`Classes.prob_columns`); Bitmoji's
-is round 1's `image,label,prob_male,fold`, read as the two classes [1 - p, p].
-"""
+probabilities (selection/oof.py) with cleanlab (confident learning, any number of classes), as
+a ranked table, a CSV and a face grid."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml.data.classes import BITMOJI, KAGGLE_PROB_COLUMN, PROB_PREFIX, Classes, predicted_indices
+from bitmoji_ml.data.classes import BITMOJI, KAGGLE_PROB_COLUMN, Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path
+from bitmoji_ml.selection.oof import OutOfFold
 
 PROB_FLOOR = 1e-6  # cleanlab divides by probabilities: none exactly 0
-
-
-def oof_columns(classes: Classes) -> tuple[str, ...]:
-    return ("image", "label", *classes.prob_columns, "fold")
 
 
 def issue_columns(classes: Classes) -> tuple[str, ...]:
@@ -31,33 +23,6 @@ def issue_columns(classes: Classes) -> tuple[str, ...]:
     if classes.kaggle:
         return ("rank", "image_id", "image", "label", KAGGLE_PROB_COLUMN, "label_quality", "fold")
     return ("rank", "image_id", "image", "label", "suggested", *classes.prob_columns, "label_quality", "fold")
-
-
-@dataclasses.dataclass(frozen=True)
-class OutOfFold:
-    """Out-of-fold predictions of a cross-validation: one row per labelled image."""
-
-    images: list[str]
-    labels: np.ndarray  # class indices of `classes`
-    probabilities: np.ndarray  # (n, len(classes)); given 1-D, P(class 1) of two: [1 - p, p]
-    folds: np.ndarray
-    classes: Classes = BITMOJI
-
-    def __post_init__(self) -> None:
-        probabilities = np.asarray(self.probabilities, dtype=np.float64)
-        if probabilities.ndim == 1:
-            probabilities = np.stack([1 - probabilities, probabilities], axis=1)
-        if probabilities.shape != (len(self.images), len(self.classes)):
-            raise BitmojiError(
-                f"out-of-fold probabilities of shape {probabilities.shape} for {len(self.images)} images "
-                f"of {len(self.classes)} classes"
-            )
-        object.__setattr__(self, "probabilities", probabilities)
-
-    @property
-    def prob_male(self) -> np.ndarray:
-        """P(class 1) of a two-class audit (round 1's callers read it; the male class of Bitmoji)."""
-        return self.probabilities[:, 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,75 +45,6 @@ class LabelIssue:
     def suggested(self) -> int:
         """The class the out-of-fold models found most probable."""
         return int(predicted_indices(np.array([self.probabilities]))[0])
-
-
-def image_folder(images: list[str]) -> Path:
-    """The folder all `images` are in (their common parent): what oof_predictions.csv names
-    them relative to."""
-    return Path(os.path.commonpath([str(Path(image).parent) for image in images]))
-
-
-def write_oof_csv(oof: OutOfFold, path: Path, *, folder: Path | None = None) -> None:
-    """`image,label,<prob columns>,fold` rows, written atomically; with `folder`, each image is
-    named relative to it (the file name, for images in one folder): the UI's preview of the
-    file then shows which image a row is, and the file does not depend on where the data is."""
-
-    def name(image: str) -> str:
-        return os.path.relpath(image, folder) if folder is not None else image
-
-    values = oof.classes.prob_values(oof.probabilities)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(oof_columns(oof.classes))
-        for image, label, row, fold in zip(oof.images, oof.labels, values, oof.folds, strict=True):
-            writer.writerow([name(image), int(label), *(f"{float(prob):.6f}" for prob in row), int(fold)])
-
-
-def _classes_of_columns(columns: tuple[str, ...], path: Path) -> Classes:
-    """The classes an out-of-fold file's header names: `prob_male` alone is Bitmoji's."""
-    middle = columns[2:-1]
-    shape_ok = columns[:2] == ("image", "label") and columns[-1:] == ("fold",) and middle
-    if not shape_ok or not all(column.startswith(PROB_PREFIX) for column in middle):
-        raise BitmojiError(
-            f"{path} is not an out-of-fold file (columns image, label, {KAGGLE_PROB_COLUMN} or "
-            f"{PROB_PREFIX}<class> per class, fold)"
-        )
-    if middle == (KAGGLE_PROB_COLUMN,):
-        return BITMOJI
-    return Classes(tuple(column[len(PROB_PREFIX) :] for column in middle))
-
-
-def _label_index(value: str, classes: Classes) -> int:
-    """A label cell: a class index, or a class name."""
-    if value in classes.names:
-        return classes.names.index(value)
-    index = int(value)
-    if not 0 <= index < len(classes):
-        raise ValueError(f"label {index} is not one of the {len(classes)} classes")
-    return index
-
-
-def read_oof_csv(path: Path, *, folder: Path | None = None) -> OutOfFold:
-    """Parse `write_oof_csv`'s file, relative image names joined to `folder` (absolute ones,
-    from older runs, are kept); a clear error for any other file."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = tuple(reader.fieldnames or ())
-        classes = _classes_of_columns(columns, path)
-        rows = list(reader)
-    if not rows:
-        raise BitmojiError(f"{path} has no rows")
-    try:
-        probabilities = np.array([[float(row[column]) for column in columns[2:-1]] for row in rows])
-        return OutOfFold(
-            images=[str(folder / row["image"]) if folder else row["image"] for row in rows],
-            labels=np.array([_label_index(row["label"], classes) for row in rows], dtype=int),
-            probabilities=probabilities[:, 0] if classes.kaggle else probabilities,
-            folds=np.array([int(row["fold"]) for row in rows]),
-            classes=classes,
-        )
-    except ValueError as error:
-        raise BitmojiError(f"{path}: malformed row ({error})") from error
 
 
 def _pred_probs(oof: OutOfFold) -> np.ndarray:

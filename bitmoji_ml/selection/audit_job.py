@@ -17,9 +17,9 @@ from bitmoji_ml.selection.audit import (
     LabelIssue,
     face_grid,
     rank_labels,
-    read_oof_csv,
     write_issues_csv,
 )
+from bitmoji_ml.selection.oof import read_oof_csv
 from bitmoji_ml.tracking.names import (
     CV_RUN,
     IMAGE_FOLDER_TAG,
