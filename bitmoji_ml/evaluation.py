@@ -24,7 +24,7 @@ from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.labelled_set import LabelledSet, for_model, read_labelled
 from bitmoji_ml.metrics import classification_metrics, confusion_matrix, roc_curve
-from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
+from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG, classes_param
 from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
 if TYPE_CHECKING:
@@ -304,8 +304,7 @@ def _log(
         "eval_set": data.name,
         "eval_list": str(data.source.resolve()),
         "images": str(len(data.paths)),
-        # as training runs record them (the learn branch's names.classes_param): "ant,bee,cat"
-        "classes": ",".join(classes.names),
+        **classes_param(classes.names),  # as training runs record them: "ant,bee,cat"
     }
     if len(classes) == 2:  # the most probable of two classes: P(class 1) at or above 0.5
         params["threshold"] = "0.5"
