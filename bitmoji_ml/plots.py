@@ -58,17 +58,24 @@ def learning_curves(history: Sequence[dict[str, float]], path: Path, *, best_epo
 
 
 def confusion_matrix_plot(
-    matrix: np.ndarray, path: Path, title: str = "validation", class_names: Sequence[str] = BITMOJI_NAMES
+    matrix: np.ndarray, path: Path, title: str = "validation", class_names: Sequence[str] | None = None
 ) -> Path:
     """`confusion_matrix_figure` saved as a PNG."""
     return _save(confusion_matrix_figure(matrix, title, class_names), path)
 
 
-def confusion_matrix_figure(matrix: np.ndarray, title: str, class_names: Sequence[str]) -> plt.Figure:
+def confusion_matrix_figure(
+    matrix: np.ndarray, title: str, class_names: Sequence[str] | None = None
+) -> plt.Figure:
     """N x N confusion matrix, rows = true class, columns = predicted class, each cell its count.
     A cell's colour is its share of the true class's row (its recall, on the diagonal), so a
-    small class's errors show as plainly as a large one's."""
-    count = len(class_names)
+    small class's errors show as plainly as a large one's. Without `class_names`, a 2 x 2 matrix
+    is Bitmoji's (female, male) and a larger one is labelled with the class indices."""
+    count = len(matrix)
+    if class_names is None:
+        class_names = BITMOJI_NAMES if count == 2 else [str(index) for index in range(count)]
+    if len(class_names) != count or matrix.shape != (count, count):
+        raise ValueError(f"a confusion matrix of shape {matrix.shape} for {len(class_names)} class names")
     side = max(4.5, 0.55 * count + 2.5)
     figure, axis = plt.subplots(figsize=(side, side * 0.9))
     rows = matrix.sum(axis=1, keepdims=True)

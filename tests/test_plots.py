@@ -120,3 +120,13 @@ def test_ten_class_histograms_fit_in_two_rows(tmp_path: Path) -> None:
     made = plots.probability_figure(probabilities, labels, DIGITS)
     assert len(made.axes) == 10 and made.get_size_inches()[1] < 6
     plt.close(made)
+
+
+def test_a_confusion_matrix_without_names_is_bitmoji_for_two_classes_else_indices() -> None:
+    two = plots.confusion_matrix_figure(np.array([[3, 1], [0, 4]]), "val")
+    assert [label.get_text() for label in two.axes[0].get_yticklabels()] == ["female", "male"]
+    three = plots.confusion_matrix_figure(np.eye(3, dtype=int), "val")
+    assert [label.get_text() for label in three.axes[0].get_xticklabels()] == ["0", "1", "2"]
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) for 2 class names"):
+        plots.confusion_matrix_figure(np.eye(3, dtype=int), "val", ("a", "b"))
+    plt.close("all")
