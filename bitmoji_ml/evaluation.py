@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bitmoji_ml import paths
-from bitmoji_ml.data.labels import CLASS_NAMES, MALE_THRESHOLD, predicted_classes
+from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.labelled_set import LabelledSet, read_labelled
+from bitmoji_ml.labelled_set import LabelledSet, for_model, read_labelled
 from bitmoji_ml.metrics import classification_metrics, confusion_matrix, roc_curve
-from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG
+from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG, classes_param
 from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
 if TYPE_CHECKING:
@@ -37,63 +37,102 @@ logger = logging.getLogger(__name__)
 GRID_FACES = 24
 BATCH = 256
 PLOT_FILES = ("confusion_matrix.png", "roc_curve.png", "probability_histogram.png", "faces.png")
+ROC_FILE = PLOT_FILES[1]
+
+
+def plot_files(classes: Classes) -> tuple[str, ...]:
+    """The plots `evaluate` draws: the ROC curve only for two classes, where one score ranks
+    the images."""
+    return PLOT_FILES if len(classes) == 2 else tuple(name for name in PLOT_FILES if name != ROC_FILE)
 
 
 # --- files ---------------------------------------------------------------------------------
 
 
+def true_class_probability(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """P(given class) per image: what the log loss averages and the grid ranks by."""
+    return probabilities[np.arange(len(labels)), labels]
+
+
 def hardest_faces(
-    labels: np.ndarray, prob_male: np.ndarray, limit: int = GRID_FACES
+    labels: np.ndarray, probabilities: np.ndarray, limit: int = GRID_FACES
 ) -> tuple[np.ndarray, str]:
-    """Indices of the misclassified faces, most confidently wrong first; when none is wrong,
-    the least confident ones. Also returns a title saying which."""
-    wrong = np.nonzero(predicted_classes(prob_male) != labels)[0]
-    if len(wrong):
-        distance = np.abs(prob_male[wrong] - labels[wrong])
-        chosen = wrong[np.argsort(-distance, kind="mergesort")][:limit]
-        return chosen, f"misclassified: {len(wrong)} of {len(labels)}" + (
-            f" (worst {limit} shown)" if len(wrong) > limit else ""
+    """Indices of the misclassified images, lowest probability of their true class first;
+    when none is wrong, the right ones with the lowest (the least confident). Also returns a
+    title saying which. (Two classes: the most confidently wrong first, as in round 1.)"""
+    order = np.argsort(true_class_probability(labels, probabilities), kind="mergesort")
+    wrong = predicted_indices(probabilities) != labels
+    if wrong.any():
+        chosen = order[wrong[order]][:limit]
+        return chosen, f"misclassified: {int(wrong.sum())} of {len(labels)}" + (
+            f" (worst {limit} shown)" if wrong.sum() > limit else ""
         )
-    chosen = np.argsort(np.abs(prob_male - MALE_THRESHOLD), kind="mergesort")[:limit]
+    chosen = order[:limit]
     return chosen, f"none misclassified; the {len(chosen)} least confident"
 
 
-def predictions_csv(data: LabelledSet, prob_male: np.ndarray) -> str:
-    """`image,label,prob_male` rows through the csv module (paths may hold commas or quotes)."""
+def face_captions(
+    data: LabelledSet, probabilities: np.ndarray, chosen: np.ndarray, classes: Classes
+) -> list[str]:
+    """`<file>` over `true X, P(X) 0.12, predicted Y` for each chosen image."""
+    predicted = predicted_indices(probabilities)
+    true_prob = true_class_probability(data.labels, probabilities)
+    names = classes.names
+    return [
+        f"{data.paths[i].name}\ntrue {names[data.labels[i]]}, P({names[data.labels[i]]}) {true_prob[i]:.2f},"
+        f"\npredicted {names[predicted[i]]}"
+        for i in chosen
+    ]
+
+
+def predictions_csv(data: LabelledSet, probabilities: np.ndarray, classes: Classes) -> str:
+    """`image,label,<classes.prob_columns>` rows through the csv module (paths may hold commas
+    or quotes). Bitmoji keeps round 1's `image,label,prob_male` with the label as 0 / 1; other
+    sets name the given label's class."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["image", "label", "prob_male"])
-    for path, label, prob in zip(data.paths, data.labels, prob_male, strict=True):
-        writer.writerow([str(path), int(label), f"{prob:.6f}"])
+    writer.writerow(["image", "label", *classes.prob_columns])
+    values = classes.prob_values(probabilities)
+    for path, label, row in zip(data.paths, data.labels, values, strict=True):
+        given = int(label) if classes.kaggle else classes.names[label]
+        writer.writerow([str(path), given, *(f"{prob:.6f}" for prob in row)])
     return text.getvalue()
 
 
 def write_files(
-    folder: Path, data: LabelledSet, prob_male: np.ndarray, images: np.ndarray, metrics: dict[str, float]
+    folder: Path,
+    data: LabelledSet,
+    probabilities: np.ndarray,
+    images: np.ndarray,
+    metrics: dict[str, float],
+    classes: Classes,
 ) -> list[Path]:
-    """The four plots, metrics.json (with the confusion matrix) and predictions.csv in `folder`."""
+    """The plots, metrics.json (with the confusion matrix) and predictions.csv in `folder`."""
     from bitmoji_ml import plots
     from bitmoji_ml.files import write_text_atomic
 
-    labels = data.labels
-    matrix = confusion_matrix(labels, predicted_classes(prob_male))
-    fpr, tpr = roc_curve(labels, prob_male)
-    chosen, title = hardest_faces(labels, prob_male)
-    captions = [
-        f"{data.paths[i].name}\ntrue {CLASS_NAMES[labels[i]]}, P(male) {prob_male[i]:.2f}" for i in chosen
-    ]
+    labels, names = data.labels, classes.names
+    matrix = confusion_matrix(labels, predicted_indices(probabilities), len(classes))
+    chosen, title = hardest_faces(labels, probabilities)
+    captions = face_captions(data, probabilities, chosen, classes)
     written = [
-        plots.confusion_matrix_plot(matrix, folder / PLOT_FILES[0], title=data.name),
-        plots.roc_curve_plot(fpr, tpr, metrics["roc_auc"], folder / PLOT_FILES[1]),
-        plots.probability_histogram(prob_male, labels, folder / PLOT_FILES[2]),
+        plots.confusion_matrix_plot(matrix, folder / PLOT_FILES[0], title=data.name, class_names=names)
+    ]
+    if len(classes) == 2:
+        fpr, tpr = roc_curve(labels, probabilities[:, 1])
+        written.append(
+            plots.roc_curve_plot(fpr, tpr, metrics["roc_auc"], folder / ROC_FILE, positive=names[1])
+        )
+    written += [
+        plots.probability_histogram(probabilities, labels, folder / PLOT_FILES[2], class_names=names),
         plots.face_grid([images[i] for i in chosen], captions, folder / PLOT_FILES[3], title),
     ]
     summary = {
         **metrics,
-        "confusion_matrix": {"rows_true_columns_predicted": list(CLASS_NAMES), "counts": matrix.tolist()},
+        "confusion_matrix": {"rows_true_columns_predicted": list(names), "counts": matrix.tolist()},
     }
     write_text_atomic(folder / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(folder / "predictions.csv", predictions_csv(data, prob_male))
+    write_text_atomic(folder / "predictions.csv", predictions_csv(data, probabilities, classes))
     return [*written, folder / "metrics.json", folder / "predictions.csv"]
 
 
@@ -111,6 +150,7 @@ class EvaluationResult:
     files: list[Path]
     run_id: str | None
     overlap: TrainingOverlap
+    classes: Classes  # the scored model's
 
 
 def _resolve_model(
@@ -135,6 +175,8 @@ def evaluate_job(
     run_id: str | None = None,
     labels_file: Path | None = None,
     images_dir: Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     lists_dir: Path = paths.LISTS_DIR,
     experiment: str = paths.EXPERIMENT,
     output_dir: Path | None = None,
@@ -143,7 +185,8 @@ def evaluate_job(
     store: Store | None = None,
 ) -> EvaluationResult:
     """Score a model (a file, a run's export or @champion) on a labelled set (`labels_file`,
-    default the lists' validation list), keep the plots in `output_dir` and/or log them."""
+    default the lists' validation list; a CSV of one's own names its columns), keep the plots in
+    `output_dir` and/or log them."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
     from bitmoji_ml.serving.onnx_model import OnnxModel
@@ -151,18 +194,25 @@ def evaluate_job(
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")
-    data = read_labelled(labels_file or Path(lists_dir) / LIST_FILES["val"], images_dir)
+    data = read_labelled(
+        labels_file or Path(lists_dir) / LIST_FILES["val"],
+        images_dir,
+        image_column=image_column,
+        label_column=label_column,
+    )
     if store is None and (model is None or log_run):  # a file, not logged: no MLflow
         store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
+        classes = onnx_model.classes
+        data = for_model(data, classes, resolved.uri)
         if log_run and resolved.model_id is None:  # a file: the logged model it is, if any
             resolved = _link_file(store, resolved, onnx_model.metadata)
         images = decode_all(data.paths, onnx_model.preprocess, threads or None)
-        prob_male = onnx_model.predict_batched(images, BATCH).astype(np.float64)
-        metrics = classification_metrics(data.labels, prob_male)
-        matrix = confusion_matrix(data.labels, predicted_classes(prob_male))
+        probabilities = onnx_model.predict_batched(images, BATCH).astype(np.float64)
+        metrics = classification_metrics(data.labels, probabilities, classes)
+        matrix = confusion_matrix(data.labels, predicted_indices(probabilities), len(classes))
         described = f"{resolved.uri}" + (f" (v{resolved.version})" if resolved.version else "")
         logger.info("evaluated %s on %d images of %s", described, len(data.paths), data.source)
         overlap = _training_overlap(data, onnx_model.metadata, lists_dir, store)
@@ -173,12 +223,14 @@ def evaluate_job(
 
         folder = Path(output_dir) if output_dir else Path(work) / "files"
         folder.mkdir(parents=True, exist_ok=True)
-        files = write_files(folder, data, prob_male, images, metrics)
+        files = write_files(folder, data, probabilities, images, metrics, classes)
         if output_dir:
             logger.info("wrote %s to %s", ", ".join(path.name for path in files), folder)
         logged_run = None
         if log_run:
-            logged = _log(resolved, onnx_model.metadata, data, metrics, folder, experiment, store, overlap)
+            logged = _log(
+                resolved, onnx_model.metadata, data, metrics, folder, experiment, store, overlap, classes
+            )
             logged_run = logged.run_id
             logger.info(
                 "logged evaluation run %s (eval-%s-%s) to %s",
@@ -189,7 +241,7 @@ def evaluate_job(
             )
         elif not output_dir:
             logger.info("plots not kept: pass --output, or leave logging on")
-    return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run, overlap)
+    return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run, overlap, classes)
 
 
 def _link_file(store: Store, resolved: ResolvedModel, metadata: dict[str, str]) -> ResolvedModel:
@@ -219,6 +271,7 @@ def _log(
     experiment: str,
     store: Store,
     overlap: TrainingOverlap,
+    classes: Classes,
 ) -> EvaluationRun:
     from bitmoji_ml.tracking.datasets import labelled_files
     from bitmoji_ml.tracking.evaluations import log_evaluation
@@ -251,8 +304,10 @@ def _log(
         "eval_set": data.name,
         "eval_list": str(data.source.resolve()),
         "images": str(len(data.paths)),
-        "threshold": str(MALE_THRESHOLD),
+        **classes_param(classes.names),  # as training runs record them: "ant,bee,cat"
     }
+    if len(classes) == 2:  # the most probable of two classes: P(class 1) at or above 0.5
+        params["threshold"] = "0.5"
     return log_evaluation(
         store,
         params=params,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_models import use_contract_onnx_model
 from mlflow import MlflowClient
 from trained_store import EXPERIMENT, TrainedStore, exported_store
 from typer.testing import CliRunner
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 import cli
 from bitmoji_ml import evaluation, labelled_set
 from bitmoji_ml import metrics as scoring
-from bitmoji_ml.data.labels import predicted_classes
+from bitmoji_ml.data.classes import BITMOJI, predicted_indices
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
@@ -30,15 +31,20 @@ LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 1])
 PROBS = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.5])
 
 
+def two(prob_male: np.ndarray) -> np.ndarray:
+    """(n, 2) probabilities [P(female), P(male)] of P(male)."""
+    return np.stack([1 - prob_male, prob_male], axis=1)
+
+
 def test_confusion_matrix_rows_are_true_classes():
-    predicted = predicted_classes(PROBS)
+    predicted = predicted_indices(two(PROBS))
     assert predicted.tolist() == [1, 1, 0, 1, 0, 0, 0, 1]
     # true female: 3 called female, 1 called male; true male: 1 called female, 3 called male
-    assert scoring.confusion_matrix(LABELS, predicted).tolist() == [[3, 1], [1, 3]]
+    assert scoring.confusion_matrix(LABELS, predicted, 2).tolist() == [[3, 1], [1, 3]]
 
 
 def test_scores_by_hand():
-    metrics = scoring.classification_metrics(LABELS, PROBS)
+    metrics = scoring.classification_metrics(LABELS, two(PROBS), BITMOJI)
     assert metrics["accuracy"] == pytest.approx(6 / 8)
     assert metrics["precision"] == pytest.approx(3 / 4)  # 3 of the 4 called male are male
     assert metrics["recall"] == pytest.approx(3 / 4)  # 3 of the 4 males found
@@ -87,10 +93,10 @@ def test_log_loss_by_hand_and_clipped():
 
 
 def test_hardest_faces_most_wrong_first_else_least_confident():
-    chosen, title = evaluation.hardest_faces(LABELS, PROBS)
+    chosen, title = evaluation.hardest_faces(LABELS, two(PROBS))
     assert chosen.tolist() == [2, 3]  # male at 0.3 (0.7 off), female at 0.7 (0.7 off); stable order
     assert "misclassified: 2 of 8" in title
-    chosen, title = evaluation.hardest_faces(np.array([1, 0, 1]), np.array([0.9, 0.45, 0.55]), limit=2)
+    chosen, title = evaluation.hardest_faces(np.array([1, 0, 1]), two(np.array([0.9, 0.45, 0.55])), limit=2)
     assert chosen.tolist() == [1, 2]
     assert "least confident" in title
 
@@ -117,6 +123,7 @@ def test_missing_images_and_lists_are_clear_errors(tiny_dataset: Path, tmp_path:
 def store(tmp_path_factory, mlflow_store_template, monkeypatch) -> TrainedStore:
     built = exported_store(tmp_path_factory, mlflow_store_template)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", built.uri)
+    use_contract_onnx_model(monkeypatch)
     return built
 
 
@@ -148,6 +155,7 @@ def test_evaluate_model_file_writes_plots_and_logs_a_linked_run(store: TrainedSt
     assert tags["evaluated_model"] == str(store.onnx.resolve())
     assert tags["model"] == DEFAULT_MODEL
     assert run.data.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert run.data.params["threshold"] == "0.5" and run.data.params["classes"] == "female,male"
     assert set(run.data.metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert set(evaluation.PLOT_FILES) | {"metrics.json", "predictions.csv"} == logged
@@ -257,7 +265,7 @@ def test_metrics_agree_with_the_hand_written_definitions_on_random_data():
     clipped = np.clip(probs, 1e-7, 1 - 1e-7)
     expected = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
     assert scoring.log_loss(labels, probs) == pytest.approx(expected)
-    matrix = scoring.confusion_matrix(labels, probs >= 0.5)
+    matrix = scoring.confusion_matrix(labels, probs >= 0.5, 2)
     assert matrix.sum() == 200 and matrix[1, 1] == ((labels == 1) & (probs >= 0.5)).sum()
 
 

@@ -9,18 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitmoji_ml.data.classes import BITMOJI
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.selection.audit import (
-    OutOfFold,
-    face_grid,
-    find_label_issues,
-    image_folder,
-    rank_labels,
-    read_oof_csv,
-    write_issues_csv,
-    write_oof_csv,
-)
+from bitmoji_ml.selection.audit import face_grid, find_label_issues, rank_labels, write_issues_csv
 from bitmoji_ml.selection.folds import labelled_entries, stratified_folds
+from bitmoji_ml.selection.oof import OutOfFold, image_folder, read_oof_csv, write_oof_csv
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_image_once() -> None:
@@ -53,14 +46,16 @@ def test_labelled_entries_join_train_and_val(tiny_lists: Path) -> None:
 
 
 def noisy_oof(flipped: list[int], n: int = 200, seed: int = 0) -> OutOfFold:
-    """Confident, mostly right out-of-fold probabilities whose `flipped` labels are wrong."""
+    """Confident, mostly right out-of-fold probabilities of Bitmoji (P(female), P(male)) whose
+    `flipped` labels are wrong."""
     rng = np.random.default_rng(seed)
     truth = np.arange(n) % 2
     prob = np.where(truth == 1, rng.uniform(0.85, 0.99, n), rng.uniform(0.01, 0.15, n))
     prob[flipped] = np.where(truth[flipped] == 1, 0.98, 0.02)  # the models are sure of the truth
     labels = truth.copy()
     labels[flipped] = 1 - labels[flipped]
-    return OutOfFold([f"img/{i:04d}.jpg" for i in range(n)], labels, prob, np.arange(n) % 5)
+    probabilities = np.stack([1 - prob, prob], axis=1)
+    return OutOfFold([f"img/{i:04d}.jpg" for i in range(n)], labels, probabilities, np.arange(n) % 5, BITMOJI)
 
 
 def test_audit_finds_labels_flipped_on_purpose() -> None:
@@ -78,7 +73,7 @@ def test_oof_csv_round_trip_and_issue_files(tmp_path: Path) -> None:
     back = read_oof_csv(tmp_path / "oof.csv")
     assert back.images == oof.images
     assert np.array_equal(back.labels, oof.labels) and np.array_equal(back.folds, oof.folds)
-    assert np.allclose(back.prob_male, oof.prob_male, atol=1e-6)
+    assert back.classes == BITMOJI and np.allclose(back.probabilities, oof.probabilities, atol=1e-6)
     issues = find_label_issues(back)
     write_issues_csv(issues, tmp_path / "issues.csv")
     lines = (tmp_path / "issues.csv").read_text().splitlines()
@@ -114,7 +109,7 @@ def test_rank_labels_lists_the_issues_first_then_the_least_trusted_other_labels(
     assert [issue.rank for issue in ranked] == [1, 2, 3, 4, 5]
     assert [issue.flagged for issue in ranked] == [True, True, False, False, False]
     assert {int(issue.image_id[:4]) for issue in ranked[:2]} == {7, 42}
-    trusted = np.where(oof.labels == 1, oof.prob_male, 1 - oof.prob_male)  # P(given label)
+    trusted = oof.probabilities[np.arange(len(oof.labels)), oof.labels]  # P(given label)
     trusted[[7, 42]] = np.inf
     expected = [f"{index:04d}.jpg" for index in np.argsort(trusted)[:3]]
     assert [issue.image_id for issue in ranked[2:]] == expected

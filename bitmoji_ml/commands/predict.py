@@ -87,8 +87,9 @@ def evaluate(
         Path | None,
         typer.Option(
             "--labels",
-            help="Labelled set: a list from `prepare` (`<image path> <0|1>` lines) or a CSV in the "
-            "train.csv format (image_id,is_male 1/-1) (default: the validation list)",
+            help="Labelled set: a list from `prepare` (`<image path> <class index>` lines, the classes "
+            "in the manifest beside it), a CSV in Bitmoji's train.csv format (image_id,is_male 1/-1), or a "
+            "CSV of image file and class name (default: the validation list); its classes must be the model's",
         ),
     ] = None,
     images: Annotated[
@@ -96,6 +97,14 @@ def evaluate(
         typer.Option(
             help="Image folder of a --labels CSV (default: trainimages/ beside it, else its folder)"
         ),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="--labels CSV of your own classes: its image file column [default: image]"),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="--labels CSV of your own classes: its class name column [default: label]"),
     ] = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
@@ -118,6 +127,8 @@ def evaluate(
         run_id=run_id,
         labels_file=labels,
         images_dir=images,
+        image_column=image_column,
+        label_column=label_column,
         lists_dir=lists,
         experiment=experiment,
         output_dir=output,

@@ -177,22 +177,23 @@ def show_prepare(
 
 
 def show_audit(result: AuditResult, *, top: int) -> None:
-    """`bitmoji audit`: the least trusted labels, then where the files are and what to do next."""
-    from bitmoji_ml.data.labels import CLASS_NAMES
-
+    """`bitmoji audit`: the least trusted labels, then where the files are and what to do next.
+    Bitmoji shows P(male); other classes the suggested label (label quality is P(given label))."""
+    names, kaggle = result.classes.names, result.classes.kaggle
     rows = [
         [
             i.rank,
             i.image_id,
-            CLASS_NAMES[i.label],
-            f"{i.prob_male:.4f}",
+            names[i.label],
+            f"{i.probabilities[1]:.4f}" if kaggle else names[i.suggested],
             f"{i.label_quality:.4f}",
             i.fold,
             "yes" if i.flagged else "-",
         ]
         for i in result.ranked[:top]
     ]
-    headers = ["rank", "image_id", "given label", "P(male)", "label quality", "fold", "issue"]
+    headers = ["rank", "image_id", "given label", "P(male)" if kaggle else "suggested", "label quality"]
+    headers += ["fold", "issue"]
     typer.echo(format_table(headers, rows))
     typer.echo(
         f"{len(result.issues)} label issue(s) flagged by cleanlab among {result.images} images (run "
@@ -240,4 +241,4 @@ def show_evaluation(result: EvaluationResult) -> None:
     """`bitmoji evaluate`: the metrics and the confusion matrix."""
     from bitmoji_ml.metrics import metrics_table
 
-    typer.echo(metrics_table(result.metrics, result.confusion_matrix))
+    typer.echo(metrics_table(result.metrics, result.confusion_matrix, result.classes))

@@ -1,31 +1,28 @@
 """Label audit: which labelled images are likely mislabelled, judged from out-of-fold
-probabilities with cleanlab (confident learning), as a ranked table, a CSV and a face grid."""
+probabilities (selection/oof.py) with cleanlab (confident learning, any number of classes), as
+a ranked table, a CSV and a face grid."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml.data.labels import CLASS_NAMES
+from bitmoji_ml.data.classes import BITMOJI, KAGGLE_PROB_COLUMN, Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import atomic_path
+from bitmoji_ml.selection.oof import OutOfFold
 
-OOF_COLUMNS = ("image", "label", "prob_male", "fold")
-ISSUE_COLUMNS = ("rank", "image_id", "image", "label", "prob_male", "label_quality", "fold")
+PROB_FLOOR = 1e-6  # cleanlab divides by probabilities: none exactly 0
 
 
-@dataclasses.dataclass(frozen=True)
-class OutOfFold:
-    """Out-of-fold predictions of a cross-validation: one row per labelled image."""
-
-    images: list[str]
-    labels: np.ndarray  # 1 male / 0 female
-    prob_male: np.ndarray
-    folds: np.ndarray
+def issue_columns(classes: Classes) -> tuple[str, ...]:
+    """label_issues.csv's columns: Bitmoji keeps round 1's; others add the suggested label."""
+    if classes.kaggle:
+        return ("rank", "image_id", "image", "label", KAGGLE_PROB_COLUMN, "label_quality", "fold")
+    return ("rank", "image_id", "image", "label", "suggested", *classes.prob_columns, "label_quality", "fold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +32,7 @@ class LabelIssue:
     rank: int
     image: str
     label: int
-    prob_male: float
+    probabilities: tuple[float, ...]  # out of fold, one per class
     label_quality: float  # cleanlab's self-confidence: P(given label); low = suspicious
     fold: int
     flagged: bool = True  # cleanlab's filter calls it an issue (else: only among the least confident)
@@ -44,54 +41,21 @@ class LabelIssue:
     def image_id(self) -> str:
         return Path(self.image).name
 
-
-def image_folder(images: list[str]) -> Path:
-    """The folder all `images` are in (their common parent): what oof_predictions.csv names
-    them relative to."""
-    return Path(os.path.commonpath([str(Path(image).parent) for image in images]))
-
-
-def write_oof_csv(oof: OutOfFold, path: Path, *, folder: Path | None = None) -> None:
-    """`image,label,prob_male,fold` rows, written atomically; with `folder`, each image is
-    named relative to it (the file name, for images in one folder): the UI's preview of the
-    file then shows which image a row is, and the file does not depend on where the data is."""
-
-    def name(image: str) -> str:
-        return os.path.relpath(image, folder) if folder is not None else image
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(OOF_COLUMNS)
-        for row in zip(oof.images, oof.labels, oof.prob_male, oof.folds, strict=True):
-            writer.writerow([name(row[0]), int(row[1]), f"{float(row[2]):.6f}", int(row[3])])
-
-
-def read_oof_csv(path: Path, *, folder: Path | None = None) -> OutOfFold:
-    """Parse `write_oof_csv`'s file, relative image names joined to `folder` (absolute ones,
-    from older runs, are kept); a clear error for any other file."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != OOF_COLUMNS:
-            raise BitmojiError(f"{path} is not an out-of-fold file (columns {', '.join(OOF_COLUMNS)})")
-        rows = list(reader)
-    if not rows:
-        raise BitmojiError(f"{path} has no rows")
-    try:
-        return OutOfFold(
-            images=[str(folder / row["image"]) if folder else row["image"] for row in rows],
-            labels=np.array([int(row["label"]) for row in rows]),
-            prob_male=np.array([float(row["prob_male"]) for row in rows]),
-            folds=np.array([int(row["fold"]) for row in rows]),
-        )
-    except ValueError as error:
-        raise BitmojiError(f"{path}: malformed row ({error})") from error
+    @property
+    def suggested(self) -> int:
+        """The class the out-of-fold models found most probable."""
+        return int(predicted_indices(np.array([self.probabilities]))[0])
 
 
 def _pred_probs(oof: OutOfFold) -> np.ndarray:
+    """The probabilities cleanlab reads: none exactly 0 (two classes: round 1's clipping)."""
     if len(set(oof.labels.tolist())) < 2:
-        raise BitmojiError("the audit needs images of both classes")
-    prob = np.clip(oof.prob_male.astype(np.float64), 1e-6, 1 - 1e-6)
-    return np.stack([1 - prob, prob], axis=1)
+        raise BitmojiError("the audit needs images of at least two classes")
+    if len(oof.classes) == 2:
+        prob = np.clip(oof.probabilities[:, 1], PROB_FLOOR, 1 - PROB_FLOOR)
+        return np.stack([1 - prob, prob], axis=1)
+    floored = np.clip(oof.probabilities, PROB_FLOOR, None)
+    return floored / floored.sum(axis=1, keepdims=True)
 
 
 def _issue(oof: OutOfFold, index: int, rank: int, quality: float, flagged: bool) -> LabelIssue:
@@ -99,7 +63,7 @@ def _issue(oof: OutOfFold, index: int, rank: int, quality: float, flagged: bool)
         rank=rank,
         image=oof.images[index],
         label=int(oof.labels[index]),
-        prob_male=float(oof.prob_male[index]),
+        probabilities=tuple(float(prob) for prob in oof.probabilities[index]),
         label_quality=float(quality),
         fold=int(oof.folds[index]),
         flagged=flagged,
@@ -113,7 +77,7 @@ def find_label_issues(oof: OutOfFold) -> list[LabelIssue]:
     pred_probs = _pred_probs(oof)
     # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process whose
     # torch/onnxruntime threads hold locks can hang forever (it did in the test suite). For
-    # two classes and thousands of rows the pool buys nothing.
+    # a few classes and thousands of rows the pool buys nothing.
     ranked = cleanlab_label_issues(
         oof.labels,
         pred_probs,
@@ -144,27 +108,40 @@ def rank_labels(oof: OutOfFold, *, top: int) -> list[LabelIssue]:
     ]
 
 
-def write_issues_csv(issues: list[LabelIssue], path: Path) -> None:
-    """The ranked issues as CSV; its `image_id` column is what `prepare --exclude` reads."""
+def _issue_row(issue: LabelIssue, classes: Classes) -> list:
+    names = classes.names
+    probabilities = [f"{prob:.6f}" for prob in classes.prob_values(np.array([issue.probabilities]))[0]]
+    suggested = [] if classes.kaggle else [names[issue.suggested]]
+    return [
+        issue.rank,
+        issue.image_id,
+        issue.image,
+        names[issue.label],
+        *suggested,
+        *probabilities,
+        f"{issue.label_quality:.6f}",
+        issue.fold,
+    ]
+
+
+def write_issues_csv(issues: list[LabelIssue], path: Path, classes: Classes = BITMOJI) -> None:
+    """The ranked issues as CSV, the given and suggested labels as class names; its `image_id`
+    column is what `prepare --exclude` reads."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(ISSUE_COLUMNS)
-        for issue in issues:
-            writer.writerow(
-                [
-                    issue.rank,
-                    issue.image_id,
-                    issue.image,
-                    CLASS_NAMES[issue.label],
-                    f"{issue.prob_male:.6f}",
-                    f"{issue.label_quality:.6f}",
-                    issue.fold,
-                ]
-            )
+        writer.writerow(issue_columns(classes))
+        writer.writerows(_issue_row(issue, classes) for issue in issues)
 
 
-def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24) -> None:
-    """The most suspicious faces, each titled with its id, given label and P(male)."""
+def issue_caption(issue: LabelIssue, classes: Classes) -> str:
+    """`<image id>` over `label X, P(X) 0.03` over `suggested Y`."""
+    given, suggested = classes.names[issue.label], classes.names[issue.suggested]
+    return f"{issue.image_id}\nlabel {given}, P({given}) {issue.label_quality:.2f}\nsuggested {suggested}"
+
+
+def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24, classes: Classes = BITMOJI) -> None:
+    """The most suspicious images, each titled with its id, given label, the probability the
+    out-of-fold models gave it, and the class they found most probable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +151,7 @@ def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24) -> None:
     shown = issues[:limit] or []
     columns = min(6, max(1, len(shown)))
     rows = max(1, -(-len(shown) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.9 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, issue in zip(axes.flat, shown, strict=False):
@@ -184,9 +161,7 @@ def face_grid(issues: list[LabelIssue], path: Path, limit: int = 24) -> None:
         except OSError:
             axis.text(0.5, 0.5, "unreadable", ha="center", va="center")
         axis.set_title(
-            f"{issue.image_id}\nlabel {CLASS_NAMES[issue.label]}, P(male) {issue.prob_male:.2f}",
-            fontsize=8,
-            color="firebrick" if issue.flagged else "black",
+            issue_caption(issue, classes), fontsize=8, color="firebrick" if issue.flagged else "black"
         )
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no label issues found", ha="center", va="center")

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bitmoji_ml import paths
+from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.selection.audit import (
     LabelIssue,
     face_grid,
     rank_labels,
-    read_oof_csv,
     write_issues_csv,
 )
+from bitmoji_ml.selection.oof import read_oof_csv
 from bitmoji_ml.tracking.names import (
     CV_RUN,
     IMAGE_FOLDER_TAG,
@@ -43,6 +44,7 @@ class AuditResult:
     ranked: list[LabelIssue]  # the issues, then the least trusted other labels, `top` at least
     issues_csv: Path  # label_issues.csv in the output folder, absolute
     faces_png: Path  # label_issues.png beside it
+    classes: Classes  # those of the cv run's out-of-fold predictions
 
 
 def audit_job(
@@ -68,12 +70,12 @@ def audit_job(
         ranked = rank_labels(oof, top=top)
         issues = [issue for issue in ranked if issue.flagged]
         files = [folder / LABEL_ISSUES_CSV, folder / LABEL_ISSUES_PNG]
-        write_issues_csv(issues, files[0])
-        face_grid(ranked, files[1], limit=top)
+        write_issues_csv(issues, files[0], oof.classes)
+        face_grid(ranked, files[1], limit=top, classes=oof.classes)
         add_results(store, run_id=run_id, files=files, metrics={"label_issues": len(issues)})
         issues_csv, faces_png = _copy_into(files, output)
     logger.info("logged %s to run %s", ", ".join(path.name for path in files), run_id)
-    return AuditResult(run_id, len(oof.images), issues, ranked, issues_csv, faces_png)
+    return AuditResult(run_id, len(oof.images), issues, ranked, issues_csv, faces_png, oof.classes)
 
 
 def _copy_into(files: list[Path], output: Path) -> list[Path]:

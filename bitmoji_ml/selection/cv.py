@@ -241,7 +241,9 @@ def log_cv_results(parent: ParentRun, *, outcome: CrossValidation, seconds: dict
         write_oof_csv(oof, Path(folder) / OOF_PREDICTIONS, folder=image_folder(oof.images))
         parent.log_artifact(Path(folder) / OOF_PREDICTIONS)
         title = f"out-of-fold, {len(outcome.folds)} folds"
-        plots.confusion_matrix_plot(matrix, Path(folder) / "oof_confusion_matrix.png", title=title)
+        plots.confusion_matrix_plot(
+            matrix, Path(folder) / "oof_confusion_matrix.png", title=title, class_names=oof.classes.names
+        )
         parent.log_artifact(Path(folder) / "oof_confusion_matrix.png", PLOTS_DIR)
 
 
