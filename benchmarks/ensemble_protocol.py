@@ -1,0 +1,397 @@
+"""Issue 19's protocol: is a cv ensemble (or a student distilled from it) better than one model,
+judged on images none of them trained on or was selected on? One invocation, one table.
+
+    nice -n 10 .venv/bin/python benchmarks/ensemble_protocol.py [--data-dir ../shared/bitmoji]
+        [--seeds 0,1,2] [--work /tmp/bitmoji-protocol] [--threads 1] [--rows single,ensemble,student]
+
+Fixed lists: `bitmoji prepare` (seed 0, val 20 %). The val list is only ever scored, never
+selected on: every model is its last epoch. For each seed:
+  single    `bitmoji train` on the train list (default recipe), its last.pt exported;
+  ensemble  `bitmoji cv` (5 folds) over the train list ONLY (a lists folder `prepare --exclude`
+            makes from the same data without the val images; checked), its fold models exported as
+            one model (`export-onnx --cv-run`);
+  student   `bitmoji train --teacher <that ensemble>` on the train list: the default model trained
+            on the ensemble's probabilities for the train images (see training/teacher.py).
+Each is scored with `bitmoji evaluate` on the val list (errors of 600, accuracy, log loss), then
+mean ± std over the seeds. Cost: `bitmoji predict` over testimages/ (median wall time of
+interleaved rounds, start-up included: valid only on a quiet machine) and the network's
+single-thread CPU ms/image (`time.process_time`, holds up better under other load).
+
+Everything (MLflow store, lists, models, logs) lives under --work (default /tmp/bitmoji-protocol;
+the store is sqlite there). A finished step leaves a JSON file in --work/steps and is not run
+again: re-running the command with more --rows or seeds reuses what is done. The verdict
+(ensemble no worse in errors and better in log loss than single, mean over seeds) is written to
+--work/verdict.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = ("single", "ensemble", "student")
+RUN_ID = re.compile(r"\brun ([0-9a-f]{32})\b")
+EXPERIMENT = "protocol"
+
+
+class Protocol:
+    """The work folder, the environment every `bitmoji` command runs in, and the step cache."""
+
+    def __init__(self, work: Path, data_dir: Path, threads: int) -> None:
+        self.work, self.data_dir, self.threads = work, data_dir, threads
+        self.lists, self.cv_lists = work / "lists", work / "cv-lists"
+        (work / "steps").mkdir(parents=True, exist_ok=True)
+        (work / "models").mkdir(exist_ok=True)
+        self.log = work / "commands.log"
+        self.env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
+        os.environ["MLFLOW_TRACKING_URI"] = self.env["MLFLOW_TRACKING_URI"]  # Store.open() below
+
+    def bitmoji(self, *args: str) -> str:
+        """Run `bitmoji ARGS` in the work folder (its mlruns/, models/, reports/ stay there);
+        return its output, which is also appended to commands.log."""
+        command = [sys.executable, "-m", "cli", *args]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=self.work, env=self.env, capture_output=True, text=True)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(
+                f"$ bitmoji {' '.join(args)}  ({time.perf_counter() - started:.0f}s, exit {done.returncode})\n"
+            )
+            log.write(done.stdout + done.stderr)
+        if done.returncode:
+            sys.exit(f"bitmoji {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        return done.stdout + done.stderr
+
+    def step(self, name: str, action) -> dict:
+        """`action()`'s result, cached in steps/NAME.json once it finished."""
+        path = self.work / "steps" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        result = action()
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+def run_id_in(output: str) -> str:
+    """The last full MLflow run id a command printed (train: its run; cv: the parent run)."""
+    found = RUN_ID.findall(output)
+    if not found:
+        sys.exit(f"no run id in the output:\n{output}")
+    return found[-1]
+
+
+def image_names(list_file: Path) -> set[str]:
+    return {line.rpartition(" ")[0].rsplit("/", 1)[-1] for line in list_file.read_text().splitlines() if line}
+
+
+def prepare_lists(p: Protocol) -> dict:
+    """The fixed lists, and a lists folder whose labelled images are exactly the train list
+    (`prepare` with another split seed, the val images excluded), checked image by image."""
+    p.bitmoji(
+        "prepare",
+        "--data-dir",
+        str(p.data_dir),
+        "--lists",
+        str(p.lists),
+        "--seed",
+        "0",
+        "--val-fraction",
+        "0.2",
+    )
+    val = image_names(p.lists / "val.txt")
+    train = image_names(p.lists / "train.txt")
+    excluded = p.work / "val_image_ids.csv"
+    excluded.write_text("image_id\n" + "".join(f"{name}\n" for name in sorted(val)))
+    p.bitmoji(
+        "prepare",
+        "--data-dir",
+        str(p.data_dir),
+        "--lists",
+        str(p.cv_lists),
+        "--seed",
+        "1",
+        "--exclude",
+        str(excluded),
+    )
+    cv_images = image_names(p.cv_lists / "train.txt") | image_names(p.cv_lists / "val.txt")
+    if cv_images != train or cv_images & val:
+        sys.exit("the cv lists are not exactly the train list: the protocol would not be honest")
+    return {"train": len(train), "val": len(val), "cv_images": len(cv_images)}
+
+
+def export_last(p: Protocol, run_id: str, name: str) -> str:
+    """The run's last-epoch checkpoint (no selection on the val list) as ONNX, not registered."""
+    from bitmoji_ml.tracking.names import LAST_CHECKPOINT
+    from bitmoji_ml.tracking.runs import download_run_checkpoint
+    from bitmoji_ml.tracking.store import Store
+
+    folder = p.work / "checkpoints" / name
+    checkpoint = download_run_checkpoint(Store.open(), run_id=run_id, name=LAST_CHECKPOINT, folder=folder)
+    output = p.work / "models" / f"{name}.onnx"
+    p.bitmoji(
+        "export-onnx",
+        "--checkpoint",
+        str(checkpoint),
+        "--no-register",
+        "--output",
+        str(output),
+        "--lists",
+        str(p.lists),
+    )
+    return str(output)
+
+
+def score(p: Protocol, model: str, name: str) -> dict:
+    """`bitmoji evaluate` of `model` on the fixed val list."""
+    folder = p.work / "evaluations" / name
+    output = p.bitmoji(
+        "evaluate", "--model", model, "--labels", str(p.lists / "val.txt"), "--lists", str(p.lists),
+        "--output", str(folder), "--experiment", EXPERIMENT, "--threads", str(p.threads),
+    )  # fmt: skip
+    if "scored images is a training image" not in output and "none of the" not in output:
+        print(f"  note: evaluate could not confirm {name} never trained on the val list", flush=True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {
+        "model": model,
+        "errors": int(metrics["misclassified"]),
+        "images": int(metrics["images"]),
+        "accuracy": metrics["accuracy"],
+        "log_loss": metrics["log_loss"],
+    }
+
+
+def train_args(p: Protocol, seed: int) -> list[str]:
+    return [
+        "--lists",
+        str(p.lists),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(p.threads),
+        "--experiment",
+        EXPERIMENT,
+    ]
+
+
+def single(p: Protocol, seed: int) -> dict:
+    run_id = run_id_in(p.bitmoji("train", *train_args(p, seed), "--run-name", f"single-seed{seed}"))
+    return {"run_id": run_id, **score(p, export_last(p, run_id, f"single-seed{seed}"), f"single-seed{seed}")}
+
+
+def ensemble(p: Protocol, seed: int) -> dict:
+    cv_args = ["--lists", str(p.cv_lists), "--seed", str(seed), "--threads", str(p.threads)]
+    run_id = run_id_in(p.bitmoji("cv", *cv_args, "--experiment", EXPERIMENT, "--run-name", f"cv-seed{seed}"))
+    output = p.work / "models" / f"ensemble-seed{seed}.onnx"
+    p.bitmoji(
+        "export-onnx",
+        "--cv-run",
+        run_id,
+        "--no-register",
+        "--output",
+        str(output),
+        "--lists",
+        str(p.cv_lists),
+    )
+    return {"cv_run_id": run_id, **score(p, str(output), f"ensemble-seed{seed}")}
+
+
+def student(p: Protocol, seed: int, teacher: str) -> dict:
+    name = f"student-seed{seed}"
+    run_id = run_id_in(p.bitmoji("train", *train_args(p, seed), "--teacher", teacher, "--run-name", name))
+    return {"run_id": run_id, "teacher": teacher, **score(p, export_last(p, run_id, name), name)}
+
+
+def cpu_ms_per_image(model: str, images: np.ndarray) -> float:
+    """CPU time of the network alone, one onnxruntime thread, per image (best of 3 passes)."""
+    from bitmoji_ml.serving.onnx_model import OnnxModel
+
+    onnx_model = OnnxModel.load(model, threads=1)
+    onnx_model.predict_batched(images[:64])  # warm-up
+    passes = []
+    for _ in range(3):
+        started = time.process_time()
+        onnx_model.predict_batched(images)
+        passes.append(time.process_time() - started)
+    return 1000 * min(passes) / len(images)
+
+
+def predict_cost(p: Protocol, models: dict[str, str], rounds: int) -> dict:
+    """`bitmoji predict` over testimages/ per model, rounds interleaved (median wall seconds),
+    and the network's single-thread CPU ms/image on the decoded test images."""
+    from bitmoji_ml.data.cache import decode_all
+    from bitmoji_ml.serving.folder_engine import find_images
+    from bitmoji_ml.serving.onnx_model import OnnxModel
+
+    folder = p.data_dir / "testimages"
+    paths = find_images(folder)
+    walls: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            started = time.perf_counter()
+            p.bitmoji(
+                "predict",
+                str(folder),
+                "--model",
+                model,
+                "--output",
+                str(p.work / f"predictions-{name}.csv"),
+                "--threads",
+                str(p.threads),
+            )
+            walls[name].append(time.perf_counter() - started)
+    images = decode_all(paths, OnnxModel.load(next(iter(models.values()))).preprocess)
+    cost = {}
+    for name, model in models.items():
+        wall = statistics.median(walls[name])
+        cost[name] = {
+            "images": len(paths),
+            "predict_seconds": wall,
+            "images_per_second": len(paths) / wall,
+            "cpu_ms_per_image": cpu_ms_per_image(model, images),
+            "onnx_bytes": Path(model).stat().st_size,
+        }
+    return cost
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def table(results: dict[str, dict[int, dict]], cost: dict) -> str:
+    from bitmoji_ml.report import format_table
+
+    headers = [
+        "row",
+        "seed",
+        "val errors",
+        "accuracy",
+        "log loss",
+        "predict img/s",
+        "CPU ms/img (1 thread)",
+        "ONNX KB",
+    ]
+    rows = []
+    for name, by_seed in results.items():
+        for seed, result in by_seed.items():
+            rows.append(
+                [
+                    name,
+                    str(seed),
+                    f"{result['errors']} / {result['images']}",
+                    f"{result['accuracy']:.2%}",
+                    f"{result['log_loss']:.4f}",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        values = list(by_seed.values())
+        if not values:
+            continue
+        the_cost = cost.get(name, {})
+        rows.append([
+            name, "mean ± std", spread([v["errors"] for v in values]), spread([100 * v["accuracy"] for v in values]) + " %",
+            spread([v["log_loss"] for v in values]),
+            f"{the_cost['images_per_second']:.0f}" if the_cost else "",
+            f"{the_cost['cpu_ms_per_image']:.3f}" if the_cost else "",
+            f"{the_cost['onnx_bytes'] / 1024:.0f}" if the_cost else "",
+        ])  # fmt: skip
+    return format_table(headers, rows)
+
+
+def verdict(results: dict[str, dict[int, dict]], candidate: str) -> dict | None:
+    """Issue 19's rule: `candidate` may be champion only if, over the same seeds, its mean errors
+    are no worse than the single model's and its mean log loss is lower."""
+    seeds = sorted(set(results.get("single", {})) & set(results.get(candidate, {})))
+    if not seeds:
+        return None
+    mean = {
+        name: {key: statistics.fmean(results[name][s][key] for s in seeds) for key in ("errors", "log_loss")}
+        for name in ("single", candidate)
+    }
+    better = (
+        mean[candidate]["errors"] <= mean["single"]["errors"]
+        and mean[candidate]["log_loss"] < mean["single"]["log_loss"]
+    )
+    return {"candidate": candidate, "seeds": seeds, "means": mean, "may_be_champion": better}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("BITMOJI_DATA", "/work/shared/bitmoji"))
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bitmoji-protocol"))
+    parser.add_argument("--threads", type=int, default=1, help="training/evaluate/predict threads")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--timing-rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = [row for row in args.rows.split(",") if row]
+    if set(rows) - set(ROWS):
+        sys.exit(f"--rows: choose among {', '.join(ROWS)}")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    p = Protocol(args.work.resolve(), args.data_dir.resolve(), args.threads)
+    counts = p.step("lists", lambda: prepare_lists(p))
+    print(
+        f"lists: {counts['train']} train images (the cv lists hold exactly these), {counts['val']} val images",
+        flush=True,
+    )
+    results: dict[str, dict[int, dict]] = {row: {} for row in rows}
+    for seed in seeds:
+        if "single" in rows:
+            results["single"][seed] = p.step(f"single-seed{seed}", lambda s=seed: single(p, s))
+        if "ensemble" in rows or "student" in rows:
+            teacher = p.step(f"ensemble-seed{seed}", lambda s=seed: ensemble(p, s))
+            if "ensemble" in rows:
+                results["ensemble"][seed] = teacher
+        if "student" in rows:
+            model = teacher["model"]
+            results["student"][seed] = p.step(f"student-seed{seed}", lambda s=seed, m=model: student(p, s, m))
+    first = {name: by_seed[seeds[0]]["model"] for name, by_seed in results.items()}
+    cost = p.step(
+        f"cost-{'-'.join(first)}-seed{seeds[0]}", lambda: predict_cost(p, first, args.timing_rounds)
+    )
+    print(table(results, cost))
+    decisions = [v for v in (verdict(results, "ensemble"), verdict(results, "student")) if v]
+    for decision in decisions:
+        m = decision["means"]
+        print(
+            f"{decision['candidate']} vs single over seeds {decision['seeds']}: errors {m[decision['candidate']]['errors']:.2f} "
+            f"vs {m['single']['errors']:.2f}, log loss {m[decision['candidate']]['log_loss']:.4f} vs {m['single']['log_loss']:.4f}: "
+            + ("may become @champion" if decision["may_be_champion"] else "must not become @champion")
+        )
+    (p.work / "verdict.json").write_text(
+        json.dumps(
+            {
+                "decisions": decisions,
+                "cost": cost,
+                "results": {k: {str(s): r for s, r in v.items()} for k, v in results.items()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(
+        f"cost rows: seed {seeds[0]}'s models, {cost[next(iter(cost))]['images']} test images, --threads {args.threads}; wall-clock img/s is valid only on an otherwise idle machine"
+    )
+
+
+if __name__ == "__main__":
+    main()
