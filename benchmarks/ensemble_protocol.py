@@ -162,8 +162,10 @@ def score(p: Protocol, model: str, name: str) -> dict:
         "evaluate", "--model", model, "--labels", str(p.lists / "val.txt"), "--lists", str(p.lists),
         "--output", str(folder), "--experiment", EXPERIMENT, "--threads", str(p.threads),
     )  # fmt: skip
-    if "scored images is a training image" not in output and "none of the" not in output:
-        print(f"  note: evaluate could not confirm {name} never trained on the val list", flush=True)
+    if "images this model trained on" in output:
+        sys.exit(f"{name} trained on val images: the protocol is broken\n{output}")
+    if "none of the" not in output:  # an ensemble's cv run records no dataset of its own
+        print(f"  {name}: evaluate cannot tell its training images; prepare_lists checked them", flush=True)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {
         "model": model,
