@@ -2,26 +2,30 @@
 judged on images none of them trained on or was selected on? One invocation, one table.
 
     nice -n 10 .venv/bin/python benchmarks/ensemble_protocol.py [--data-dir ../shared/bitmoji]
-        [--seeds 0,1,2] [--work /tmp/bitmoji-protocol] [--threads 1] [--rows single,ensemble,student]
+        [--seeds 0,1,2] [--work /tmp/bitmoji-protocol] [--threads 1] [--rows single,ensemble,...]
 
 Fixed lists: `bitmoji prepare` (seed 0, val 20 %). The val list is only ever scored, never
-selected on: every model is its last epoch. For each seed:
-  single    `bitmoji train` on the train list (default recipe), its last.pt exported;
-  ensemble  `bitmoji cv` (5 folds) over the train list ONLY (a lists folder `prepare --exclude`
-            makes from the same data without the val images; checked), its fold models exported as
-            one model (`export-onnx --cv-run`);
-  student   `bitmoji train --teacher <that ensemble>` on the train list: the default model trained
-            on the ensemble's probabilities for the train images (see training/teacher.py).
+selected on: every model is its last epoch. Rows, for each seed:
+  single             `bitmoji train` on the train list (default recipe), its last.pt exported;
+  single-unsmoothed  the same with --label-smoothing 0 (the control of `student`);
+  ensemble           `bitmoji cv` (5 folds) over the train list ONLY (a lists folder that
+                     `prepare --exclude` makes from the same data without the val images;
+                     checked), its fold models exported as one model (`export-onnx --cv-run`);
+  student            `bitmoji train --teacher <that ensemble> --label-smoothing 0` on the train
+                     list: the default model trained on the ensemble's probabilities for the
+                     train images (soft targets only, teacher weight 1; training/teacher.py);
+  student-smoothed   the same with the default label smoothing 0.1 on top of the soft targets.
 Each is scored with `bitmoji evaluate` on the val list (errors of 600, accuracy, log loss), then
-mean ± std over the seeds. Cost: `bitmoji predict` over testimages/ (median wall time of
-interleaved rounds, start-up included: valid only on a quiet machine) and the network's
-single-thread CPU ms/image (`time.process_time`, holds up better under other load).
+mean ± std over the seeds. Cost of seed 0's models: `bitmoji predict` over testimages/ (medians
+of interleaved rounds of its own images/s and of the command's wall time: valid only on a quiet
+machine) and the network's single-thread CPU ms/image (`time.process_time`, holds up better).
 
 Everything (MLflow store, lists, models, logs) lives under --work (default /tmp/bitmoji-protocol;
 the store is sqlite there). A finished step leaves a JSON file in --work/steps and is not run
 again: re-running the command with more --rows or seeds reuses what is done. The verdict
-(ensemble no worse in errors and better in log loss than single, mean over seeds) is written to
---work/verdict.json.
+(means over the seeds, per row, and the cost) is written to --work/verdict.json, which
+`export-onnx --cv-run ID --verdict` reads (export/verdict.py: the ensemble becomes @champion
+only if no worse in errors and better in log loss than `single`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's bitmoji_ml, as the `bitmoji` commands it runs
-ROWS = ("single", "ensemble", "student", "student-smoothed")
+ROWS = ("single", "single-unsmoothed", "ensemble", "student", "student-smoothed")
+# `single-unsmoothed` is the control of `student`: the same recipe without label smoothing, taught
+# by the labels, so that what `student` gains over `single` is not just the smoothing it drops.
+SINGLES = {"single": [], "single-unsmoothed": ["--label-smoothing", "0"]}
 # The student's flags besides --teacher: the teacher's probabilities are already soft (its members
 # trained with label smoothing 0.1), so `student` adds no smoothing of its own; `student-smoothed`
 # keeps the default recipe's 0.1 on top of them.
@@ -195,9 +202,10 @@ def train_args(p: Protocol, seed: int) -> list[str]:
     ]
 
 
-def single(p: Protocol, seed: int) -> dict:
-    run_id = run_id_in(p.bitmoji("train", *train_args(p, seed), "--run-name", f"single-seed{seed}"))
-    return {"run_id": run_id, **score(p, export_last(p, run_id, f"single-seed{seed}"), f"single-seed{seed}")}
+def single(p: Protocol, seed: int, row: str = "single") -> dict:
+    name = f"{row}-seed{seed}"
+    run_id = run_id_in(p.bitmoji("train", *train_args(p, seed), *SINGLES[row], "--run-name", name))
+    return {"run_id": run_id, **score(p, export_last(p, run_id, name), name)}
 
 
 def ensemble(p: Protocol, seed: int) -> dict:
@@ -353,24 +361,19 @@ def write_verdict(p: Protocol, results: dict[str, dict[int, dict]], cost: dict, 
     }
     path = p.work / "verdict.json"
     path.write_text(json.dumps(verdict, indent=2) + "\n")
-    for row in (name for name in results if name != "single"):
-        as_ensemble = {**means, "ensemble": means[row]}
-        wins = Verdict(path, recipe, members, done, "", as_ensemble, {}).ensemble_wins()
+    pairs = [(row, "single") for row in results if row != "single"]
+    pairs += [
+        (row, "single-unsmoothed")
+        for row in ("student",)
+        if row in results and "single-unsmoothed" in results
+    ]
+    pairs += [(row, "ensemble") for row in results if row in STUDENTS]
+    for row, other in pairs:
+        wins = Verdict(path, recipe, members, done, "", {"single": means[other], "ensemble": means[row]}, {})
         print(
-            f"{row} vs single, mean of seeds {done}: errors {means[row]['errors']:.2f} vs "
-            f"{means['single']['errors']:.2f}, log loss {means[row]['log_loss']:.4f} vs "
-            f"{means['single']['log_loss']:.4f}: "
-            + ("better (may become @champion)" if wins else "not better")
-        )
-    ensemble_std = {
-        key: statistics.stdev(results["ensemble"][s][key] for s in done) if len(done) > 1 else 0.0
-        for key in ("errors", "log_loss")
-    }
-    for row in (row for row in results if row in STUDENTS):
-        print(
-            f"{row} - ensemble: errors {means[row]['errors'] - means['ensemble']['errors']:+.2f} "
-            f"(ensemble's seed std {ensemble_std['errors']:.2f}), log loss "
-            f"{means[row]['log_loss'] - means['ensemble']['log_loss']:+.4f} (seed std {ensemble_std['log_loss']:.4f})"
+            f"{row} vs {other}, mean of seeds {done}: errors {means[row]['errors']:.2f} vs "
+            f"{means[other]['errors']:.2f}, log loss {means[row]['log_loss']:.4f} vs "
+            f"{means[other]['log_loss']:.4f}: " + ("better" if wins.ensemble_wins() else "not better")
         )
     print(f"wrote {path} (export-onnx --cv-run ID --verdict {path})")
 
@@ -395,9 +398,9 @@ def main() -> None:
     print(f"lists: {counts['train']} train images (= the cv lists' images), {counts['val']} val images")
     results: dict[str, dict[int, dict]] = {row: {} for row in rows}
     for seed in seeds:
-        if "single" in rows:
-            results["single"][seed] = p.step(f"single-seed{seed}", lambda s=seed: single(p, s))
-        if set(rows) - {"single"}:
+        for row in (row for row in rows if row in SINGLES):
+            results[row][seed] = p.step(f"{row}-seed{seed}", lambda s=seed, r=row: single(p, s, r))
+        if set(rows) - set(SINGLES):
             teacher = p.step(f"ensemble-seed{seed}", lambda s=seed: ensemble(p, s))
             if "ensemble" in rows:
                 results["ensemble"][seed] = teacher
