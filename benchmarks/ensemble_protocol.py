@@ -44,14 +44,34 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's bitmoji_ml, as the `bitmoji` commands it runs
 from protocol_report import predict_cost, table  # noqa: E402  (beside this file)
 
-ROWS = ("single", "single-unsmoothed", "ensemble", "student", "student-smoothed")
-# `single-unsmoothed` is the control of `student`: the same recipe without label smoothing, taught
-# by the labels, so that what `student` gains over `single` is not just the smoothing it drops.
-SINGLES = {"single": [], "single-unsmoothed": ["--label-smoothing", "0"]}
-# The student's flags besides --teacher: the teacher's probabilities are already soft (its members
-# trained with label smoothing 0.1), so `student` adds no smoothing of its own; `student-smoothed`
-# keeps the default recipe's 0.1 on top of them.
-STUDENTS = {"student": ["--label-smoothing", "0"], "student-smoothed": []}
+ROWS = (
+    "single",
+    "single-unsmoothed",
+    "ensemble",
+    "ensemble-unsmoothed",
+    "student",
+    "student-smoothed",
+    "student-of-unsmoothed",
+)
+# The `-unsmoothed` rows train with --label-smoothing 0: the default's 0.1 makes every model
+# underconfident, which the log loss measures; they say whether a gain survives without it.
+# `single-unsmoothed` is also the control of `student`: what `student` gains over `single` must
+# not be only the smoothing it drops.
+UNSMOOTHED = ["--label-smoothing", "0"]
+SINGLES = {"single": [], "single-unsmoothed": UNSMOOTHED}
+ENSEMBLES = {"ensemble": [], "ensemble-unsmoothed": UNSMOOTHED}
+# Each student's teacher row and flags besides --teacher. The teacher's probabilities are already
+# soft, so `student` adds no smoothing of its own; `student-smoothed` keeps the default 0.1.
+STUDENTS = {
+    "student": ("ensemble", UNSMOOTHED),
+    "student-smoothed": ("ensemble", []),
+    "student-of-unsmoothed": ("ensemble-unsmoothed", UNSMOOTHED),
+}
+# The verdict files `export-onnx --verdict` reads: an ensemble row against its recipe's single row.
+VERDICTS = {
+    "ensemble": ("single", "verdict.json"),
+    "ensemble-unsmoothed": ("single-unsmoothed", "verdict-unsmoothed.json"),
+}
 RUN_ID = re.compile(r"\brun ([0-9a-f]{32})\b")
 EXPERIMENT = "protocol"
 
@@ -207,75 +227,76 @@ def single(p: Protocol, seed: int, row: str = "single") -> dict:
     return {"run_id": run_id, **score(p, export_last(p, run_id, name), name)}
 
 
-def ensemble(p: Protocol, seed: int) -> dict:
-    cv_args = ["--lists", str(p.cv_lists), "--seed", str(seed), "--threads", str(p.threads)]
-    run_id = run_id_in(p.bitmoji("cv", *cv_args, "--experiment", EXPERIMENT, "--run-name", f"cv-seed{seed}"))
-    output = p.work / "models" / f"ensemble-seed{seed}.onnx"
-    p.bitmoji(
-        "export-onnx",
-        "--cv-run",
-        run_id,
-        "--no-register",
-        "--output",
-        str(output),
-        "--lists",
-        str(p.cv_lists),
-    )
-    return {"cv_run_id": run_id, **score(p, str(output), f"ensemble-seed{seed}")}
+def ensemble(p: Protocol, seed: int, row: str = "ensemble") -> dict:
+    cv_args = ["--lists", str(p.cv_lists), "--seed", str(seed), "--threads", str(p.threads), *ENSEMBLES[row]]
+    cv_name = f"cv-seed{seed}" if row == "ensemble" else f"{row}-cv-seed{seed}"
+    run_id = run_id_in(p.bitmoji("cv", *cv_args, "--experiment", EXPERIMENT, "--run-name", cv_name))
+    output = p.work / "models" / f"{row}-seed{seed}.onnx"
+    export = ["export-onnx", "--cv-run", run_id, "--no-register", "--output", str(output)]
+    p.bitmoji(*export, "--lists", str(p.cv_lists))
+    return {"cv_run_id": run_id, **score(p, str(output), f"{row}-seed{seed}")}
 
 
 def student(p: Protocol, seed: int, teacher: str, row: str) -> dict:
     name = f"{row}-seed{seed}"
-    flags = [*train_args(p, seed), "--teacher", teacher, *STUDENTS[row], "--run-name", name]
+    flags = [*train_args(p, seed), "--teacher", teacher, *STUDENTS[row][1], "--run-name", name]
     run_id = run_id_in(p.bitmoji("train", *flags))
     return {"run_id": run_id, "teacher": teacher, **score(p, export_last(p, run_id, name), name)}
 
 
-def write_verdict(p: Protocol, results: dict[str, dict[int, dict]], cost: dict, seeds: list[int]) -> None:
-    """verdict.json (what `export-onnx --cv-run ID --verdict FILE` reads: export/verdict.py) and
-    the decision lines: issue 19's rule, a row may replace the single model only with mean val
-    errors no higher and a mean log loss lower, over the seeds every row finished."""
+def write_verdicts(p: Protocol, results: dict[str, dict[int, dict]], cost: dict, seeds: list[int]) -> None:
+    """A verdict file per ensemble row whose single row ran (what `export-onnx --cv-run ID
+    --verdict FILE` reads: export/verdict.py), then issue 19's rule (mean val errors no higher,
+    mean log loss lower) applied to each pair of rows, over the seeds every row finished."""
     from bitmoji_ml.data.lists import read_manifest
-    from bitmoji_ml.export.verdict import FORMAT, Verdict
+    from bitmoji_ml.export.verdict import FORMAT
     from bitmoji_ml.serving.onnx_model import OnnxModel
 
     done = [s for s in seeds if all(s in by_seed for by_seed in results.values())]
-    if "single" not in results or "ensemble" not in results or not done:
+    if not done:
         return
     means = {
         name: {key: statistics.fmean(by_seed[s][key] for s in done) for key in ("errors", "log_loss")}
         for name, by_seed in results.items()
     }
-    ensemble_model = OnnxModel.load(results["ensemble"][done[0]]["model"])
-    recipe = json.loads(ensemble_model.metadata["recipe"])
-    members = len(json.loads(ensemble_model.metadata["ensemble_members"]))
-    verdict = {
-        "format": FORMAT,
-        "recipe": recipe,
-        "folds": members,
-        "seeds": done,
-        "csv_sha256": read_manifest(p.lists)["csv_sha256"],
-        "means": means,
-        "cost": cost,
-        "results": {name: {str(s): r for s, r in by_seed.items()} for name, by_seed in results.items()},
-    }
-    path = p.work / "verdict.json"
-    path.write_text(json.dumps(verdict, indent=2) + "\n")
-    pairs = [(row, "single") for row in results if row != "single"]
+    compare(means, done)
+    for row, (control, filename) in VERDICTS.items():
+        if row not in results or control not in results:
+            continue
+        metadata = OnnxModel.load(results[row][done[0]]["model"]).metadata
+        verdict = {
+            "format": FORMAT,
+            "recipe": json.loads(metadata["recipe"]),
+            "folds": len(json.loads(metadata["ensemble_members"])),
+            "seeds": done,
+            "csv_sha256": read_manifest(p.lists)["csv_sha256"],
+            "rows": {"single": control, "ensemble": row},
+            "means": {"single": means[control], "ensemble": means[row]},
+            "cost": {"single": cost.get(control, {}), "ensemble": cost.get(row, {})},
+            "all_rows": {name: {str(s): r for s, r in by_seed.items()} for name, by_seed in results.items()},
+        }
+        path = p.work / filename
+        path.write_text(json.dumps(verdict, indent=2) + "\n")
+        print(f"wrote {path}: {row} vs {control}, for `export-onnx --cv-run ID --verdict {path}`")
+
+
+def compare(means: dict[str, dict[str, float]], done: list[int]) -> None:
+    """Each row against `single`, the unsmoothed rows against `single-unsmoothed`, each student
+    against its teacher, by export/verdict.py's rule."""
+    from bitmoji_ml.export.verdict import Verdict
+
+    pairs = [(row, "single") for row in means if row != "single"]
     pairs += [
-        (row, "single-unsmoothed")
-        for row in ("student",)
-        if row in results and "single-unsmoothed" in results
+        (row, "single-unsmoothed") for row in ("ensemble-unsmoothed", "student", "student-of-unsmoothed")
     ]
-    pairs += [(row, "ensemble") for row in results if row in STUDENTS]
-    for row, other in pairs:
-        wins = Verdict(path, recipe, members, done, "", {"single": means[other], "ensemble": means[row]}, {})
+    pairs += [(row, STUDENTS[row][0]) for row in means if row in STUDENTS]
+    for row, other in [(row, other) for row, other in pairs if row in means and other in means]:
+        rule = Verdict(Path(), {}, 0, done, "", {"single": means[other], "ensemble": means[row]}, {})
         print(
             f"{row} vs {other}, mean of seeds {done}: errors {means[row]['errors']:.2f} vs "
             f"{means[other]['errors']:.2f}, log loss {means[row]['log_loss']:.4f} vs "
-            f"{means[other]['log_loss']:.4f}: " + ("better" if wins.ensemble_wins() else "not better")
+            f"{means[other]['log_loss']:.4f}: " + ("better" if rule.ensemble_wins() else "not better")
         )
-    print(f"wrote {path} (export-onnx --cv-run ID --verdict {path})")
 
 
 def main() -> None:
@@ -300,12 +321,18 @@ def main() -> None:
     for seed in seeds:
         for row in (row for row in rows if row in SINGLES):
             results[row][seed] = p.step(f"{row}-seed{seed}", lambda s=seed, r=row: single(p, s, r))
-        if set(rows) - set(SINGLES):
-            teacher = p.step(f"ensemble-seed{seed}", lambda s=seed: ensemble(p, s))
-            if "ensemble" in rows:
-                results["ensemble"][seed] = teacher
+        needed = {row for row in rows if row in ENSEMBLES} | {
+            STUDENTS[row][0] for row in rows if row in STUDENTS
+        }
+        teachers = {
+            row: p.step(f"{row}-seed{seed}", lambda s=seed, r=row: ensemble(p, s, r))
+            for row in ENSEMBLES
+            if row in needed
+        }
+        for row in (row for row in rows if row in ENSEMBLES):
+            results[row][seed] = teachers[row]
         for row in (row for row in rows if row in STUDENTS):
-            step = lambda s=seed, m=teacher["model"], r=row: student(p, s, m, r)  # noqa: E731
+            step = lambda s=seed, m=teachers[STUDENTS[row][0]]["model"], r=row: student(p, s, m, r)  # noqa: E731
             results[row][seed] = p.step(f"{row}-seed{seed}", step)
     first = {name: by_seed[seeds[0]]["model"] for name, by_seed in results.items()}
     name = f"predict-cost-{'-'.join(first)}-seed{seeds[0]}-threads{args.threads}"
@@ -316,7 +343,7 @@ def main() -> None:
         f"--threads {args.threads}; predict img/s (its own count, start-up excluded) and wall s "
         "(the whole command) are valid only on an otherwise idle machine, CPU ms/img holds up better"
     )
-    write_verdict(p, results, cost, seeds)
+    write_verdicts(p, results, cost, seeds)
 
 
 if __name__ == "__main__":
