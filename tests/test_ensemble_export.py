@@ -162,6 +162,14 @@ def test_registered_as_an_ensemble_without_moving_champion(exported: Exported, t
     )
 
 
+def test_the_registry_lines_say_champion_stays_none_when_there_was_none(exported: Exported):
+    from bitmoji_ml.export.register import registration_lines
+
+    registration = exported.result.export.registration
+    _, champion = registration_lines(registration)  # raised AttributeError on `before` None
+    assert champion.startswith(f"@champion stays (none), not v{registration.version}: ")
+
+
 def load_one(image: Path, model: OnnxModel) -> np.ndarray:
     from bitmoji_ml.data.images import decode_image
 
