@@ -102,6 +102,19 @@ class Recipe(BaseModel):
         commands=("train",),
         flag="--all-labelled",
     )
+    teacher: str = setting(
+        "",
+        "ONNX model (e.g. `export-onnx --cv-run`'s ensemble) whose class probabilities for the train "
+        "images the model learns (distillation), mixed with the labels by --teacher-weight",
+        commands=("train",),
+    )
+    teacher_weight: float = setting(
+        1.0,
+        "With --teacher: the teacher's share of the targets, the rest the one-hot labels",
+        ge=0,
+        le=1,
+        commands=("train",),
+    )
     # With several CUDA processes: BatchNorm statistics over the whole global batch
     # (SyncBatchNorm) instead of each process's share. SyncBatchNorm does not run on CPU.
     sync_batchnorm: bool = setting(
@@ -131,6 +144,8 @@ class Recipe(BaseModel):
                 "--all-labelled trains without validation, so --patience (early stopping on val_acc) "
                 "cannot apply: set patience to 0"
             )
+        if self.teacher_weight != 1.0 and not self.teacher:
+            raise ValueError("--teacher-weight applies only with --teacher (an ONNX model to distil)")
         return self
 
     def values(self) -> dict[str, Any]:

@@ -34,6 +34,8 @@ PARAM_NAMES = [
     "disk_cache",
     "width",
     "all_labelled",
+    "teacher",
+    "teacher_weight",
     "sync_batchnorm",
 ]
 

@@ -160,6 +160,14 @@ def test_registered_as_an_ensemble_without_moving_champion(exported: Exported, t
     )
 
 
+def test_the_registry_lines_say_champion_stays_none_when_there_was_none(exported: Exported):
+    from bitmoji_ml.export.register import registration_lines
+
+    registration = exported.result.export.registration
+    _, champion = registration_lines(registration)  # raised AttributeError on `before` None
+    assert champion.startswith(f"@champion stays (none), not v{registration.version}: ")
+
+
 def load_one(image: Path, model: OnnxModel) -> np.ndarray:
     from bitmoji_ml.data.images import decode_image
 
@@ -207,3 +215,58 @@ def test_a_run_that_is_not_a_cv_run_is_refused(exported: Exported, monkeypatch: 
     )
     assert result.exit_code == 1
     assert "is not a `bitmoji cv` run" in result.output and not output.exists()
+
+
+def verdict_file(exported: Exported, path: Path, *, errors: float, log_loss: float) -> Path:
+    """A protocol verdict for this recipe and data: the single model made 2 errors, log loss 0.06."""
+    from bitmoji_ml.data.lists import read_manifest
+    from bitmoji_ml.export.verdict import FORMAT
+
+    metadata = OnnxModel.load(exported.result.export.output).metadata
+    means = {
+        "single": {"errors": 2.0, "log_loss": 0.06},
+        "ensemble": {"errors": errors, "log_loss": log_loss},
+    }
+    data = {
+        "format": FORMAT,
+        "recipe": json.loads(metadata["recipe"]),
+        "folds": FOLDS,
+        "seeds": [0, 1, 2],
+        "csv_sha256": read_manifest(exported.lists)["csv_sha256"],
+        "means": means,
+        "cost": {},
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_champion_moves_to_the_ensemble_only_with_a_verdict_that_shows_it_better(
+    exported: Exported, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    from bitmoji_ml.export.verdict import read_verdict
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported.uri)
+    client = MlflowClient(exported.uri)
+    if client.get_registered_model("bitmoji-gender").aliases:  # an earlier test promoted it
+        client.delete_registered_model_alias("bitmoji-gender", "champion")
+    losing = verdict_file(exported, tmp_path / "losing.json", errors=2.0, log_loss=0.07)
+    result = export_ensemble_job(
+        cv_run_id=exported.cv_run_id,
+        output=tmp_path / "a.onnx",
+        store=Store.open(exported.uri),
+        lists_dir=exported.lists,
+        verdict=read_verdict(losing),
+    )
+    assert not result.export.registration.moved and "not better" in result.export.registration.reason
+    assert result.decision[0].startswith("protocol verdict: not better")
+    assert not client.get_registered_model("bitmoji-gender").aliases
+
+    winning = verdict_file(exported, tmp_path / "winning.json", errors=1.67, log_loss=0.04)
+    arguments = ["export-onnx", "--cv-run", exported.cv_run_id, "--lists", str(exported.lists)]
+    printed = CliRunner().invoke(
+        cli.app, [*arguments, "--verdict", str(winning), "--output", str(tmp_path / "b.onnx")]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert "protocol verdict: better, val errors 1.67 vs 2.00, log loss 0.0400 vs 0.0600" in printed.output
+    version = exported.result.export.registration.version
+    assert str(client.get_model_version_by_alias("bitmoji-gender", "champion").version) == version

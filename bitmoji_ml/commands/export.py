@@ -36,14 +36,25 @@ def export_onnx(
             help="Make it @champion even if it is not better than the current one (or not comparable)",
         ),
     ] = False,
+    verdict: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --cv-run: benchmarks/ensemble_protocol.py's verdict.json; @champion moves to the "
+            "ensemble if it shows this recipe's ensembles better than its single models"
+        ),
+    ] = None,
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
     from bitmoji_ml.export.job import export_job
     from bitmoji_ml.tracking.store import Store
 
     if cv_run is not None:
-        export_cv_ensemble(cv_run, output, lists, run_id, checkpoint, quantize, register, promote)
+        export_cv_ensemble(cv_run, output, lists, run_id, checkpoint, quantize, register, promote, verdict)
         return
+    if verdict is not None:
+        from bitmoji_ml.errors import BitmojiError
+
+        raise BitmojiError("--verdict applies to --cv-run (an ensemble) only")
     store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
     result = export_job(
         output=output,
@@ -68,10 +79,12 @@ def export_cv_ensemble(
     quantize: str | None,
     register: bool,
     promote: bool,
+    verdict: Path | None = None,
 ) -> None:
     """`export-onnx --cv-run ID`: the fold models of a cv run as one ONNX model."""
     from bitmoji_ml.errors import BitmojiError
     from bitmoji_ml.export.ensemble import export_ensemble_job
+    from bitmoji_ml.export.verdict import read_verdict
     from bitmoji_ml.tracking.store import Store
 
     if run_id or checkpoint:
@@ -85,5 +98,6 @@ def export_cv_ensemble(
         lists_dir=lists,
         register=register,
         promote=promote,
+        verdict=read_verdict(verdict) if verdict is not None else None,
     )
     views.show_ensemble_export(result)

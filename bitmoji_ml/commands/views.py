@@ -235,6 +235,8 @@ def show_ensemble_export(result: EnsembleExportResult) -> None:
     ]
     typer.echo(format_table(["model", "KiB", "ms/image"], rows))
     typer.echo(f"(onnxruntime on {cost.images} images, one timing on a shared machine: indicative only)")
+    for line in result.decision:  # the champion policy: the protocol's verdict and cost
+        typer.echo(line)
 
 
 def show_evaluation(result: EvaluationResult) -> None:

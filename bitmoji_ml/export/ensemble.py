@@ -7,7 +7,8 @@ uint8 images as a single model and has the same outputs: `probabilities` is the 
 members' class probabilities, `logits` the log of that mean (their softmax gives back the mean);
 the members must tell the same classes apart, in the same order. The
 ensemble has no held-out score (between them the members trained on every labelled image), so
-it is registered with no val acc and becomes @champion only with --promote.
+it is registered with no val acc and becomes @champion only with --promote, or when the
+protocol's verdict (export/verdict.py) shows the recipe's ensembles better than its single models.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
 from bitmoji_ml.export.job import ExportResult, export_checked, parity_path
 from bitmoji_ml.export.register import ExportedFiles, register_export
 from bitmoji_ml.export.source import ExportSource, first_validation_image, source_from_file
+from bitmoji_ml.export.verdict import Verdict, champion_rule
 from bitmoji_ml.files import check_writable
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.serving.onnx_model import OnnxModel
@@ -46,10 +48,6 @@ META_MEMBERS = "ensemble_members"  # JSON list of the members' run ids (the cv f
 META_RECIPE = "recipe"  # JSON of the members' recipe
 ENSEMBLE_TAG = "ensemble"  # on the registered version: "true"
 MEMBERS_TAG = "ensemble_members"  # on the registered version: the members' run ids, comma-separated
-NOT_AUTOMATIC = (
-    "an ensemble has no held-out val acc, and the protocol that would compare it with single "
-    "models (issue 19) has not been run"
-)
 TIMED_IMAGES = 64
 
 
@@ -94,6 +92,7 @@ class EnsembleExportResult:
     cv_run_id: str
     members: list[str]  # the fold runs' ids, in fold order
     cost: ExportCost
+    decision: list[str] = dataclasses.field(default_factory=list)  # the protocol verdict, its cost
 
 
 def load_members(store: Store, cv_run_id: str, folder: Path) -> list[ExportSource]:
@@ -195,10 +194,12 @@ def export_ensemble_job(
     lists_dir: Path | None = None,
     register: bool = True,
     promote: bool = False,
+    verdict: Verdict | None = None,
 ) -> EnsembleExportResult:
     """Export the cv run's fold models as one ONNX model, check parity against the mean of the
     PyTorch members, write it and its parity report, and register it (tagged as an ensemble
-    with its members) without moving @champion unless `promote`."""
+    with its members) without moving @champion unless `promote`, or `verdict` (the protocol's)
+    applies to it and says the ensemble is better."""
     output = Path(output)
     torch.set_num_threads(os.cpu_count() or 1)
     for path in (output, parity_path(output)):
@@ -220,6 +221,12 @@ def export_ensemble_job(
         )
         result = ExportResult(output, output.stat().st_size, report, cv_run_id)
         cost = export_cost(members[0], output, timing_images(validation, preprocess), work)
+        rule, decision = champion_rule(
+            verdict,
+            recipe=source.payload.get("config", {}),
+            folds=len(members),
+            csv_sha256=csv_sha256(lists_dir),
+        )
         if register:
             files = ExportedFiles(
                 output, report_path, output, "fp32", None, first_validation_image(lists_dir)
@@ -230,8 +237,23 @@ def export_ensemble_job(
                 source=source,
                 files=files,
                 known_run=True,
-                promote=promote,
+                promote=promote or not rule,
                 extra_tags={ENSEMBLE_TAG: "true", MEMBERS_TAG: ",".join(ids), "cv_run_id": cv_run_id},
-                not_automatic=NOT_AUTOMATIC,
+                not_automatic=rule,
             )
-    return EnsembleExportResult(result, cv_run_id, [member.run_id for member in members], cost)
+            outcome = result.registration
+            if outcome is not None and outcome.moved and not rule and not promote:
+                result.registration = dataclasses.replace(outcome, reason=decision[0])
+    return EnsembleExportResult(result, cv_run_id, [member.run_id for member in members], cost, decision)
+
+
+def csv_sha256(lists_dir: Path | None) -> str | None:
+    """The train.csv digest `prepare` recorded for the lists (None: no readable lists)."""
+    from bitmoji_ml.data.lists import read_manifest
+
+    if lists_dir is None:
+        return None
+    try:
+        return read_manifest(lists_dir).get("csv_sha256")
+    except BitmojiError:
+        return None

@@ -174,5 +174,6 @@ def registration_lines(outcome: RegistrationOutcome) -> list[str]:
     elif outcome.before is not None and outcome.before.version == outcome.version:
         second = f"{alias} stays {describe(outcome.before)}: {outcome.reason}"
     else:
-        second = f"{alias} stays {describe(outcome.before)}, not v{outcome.version}: {outcome.reason}"
+        kept = "(none)" if outcome.before is None else describe(outcome.before)
+        second = f"{alias} stays {kept}, not v{outcome.version}: {outcome.reason}"
     return [first, second]

@@ -20,13 +20,15 @@ from bitmoji_ml.paths import CACHE_DIR
 @dataclasses.dataclass
 class TrainData:
     """Decoded images (uint8 NHWC) and labels (class indices) to train on, and to validate on
-    (None: no validation, e.g. `--all-labelled`)."""
+    (None: no validation, e.g. `--all-labelled`); `train_targets`, when set, are the class
+    probabilities the loss trains towards instead of the labels (a teacher's: training/teacher.py)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray | None
     val_labels: np.ndarray | None
     manifest: dict[str, Any]
+    train_targets: np.ndarray | None = None  # (N, classes) float32
 
     @property
     def classes(self) -> Classes:

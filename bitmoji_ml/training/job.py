@@ -36,6 +36,7 @@ from bitmoji_ml.training.resume import (
 )
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
 from bitmoji_ml.training.state import TrainState, new_train_state
+from bitmoji_ml.training.teacher import teacher_tags, with_teacher
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
     from bitmoji_ml.tracking.runs import TrainingRun
@@ -110,6 +111,10 @@ def train_job(
             )
         torch.set_num_threads(config.threads)
         data = decode(lists_dir, manifest, config)
+        if config.teacher:
+            data = with_teacher(
+                data, config.teacher, config.teacher_weight, preprocess_for(config), config.threads
+            )
         state = build_state(config, data, resume)
         name = resume.run_name if resume else run_name or default_run_name(config)
         selection = LAST_EPOCH if config.all_labelled else BEST_ON_VAL
@@ -324,6 +329,7 @@ def run_tags(config: Recipe, state: TrainState) -> dict[str, str]:
         "parameters": str(count_parameters(state.model)),
         "device": config.device,
         "torch_version": torch.__version__,
+        **teacher_tags(config.teacher),
     }
 
 

@@ -98,7 +98,9 @@ def train_step(
     loss_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step at the schedule's learning rate; returns (logits, objective).
-    `loss_weight` scales the gradient of a rank's share of a global batch (`ShardBatch`)."""
+    `labels` are class indices, or class probabilities per image (distillation targets: the
+    cross-entropy takes either). `loss_weight` scales the gradient of a rank's share of a
+    global batch (`ShardBatch`)."""
     lr = config.lr * state.schedule.factor(state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
@@ -116,10 +118,17 @@ def train_step(
 
 
 def train_one_epoch(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, config: Recipe, epoch: int
+    state: TrainState,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: Recipe,
+    epoch: int,
+    targets: torch.Tensor | None = None,
 ) -> EpochTotals:
     """One pass over this rank's shard of the training images (all of them in one process) in
-    the epoch's random order, with a progress bar; returns the totals over every rank."""
+    the epoch's random order, with a progress bar; returns the totals over every rank. The loss
+    trains towards `targets` (class probabilities per image) when given, else the labels."""
+    targets = labels if targets is None else targets
     state.trained.train()
     generator = sharding.seed_epoch(config.seed, epoch, distributed.rank())
     batches = sharding.shard_batches(
@@ -139,7 +148,8 @@ def train_one_epoch(
                 images[index], generator, config.flip, config.shift, config.scale, config.jitter
             ).to(state.device, non_blocking=True)
             batch_labels = labels[index].to(state.device, non_blocking=True)
-            logits, objective = train_step(state, batch, batch_labels, config, shard_batch.loss_weight)
+            batch_targets = targets[index].to(state.device, non_blocking=True)
+            logits, objective = train_step(state, batch, batch_targets, config, shard_batch.loss_weight)
             totals.seen += len(index)
             totals.objective += objective.item() * len(index)
             totals.loss += F.cross_entropy(logits, batch_labels).item() * len(index)
@@ -167,9 +177,10 @@ def fit(
     `select_best`: best.pt is the epoch with the best val_acc; otherwise it is the last epoch
     (no selection: `cv` folds, and `--all-labelled`, whose `data` has no validation images)."""
     images, labels = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
+    targets = None if data.train_targets is None else torch.from_numpy(data.train_targets)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        totals = train_one_epoch(state, images, labels, config, epoch)
+        totals = train_one_epoch(state, images, labels, config, epoch, targets)
         seconds = time.perf_counter() - started
         last = epoch == config.epochs
         measure = functools.partial(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.job import (
@@ -49,6 +50,10 @@ def train_on_data(
 ) -> NestedTraining:
     """Train a fresh model on `data` inside the open `run` (reporting through `tracker`, a
     wrapper of the run, when given); `params` and `tags` are logged besides the config's."""
+    if config.teacher:  # a cv ensemble teacher trained on every fold: its targets would leak
+        raise BitmojiError(
+            "a teacher (distillation) applies to `bitmoji train` only, not to cv folds or tune trials"
+        )
     state = build_state(config, data, resume=None)  # the state, steps and LR plan `train` builds
     run.log_start(
         params={**config.to_params(), **{key: str(value) for key, value in (params or {}).items()}},
