@@ -103,6 +103,12 @@ def test_the_run_records_its_classes(three_classes: Trained, store: MlflowClient
     run = store.get_run(three_classes.result.run_id)
     assert run.data.params["classes"] == "zero,one,two"
     assert 0 <= run.data.metrics["best_val_acc"] <= 1 and run.data.metrics["best_val_loss"] > 0
+    recalls = [store.get_metric_history(run.info.run_id, f"val_recall_{name}") for name in THREE.names]
+    assert [[metric.step for metric in history] for history in recalls] == [[1, 2]] * 3  # every epoch
+    state = read_checkpoint(Path(three_classes.result.best_checkpoint).with_name("last.pt"))[TRAIN_STATE]
+    confusion = np.array(state["best_confusion"])  # the best epoch's recalls are its diagonal's shares
+    best = int(run.data.metrics["best_epoch"])
+    assert [history[best - 1].value for history in recalls] == pytest.approx(np.diag(confusion) / 4)
     from bitmoji_ml import comparison
     from bitmoji_ml.tracking.listing import experiment_runs
     from bitmoji_ml.tracking.store import Store
@@ -203,6 +209,10 @@ def test_cv_of_three_classes_writes_a_probability_column_per_class(
     assert result.metrics["oof_errors"] == wrong == parent.data.metrics["oof_errors"]
     assert result.metrics["oof_acc"] == pytest.approx(1 - wrong / 48)
     assert {"cv_acc", "cv_acc_std", "cv_loss"} <= set(parent.data.metrics)
+    for index, name in enumerate(THREE.names):
+        mine = oof.labels == index
+        recall = float((predicted_indices(oof.probabilities)[mine] == index).mean())
+        assert parent.data.metrics[f"oof_recall_{name}"] == pytest.approx(recall, abs=1e-6)
 
 
 def test_the_folds_of_a_three_class_cv_export_as_one_model_of_three_outputs(

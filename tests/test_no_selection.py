@@ -41,7 +41,9 @@ def test_without_selection_the_last_epoch_is_best_pt_even_when_an_earlier_one_sc
 
     def scripted_evaluate(*_args) -> EvaluationResult:
         accuracy, loss = next(scripted)
-        return EvaluationResult(loss, accuracy, np.zeros((0, 2)), np.eye(2, dtype=np.int64))
+        return EvaluationResult(
+            loss, accuracy, np.zeros((0, 2)), np.eye(2, dtype=np.int64), np.zeros(0, np.int64)
+        )
 
     monkeypatch.setattr(loop, "evaluate", scripted_evaluate)
     data, settings = synthetic_data(), config(epochs=3, patience=1)

@@ -163,7 +163,9 @@ def test_patience_stops_early_and_ties_go_to_the_lower_loss(tmp_path: Path, monk
 
     def scripted_evaluate(*_args) -> EvaluationResult:
         accuracy, loss = next(scripted)
-        return EvaluationResult(loss, accuracy, np.zeros((0, 2)), np.eye(2, dtype=np.int64))
+        return EvaluationResult(
+            loss, accuracy, np.zeros((0, 2)), np.eye(2, dtype=np.int64), np.zeros(0, np.int64)
+        )
 
     monkeypatch.setattr(loop, "evaluate", scripted_evaluate)
     data, settings = synthetic_data(), config(epochs=6, patience=2)

@@ -72,7 +72,8 @@ class CrossValidation:
     oof: OutOfFold
 
     def metrics(self) -> dict[str, float]:
-        """cv_acc (mean of the folds), cv_acc_std (sample std), cv_loss, oof_acc, fold_<k>_acc."""
+        """cv_acc (mean of the folds), cv_acc_std (sample std), cv_loss, oof_acc, fold_<k>_acc;
+        for classes other than Bitmoji's, each class's out-of-fold recall (oof_recall_<name>)."""
         accuracies = np.array([fold.accuracy for fold in self.folds])
         predicted = predicted_indices(self.oof.probabilities)
         return {
@@ -82,7 +83,18 @@ class CrossValidation:
             "oof_acc": float((predicted == self.oof.labels).mean()),
             "oof_errors": int((predicted != self.oof.labels).sum()),
             **{f"fold_{fold.fold}_acc": fold.accuracy for fold in self.folds},
+            **self.recall_per_class(),
         }
+
+    def recall_per_class(self) -> dict[str, float]:
+        """oof_recall_<name> per class (none for Bitmoji, whose cv runs log what they always did)."""
+        classes = self.oof.classes
+        if classes.kaggle:
+            return {}
+        from bitmoji_ml.metrics import classification_metrics
+
+        scores = classification_metrics(self.oof.labels, self.oof.probabilities, classes)
+        return {f"oof_recall_{name}": scores[f"recall_{name}"] for name in classes.names}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bitmoji_ml.data.classes import predicted_indices
+from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.models.normalize import Classifier
 
 INFERENCE_BATCH = 256  # images per forward pass when only predicting
@@ -36,10 +36,19 @@ class EvaluationResult:
     accuracy: float
     probabilities: np.ndarray  # (images, classes)
     confusion: np.ndarray  # classes x classes counts, rows = true class, columns = predicted class
+    labels: np.ndarray  # the true class indices
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        """The loss and accuracy as metrics named `<prefix>_loss` and `<prefix>_acc`."""
-        return {f"{prefix}_loss": self.loss, f"{prefix}_acc": self.accuracy}
+    def metrics(self, prefix: str, classes: Classes | None = None) -> dict[str, float]:
+        """The loss and accuracy as metrics named `<prefix>_loss` and `<prefix>_acc`; given
+        `classes` other than Bitmoji's, each class's recall too (`<prefix>_recall_<name>`:
+        which classes the accuracy leaves behind). Bitmoji's runs log what they always did."""
+        metrics = {f"{prefix}_loss": self.loss, f"{prefix}_acc": self.accuracy}
+        if classes is not None and not classes.kaggle:
+            from bitmoji_ml.metrics import classification_metrics  # scikit-learn: only here
+
+            scores = classification_metrics(self.labels, self.probabilities, classes)
+            metrics.update({f"{prefix}_recall_{name}": scores[f"recall_{name}"] for name in classes.names})
+        return metrics
 
 
 def evaluate(
@@ -55,6 +64,7 @@ def evaluate(
         accuracy=float((predicted == labels).mean()),
         probabilities=probabilities,
         confusion=confusion_counts(labels, predicted, probabilities.shape[1]),
+        labels=np.asarray(labels),
     )
 
 

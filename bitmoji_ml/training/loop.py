@@ -199,7 +199,7 @@ def fit(
     if state.best is None:
         raise RuntimeError("training ran no epoch")
     if distributed.is_main():
-        log_plots(tracker, state, workdir / "plots")
+        log_plots(tracker, state, workdir / "plots", data.classes.names)
     return TrainResult(state.history, state.best, state.best_checkpoint, state.train_seconds)
 
 
@@ -212,7 +212,8 @@ def validate(
     result = None
     if data.val_images is not None:
         result = evaluate(state.evaluated, data.val_images, data.val_labels, state.device)
-    metrics = {**totals.metrics(), **(result.metrics("val") if result else {}), "epoch_seconds": seconds}
+    validated = result.metrics("val", data.classes) if result else {}
+    metrics = {**totals.metrics(), **validated, "epoch_seconds": seconds}
     metrics["images_per_second"] = totals.seen / seconds
     improved = is_better(metrics, state.best) if select_best else last
     return EpochOutcome(metrics, improved, result.confusion if result is not None and improved else None)
@@ -267,7 +268,7 @@ def log_epoch_line(epoch: int, epochs: int, metrics: dict[str, float], improved:
     )
 
 
-def log_plots(tracker: Tracker, state: TrainState, folder: Path) -> None:
+def log_plots(tracker: Tracker, state: TrainState, folder: Path, class_names: tuple[str, ...]) -> None:
     """Learning curves and the best epoch's validation confusion matrix, under plots/."""
     from bitmoji_ml import plots  # matplotlib: only once the run has trained
 
@@ -275,5 +276,6 @@ def log_plots(tracker: Tracker, state: TrainState, folder: Path) -> None:
     best_epoch = int(state.best["epoch"])
     plots.learning_curves(state.history, folder / "learning_curves.png", best_epoch=best_epoch)
     if "val_acc" in state.best:  # a run without validation has no confusion matrix
-        plots.confusion_matrix_plot(np.asarray(state.best_confusion), folder / "confusion_matrix.png")
+        path = folder / "confusion_matrix.png"
+        plots.confusion_matrix_plot(np.asarray(state.best_confusion), path, class_names=class_names)
     tracker.log_artifacts(folder, "plots")
