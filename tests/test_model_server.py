@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image_model_helpers import CHAMPION_URI, assert_rows_match, champion, face_files, reference_probabilities
+from trained_store import EXPERIMENT
 from typer.testing import CliRunner
 
 from bitmoji_ml.serving import model_server, scoring_app
@@ -201,7 +202,7 @@ def test_bitmoji_serve_stops_its_whole_process_group(
     log = tmp_path / "serve.log"
     with open(log, "w") as output:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", "--experiment", EXPERIMENT, "--port", str(port)],
             cwd=Path(__file__).parent.parent,
             env=env,
             stdout=output,
