@@ -52,3 +52,20 @@ def test_an_experiments_export_registers_its_own_model_and_leaves_the_default_ch
     assert client.get_run(scored.run_id).data.params["evaluated_model"] == f"models:/{DIGITS}/1"
     scored = evaluation.evaluate_job(lists_dir=tiny_lists, threads=1, store=store)  # the default
     assert client.get_run(scored.run_id).data.params["evaluated_model"] == "models:/bitmoji-gender/1"
+
+
+def test_exporting_a_run_under_another_experiment_s_name_says_so(
+    mlflow_store: str, tiny_lists: Path, tmp_path: Path, caplog
+):
+    store = Store.open()
+    recipe = resolve_recipe(overrides={"epochs": 1, "batch_size": 16, "threads": 1})
+    digits_run = train_job(lists_dir=tiny_lists, experiment=DIGITS, recipe=recipe, store=store)
+    with caplog.at_level("WARNING", logger="bitmoji_ml.export.register"):
+        export = export_job(
+            output=tmp_path / "m.onnx", run_id=digits_run.run_id, lists_dir=tiny_lists, store=store
+        )
+    assert export.registration.registered_model == paths.EXPERIMENT  # --experiment names it
+    assert (
+        f"run {digits_run.run_id} is in experiment digits but registers as bitmoji-gender (--experiment); "
+        "pass --experiment digits" in caplog.text
+    )

@@ -133,6 +133,16 @@ def register_export(
     from bitmoji_ml.tracking import registration
 
     name = registered_model
+    home = registration.run_experiment(store, source.run_id)
+    if home != name:  # e.g. --run-id of a `train --experiment digits` run, exported without it
+        logger.warning(
+            "run %s is in experiment %s but registers as %s (--experiment); pass --experiment %s "
+            "to register it with its experiment's models",
+            source.run_id,
+            home,
+            name,
+            home,
+        )
     before = registration.champion_version(store, registered_model=name)
     existing = registration.find_version(
         store, registered_model=name, checkpoint_sha256=source.sha256, file_format=files.file_format

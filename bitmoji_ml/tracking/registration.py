@@ -93,6 +93,11 @@ def _summary(store: Store, version: ModelVersion) -> VersionSummary:
     return VersionSummary(str(version.version), version.run_id or "", _float(str(metric)), digest)
 
 
+def run_experiment(store: Store, run_id: str) -> str:
+    """The name of the experiment run `run_id` is in."""
+    return store.client.get_experiment(store.get_run(run_id).info.experiment_id).name
+
+
 def champion_version(store: Store, *, registered_model: str) -> VersionSummary | None:
     """The version `registered_model@champion` points at, or None when there is none yet."""
     try:
