@@ -24,6 +24,7 @@ from bitmoji_ml import paths
 from bitmoji_ml.paths import resolve_data_dir
 from bitmoji_ml.report import format_table
 from bitmoji_ml.serving.folder_engine import find_images
+from bitmoji_ml.tracking.names import champion_uri
 from bitmoji_ml.tracking.store import tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--model", type=Path, default=paths.ONNX_MODEL)
-    parser.add_argument("--model-uri", default=f"models:/{paths.REGISTERED_MODEL}@champion")
+    parser.add_argument("--model-uri", default=champion_uri(paths.EXPERIMENT))
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=8)
     args = parser.parse_args()

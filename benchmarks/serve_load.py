@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bitmoji_ml.paths import resolve_data_dir
+from bitmoji_ml.paths import EXPERIMENT, resolve_data_dir
 from bitmoji_ml.report import format_table
 from bitmoji_ml.serving import model_server
 from bitmoji_ml.serving import processes as serving
 from bitmoji_ml.serving.folder_engine import find_images
+from bitmoji_ml.tracking.names import champion_uri
 from bitmoji_ml.tracking.store import tracking_uri
 
 REQUEST_TIMEOUT = 60
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batches", type=lambda text: [int(v) for v in text.split(",")], default=[1, 32])
-    parser.add_argument("--model-uri", default=model_server.DEFAULT_MODEL_URI)
+    parser.add_argument("--model-uri", default=champion_uri(EXPERIMENT))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--faces", type=Path, default=None)
     args = parser.parse_args()

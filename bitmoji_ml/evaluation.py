@@ -154,9 +154,9 @@ class EvaluationResult:
 
 
 def _resolve_model(
-    model: Path | None, run_id: str | None, folder: Path, store: Store | None
+    model: Path | None, run_id: str | None, experiment: str, folder: Path, store: Store | None
 ) -> ResolvedModel:
-    """--model, else --run-id's export, else the registry's @champion."""
+    """--model, else --run-id's export, else the @champion of the experiment's registered model."""
     from bitmoji_ml.tracking import resolve
     from bitmoji_ml.tracking.store import Store
 
@@ -166,7 +166,7 @@ def _resolve_model(
         return resolve.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
         return resolve.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
-    return resolve.champion_model(store or Store.open(), folder=folder)
+    return resolve.champion_model(store or Store.open(), registered_model=experiment, folder=folder)
 
 
 def evaluate_job(
@@ -203,7 +203,7 @@ def evaluate_job(
     if store is None and (model is None or log_run):  # a file, not logged: no MLflow
         store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
-        resolved = _resolve_model(model, run_id, Path(work) / "model", store)
+        resolved = _resolve_model(model, run_id, experiment, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)
         classes = onnx_model.classes
         data = for_model(data, classes, resolved.uri)

@@ -18,8 +18,7 @@ ARTIFACTS_DIR = MLRUNS_DIR / "artifacts"
 ONNX_MODEL = Path("models/bitmoji.onnx")
 PREDICTIONS_CSV = Path("predictions.csv")
 AUDIT_DIR = Path("reports/audit")  # label_issues.csv and .png of `bitmoji audit`
-EXPERIMENT = "bitmoji-gender"
-REGISTERED_MODEL = "bitmoji-gender"
+EXPERIMENT = "bitmoji-gender"  # also the name its exports are registered under (`export-onnx`)
 
 EXPECTED_LAYOUT = "train.csv, trainimages/, testimages/ (and sample_submission.csv)"
 OWN_LAYOUTS = "one folder per class (DIR/<class>/<images>), or a labels CSV (--labels FILE)"

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import real_data_dir
-from trained_store import exported_store
+from trained_store import EXPERIMENT, exported_store
 
-CHAMPION_URI = "models:/bitmoji-gender@champion"
+from bitmoji_ml.tracking.names import champion_uri
+
+CHAMPION_URI = champion_uri(EXPERIMENT)  # export_store registers under its experiment
 
 
 @dataclasses.dataclass

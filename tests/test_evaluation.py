@@ -202,7 +202,7 @@ def test_evaluate_cli_defaults_to_the_champion(store: TrainedStore, tmp_path: Pa
         ["evaluate", "--lists", str(store.lists), "--experiment", EXPERIMENT, "--threads", "1"],
     )
     assert result.exit_code == 0, result.output
-    assert "models:/bitmoji-gender/1 (v1)" in result.output
+    assert f"models:/{EXPERIMENT}/1 (v1)" in result.output
     for word in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "true \\ predicted"):
         assert word in result.output
     run_id = result.output.split("logged evaluation run ")[1].split()[0]

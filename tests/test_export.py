@@ -23,7 +23,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import cli
-from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
 from bitmoji_ml.data.dataset import load_dataset
 from bitmoji_ml.data.images import Preprocess
@@ -105,9 +104,7 @@ def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template
         output = root / "models" / "bitmoji.onnx"
         with logged_lines() as printed:
             result = export_job(output=output, experiment=EXPERIMENT, lists_dir=lists)
-        champion = MlflowClient(tracking_uri=uri).get_model_version_by_alias(
-            paths.REGISTERED_MODEL, "champion"
-        )
+        champion = MlflowClient(tracking_uri=uri).get_model_version_by_alias(EXPERIMENT, "champion")
         yield Trained(root, uri, lists, train, result, output, printed, champion)
 
 
@@ -399,11 +396,11 @@ def test_export_logs_to_the_run_and_registers_champion(trained: Trained):
 
 
 def registered_versions(client: MlflowClient) -> dict[str, Any]:
-    return {str(v.version): v for v in client.search_model_versions(f"name = '{paths.REGISTERED_MODEL}'")}
+    return {str(v.version): v for v in client.search_model_versions(f"name = '{EXPERIMENT}'")}
 
 
 def champion_version(client: MlflowClient) -> str:
-    return str(client.get_model_version_by_alias(paths.REGISTERED_MODEL, "champion").version)
+    return str(client.get_model_version_by_alias(EXPERIMENT, "champion").version)
 
 
 def test_the_version_is_tagged_with_the_checkpoint_it_holds(trained: Trained):
@@ -429,12 +426,12 @@ def test_second_export_of_the_run_with_int8(trained: Trained, second_export):
     int8_versions = [v for v in registered_versions(client).values() if v.tags.get("format") == "int8"]
     logged = {artifact.path for artifact in client.list_artifacts(trained.run_id, "onnx")}
     if not report["int8_champion"]:
-        assert "already registered: bitmoji-gender v1 " in result.stdout
+        assert f"already registered: {EXPERIMENT} v1 " in result.stdout
         assert "no new version" in result.stdout
         assert not int8_versions and "onnx/second.onnx" not in logged
         return
     (int8_version,) = int8_versions
-    assert f"registered bitmoji-gender v{int8_version.version} " in result.stdout
+    assert f"registered {EXPERIMENT} v{int8_version.version} " in result.stdout
     assert {"onnx/second.onnx", "onnx/second.int8.onnx", "onnx/second.parity.json"} <= logged
     moved = report["int8_val_acc"] >= trained.train["best_val_acc"]
     assert (champion_version(client) == str(int8_version.version)) is moved
@@ -455,7 +452,7 @@ def test_export_again_reuses_its_version_and_champion_moves_only_with_a_reason(
         cli.app, ["export-onnx", "--checkpoint", str(best), "--output", str(tmp_path / "again.onnx"), *common]
     )
     assert again.exit_code == 0, again.output
-    assert "already registered: bitmoji-gender v1 (run " in again.stdout
+    assert f"already registered: {EXPERIMENT} v1 (run " in again.stdout
     assert set(registered_versions(client)) == before_versions
     assert champion_version(client) == before_champion
 
@@ -468,7 +465,7 @@ def test_export_again_reuses_its_version_and_champion_moves_only_with_a_reason(
     kept = runner.invoke(cli.app, ["export-onnx", "--checkpoint", str(worse), "--output", output, *common])
     assert kept.exit_code == 0, kept.output
     (new,) = set(registered_versions(client)) - before_versions
-    assert f"registered bitmoji-gender v{new} (run {trained.run_id[:8]}, val acc 1.00%)" in kept.stdout
+    assert f"registered {EXPERIMENT} v{new} (run {trained.run_id[:8]}, val acc 1.00%)" in kept.stdout
     assert f"@champion stays v{before_champion} (run " in kept.stdout
     assert "is lower than" in kept.stdout and "pass --promote" in kept.stdout
     assert champion_version(client) == before_champion
@@ -477,7 +474,7 @@ def test_export_again_reuses_its_version_and_champion_moves_only_with_a_reason(
         cli.app, ["export-onnx", "--checkpoint", str(worse), "--output", output, "--promote", *common]
     )
     assert promoted.exit_code == 0, promoted.output
-    assert f"already registered: bitmoji-gender v{new} " in promoted.stdout
+    assert f"already registered: {EXPERIMENT} v{new} " in promoted.stdout
     assert f"@champion: v{before_champion} (run {trained.run_id[:8]}, val acc " in promoted.stdout
     assert f"-> v{new} (run {trained.run_id[:8]}, val acc 1.00%): --promote given" in promoted.stdout
     assert champion_version(client) == new

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_model_helpers import assert_rows_match, champion, face_files, reference_probabilities
+from image_model_helpers import CHAMPION_URI, assert_rows_match, champion, face_files, reference_probabilities
+from trained_store import EXPERIMENT
+from typer.testing import CliRunner
 
 from bitmoji_ml.serving import model_server, scoring_app
 from bitmoji_ml.serving import processes as serving
+from bitmoji_ml.serving.processes import ServerExit
 
 HOST = "127.0.0.1"
 
@@ -62,7 +65,7 @@ def served(tmp_path_factory, mlflow_store_template, monkeypatch, tmp_path: Path)
     command = model_server.serve_command(port=port, workers=1)
     env = model_server.serve_environment(
         store_uri=found.uri,
-        model_uri=model_server.DEFAULT_MODEL_URI,
+        model_uri=CHAMPION_URI,
         limits={"max_request_rows": 64, "max_request_bytes": 2**20},
     )
     log = tmp_path / "server.log"
@@ -199,7 +202,7 @@ def test_bitmoji_serve_stops_its_whole_process_group(
     log = tmp_path / "serve.log"
     with open(log, "w") as output:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", "--experiment", EXPERIMENT, "--port", str(port)],
             cwd=Path(__file__).parent.parent,
             env=env,
             stdout=output,
@@ -284,3 +287,42 @@ def test_body_limit_replays_a_body_within_the_limit_whole():
 def test_body_limit_covers_the_image_limit_in_base64():
     assert scoring_app.body_limit(0) == 0
     assert scoring_app.body_limit(3 * 2**20) == 4 * 2**20 + scoring_app.JSON_SLACK_BYTES
+
+
+# --------------------------------------------------------------------------------------------
+# Which model `bitmoji serve` serves: the experiment's registered model's @champion (no server)
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[dict]:
+    """What `bitmoji serve` would start: serve_model's arguments, recorded instead of a server."""
+    calls: list[dict] = []
+    monkeypatch.setattr(model_server, "serve_model", lambda **kwargs: calls.append(kwargs) or ServerExit(0))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("arguments", "uri"),
+    [
+        ([], "models:/bitmoji-gender@champion"),
+        (["--experiment", "digits"], "models:/digits@champion"),
+        (["--model-uri", "models:/digits/3"], "models:/digits/3"),
+    ],
+)
+def test_serve_serves_the_experiment_s_champion_unless_given_a_uri(started, arguments, uri):
+    import cli
+
+    result = CliRunner().invoke(cli.app, ["serve", *arguments])
+    assert result.exit_code == 0, result.output
+    assert [call["model_uri"] for call in started] == [uri]
+    env = model_server.serve_environment(store_uri="sqlite:///x.db", model_uri=started[0]["model_uri"])
+    assert env[scoring_app.MODEL_URI_ENV] == uri
+
+
+def test_serve_refuses_an_experiment_and_a_model_uri_together(started):
+    import cli
+
+    result = CliRunner().invoke(cli.app, ["serve", "--experiment", "digits", "--model-uri", "models:/x/1"])
+    assert result.exit_code == 1
+    assert "give --model-uri or --experiment, not both" in result.output
+    assert not started

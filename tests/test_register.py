@@ -87,7 +87,7 @@ def test_a_re_export_of_the_champions_checkpoint_in_another_format_keeps_the_cha
 def test_lines_show_the_alias_from_and_to():
     new = candidate(0.9990)
     moved = RegistrationOutcome(
-        "5", False, new, CHAMPION, True, "val acc 99.90% >= 99.83% of v3 on the same lists"
+        "bitmoji-gender", "5", False, new, CHAMPION, True, "val acc 99.90% >= 99.83% of v3 on the same lists"
     )
     assert registration_lines(moved) == [
         f"registered bitmoji-gender v5 (run {'b' * 8}, val acc 99.90%)",
@@ -95,13 +95,22 @@ def test_lines_show_the_alias_from_and_to():
         "val acc 99.90% >= 99.83% of v3 on the same lists",
     ]
     assert moved.champion == "5"
-    kept = RegistrationOutcome("5", True, candidate(0.99), CHAMPION, False, "its val acc ... pass --promote")
+    kept = RegistrationOutcome(
+        "bitmoji-gender", "5", True, candidate(0.99), CHAMPION, False, "its val acc ... pass --promote"
+    )
     lines = registration_lines(kept)
     assert lines[0].startswith("already registered: bitmoji-gender v5 (run ") and "no new version" in lines[0]
     assert lines[1].startswith(f"@champion stays v3 (run {'a' * 8}, val acc 99.83%), not v5: ")
     assert kept.champion == "3"
-    first = RegistrationOutcome("5", False, new, None, True, "there was no @champion yet")
+    first = RegistrationOutcome("bitmoji-gender", "5", False, new, None, True, "there was no @champion yet")
     assert registration_lines(first)[1].startswith("@champion: (none) -> v5 (run ")
+
+
+def test_lines_name_the_registered_model_of_the_experiment():
+    digits = RegistrationOutcome(
+        "digits", "1", False, candidate(0.97, version="1"), None, True, "there was no @champion yet"
+    )
+    assert registration_lines(digits)[0] == f"registered digits v1 (run {'b' * 8}, val acc 97.00%)"
 
 
 @pytest.mark.parametrize("before", [None, CHAMPION])

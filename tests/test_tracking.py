@@ -171,7 +171,7 @@ def test_evaluation_run_is_linked_to_the_evaluated_logged_model_and_the_val_data
     built = exported_store(tmp_path_factory, mlflow_store_template)
     monkeypatch.setenv(TRACKING_URI_ENV, built.uri)
     client = MlflowClient(tracking_uri=built.uri)
-    champion = client.get_model_version_by_alias("bitmoji-gender", "champion")
+    champion = client.get_model_version_by_alias(EXPERIMENT, "champion")
     model_id = champion.source.removeprefix("models:/")
     result = evaluation.evaluate_job(
         lists_dir=built.lists, experiment=EXPERIMENT, threads=1, store=Store.open(built.uri)

@@ -120,16 +120,16 @@ def exported(tmp_path_factory, mlflow_store_template, monkeypatch):
 
 def champion_model_id(client: MlflowClient) -> str:
     """The logged model @champion was registered from (its source is models:/<id>)."""
-    return client.get_model_version_by_alias("bitmoji-gender", "champion").source.removeprefix("models:/")
+    return client.get_model_version_by_alias(EXPERIMENT, "champion").source.removeprefix("models:/")
 
 
 def test_the_champion_s_logged_model_shows_its_registered_version_and_metrics(exported):
     client = MlflowClient(tracking_uri=exported.uri)
-    champion = client.get_model_version_by_alias("bitmoji-gender", "champion")
+    champion = client.get_model_version_by_alias(EXPERIMENT, "champion")
     model = client.get_logged_model(champion_model_id(client))
     assert model.name == IMAGE_LOGGED_MODEL
     # What mlflow.register_model records and the UI reads ("Not registered" without it).
-    assert {"name": "bitmoji-gender", "version": str(champion.version)} in json.loads(
+    assert {"name": EXPERIMENT, "version": str(champion.version)} in json.loads(
         model.tags["mlflow.modelVersions"]
     )
     assert EXPORTED_VAL_ACC in {metric.key for metric in model.metrics}

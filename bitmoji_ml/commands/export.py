@@ -1,4 +1,5 @@
-"""`bitmoji export-onnx`: the best checkpoint to ONNX, with parity, registered as @champion."""
+"""`bitmoji export-onnx`: the best checkpoint to ONNX, with parity, registered (as a version of
+the registered model named after the experiment) and possibly its @champion."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def export_onnx(
     from bitmoji_ml.tracking.store import Store
 
     if cv_run is not None:
-        export_cv_ensemble(cv_run, output, lists, run_id, checkpoint, quantize, register, promote, verdict)
+        export_cv_ensemble(
+            cv_run, output, lists, run_id, checkpoint, quantize, register, promote, verdict, experiment
+        )
         return
     if verdict is not None:
         from bitmoji_ml.errors import BitmojiError
@@ -80,6 +83,7 @@ def export_cv_ensemble(
     register: bool,
     promote: bool,
     verdict: Path | None = None,
+    experiment: str = paths.EXPERIMENT,
 ) -> None:
     """`export-onnx --cv-run ID`: the fold models of a cv run as one ONNX model."""
     from bitmoji_ml.errors import BitmojiError
@@ -95,6 +99,7 @@ def export_cv_ensemble(
         cv_run_id=cv_run,
         output=output,
         store=Store.open(),
+        experiment=experiment,
         lists_dir=lists,
         register=register,
         promote=promote,

@@ -24,7 +24,9 @@ DataDir = Annotated[
     ),
 ]
 ListsDir = Annotated[Path, typer.Option("--lists", help="Folder with the lists from `prepare`")]
-Experiment = Annotated[str, typer.Option(help="MLflow experiment name")]
+Experiment = Annotated[
+    str, typer.Option(help="MLflow experiment name (export-onnx registers its models under it too)")
+]
 
 
 def friendly(command: Callable) -> Callable:

@@ -78,7 +78,7 @@ def predict(
 @friendly
 def evaluate(
     model: Annotated[
-        Path | None, typer.Option(help="ONNX file to score (default: the registry's @champion)")
+        Path | None, typer.Option(help="ONNX file to score (default: <experiment>@champion in the registry)")
     ] = None,
     run_id: Annotated[
         str | None, typer.Option(help="Score the ONNX model `export-onnx` logged to this run")

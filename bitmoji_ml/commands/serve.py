@@ -45,11 +45,28 @@ def ui(
     typer.echo(f"stopped the MLflow UI ({stopped.stopped_by})")
 
 
+def served_model_uri(model_uri: str | None, experiment: str | None) -> str:
+    """--model-uri, else `models:/<experiment>@champion` (the registered model `export-onnx
+    --experiment` names after the experiment; default experiment: bitmoji-gender)."""
+    from bitmoji_ml.tracking.names import champion_uri
+
+    if model_uri is not None and experiment is not None:
+        raise BitmojiError("give --model-uri or --experiment, not both")
+    return model_uri if model_uri is not None else champion_uri(experiment or paths.EXPERIMENT)
+
+
 @friendly
 def serve(
     model_uri: Annotated[
-        str, typer.Option(help="MLflow model URI to serve")
-    ] = f"models:/{paths.REGISTERED_MODEL}@champion",
+        str | None,
+        typer.Option(help="MLflow model URI to serve (default: models:/<experiment>@champion)"),
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Serve this experiment's registered model's @champion (default: {paths.EXPERIMENT})"
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5001,
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
 ) -> None:
@@ -57,7 +74,8 @@ def serve(
     from bitmoji_ml.serving.model_server import serve_model
     from bitmoji_ml.tracking.store import tracking_uri
 
-    stopped = serve_model(store_uri=tracking_uri(), model_uri=model_uri, port=port, workers=workers)
+    uri = served_model_uri(model_uri, experiment)
+    stopped = serve_model(store_uri=tracking_uri(), model_uri=uri, port=port, workers=workers)
     if stopped.stopped_by:
         typer.echo(f"stopped the model server ({stopped.stopped_by})")
     elif stopped.code != 0:

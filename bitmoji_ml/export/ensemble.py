@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint
 from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
@@ -191,13 +192,15 @@ def export_ensemble_job(
     cv_run_id: str,
     output: Path,
     store: Store,
+    experiment: str = paths.EXPERIMENT,
     lists_dir: Path | None = None,
     register: bool = True,
     promote: bool = False,
     verdict: Verdict | None = None,
 ) -> EnsembleExportResult:
     """Export the cv run's fold models as one ONNX model, check parity against the mean of the
-    PyTorch members, write it and its parity report, and register it (tagged as an ensemble
+    PyTorch members, write it and its parity report, and register it as a version of the
+    registered model named after `experiment` (tagged as an ensemble
     with its members) without moving @champion unless `promote`, or `verdict` (the protocol's)
     applies to it and says the ensemble is better."""
     output = Path(output)
@@ -234,6 +237,7 @@ def export_ensemble_job(
             ids = [member.run_id for member in members]
             result.registration = register_export(
                 store,
+                registered_model=experiment,
                 source=source,
                 files=files,
                 known_run=True,

@@ -106,8 +106,9 @@ def export_job(
     promote: bool = False,
     store: Store | None = None,
 ) -> ExportResult:
-    """`bitmoji export-onnx`: export, check parity, write atomically, log and register (moving
-    `@champion` only to a model at least as good as the current one, or with `promote`)."""
+    """`bitmoji export-onnx`: export, check parity, write atomically, log and register as a
+    version of the registered model named after `experiment` (moving its `@champion` only to a
+    model at least as good as the current one, or with `promote`)."""
     _check_arguments(run_id, checkpoint, quantize)
     output = Path(output)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -140,6 +141,11 @@ def export_job(
         if register:
             files = dataclasses.replace(files, example_image=first_validation_image(lists_dir))
             result.registration = register_export(
-                store, source=source, files=files, known_run=checkpoint is None, promote=promote
+                store,
+                registered_model=experiment,
+                source=source,
+                files=files,
+                known_run=checkpoint is None,
+                promote=promote,
             )
     return result

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bitmoji_ml import paths
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS
 
 if TYPE_CHECKING:
@@ -39,8 +38,10 @@ class ExportedFiles:
 
 @dataclasses.dataclass(frozen=True)
 class RegistrationOutcome:
-    """The version this export is registered as and what happened to `@champion`."""
+    """The version this export is registered as (of `registered_model`, named after the
+    experiment) and what happened to its `@champion`."""
 
+    registered_model: str
     version: str
     reused: bool  # the same checkpoint (and format) was registered before: no new version
     candidate: VersionSummary
@@ -111,6 +112,7 @@ def champion_choice(
 def register_export(
     store: Store,
     *,
+    registered_model: str,
     source: ExportSource,
     files: ExportedFiles,
     known_run: bool,
@@ -118,8 +120,8 @@ def register_export(
     extra_tags: dict[str, str] | None = None,
     not_automatic: str = "",
 ) -> RegistrationOutcome | None:
-    """Log and register the export (or find the version of an earlier export of the same
-    checkpoint) and move `@champion` per `champion_choice` (`not_automatic`: only with
+    """Log and register the export as a version of `registered_model` (or find the version of
+    an earlier export of the same checkpoint) and move its `@champion` per `champion_choice` (`not_automatic`: only with
     `promote`, for that reason); `extra_tags` go on a new version. None when it cannot be
     registered."""
     if not source.run_id:
@@ -130,9 +132,20 @@ def register_export(
         return None
     from bitmoji_ml.tracking import registration
 
-    before = registration.champion_version(store)
+    name = registered_model
+    home = registration.run_experiment(store, source.run_id)
+    if home != name:  # e.g. --run-id of a `train --experiment digits` run, exported without it
+        logger.warning(
+            "run %s is in experiment %s but registers as %s (--experiment); pass --experiment %s "
+            "to register it with its experiment's models",
+            source.run_id,
+            home,
+            name,
+            home,
+        )
+    before = registration.champion_version(store, registered_model=name)
     existing = registration.find_version(
-        store, checkpoint_sha256=source.sha256, file_format=files.file_format
+        store, registered_model=name, checkpoint_sha256=source.sha256, file_format=files.file_format
     )
     if existing is not None:
         candidate, reused = existing, True
@@ -143,6 +156,7 @@ def register_export(
         )
         version = registration.log_export(
             store,
+            registered_model=name,
             run_id=source.run_id,
             onnx_path=files.onnx,
             report_path=files.report,
@@ -154,13 +168,13 @@ def register_export(
         candidate, reused = dataclasses.replace(draft, version=version), False
     move, reason = champion_choice(before, candidate, promote, automatic=not_automatic)
     if move:
-        registration.set_champion(store, candidate.version)
-    return RegistrationOutcome(candidate.version, reused, candidate, before, move, reason)
+        registration.set_champion(store, registered_model=name, version=candidate.version)
+    return RegistrationOutcome(name, candidate.version, reused, candidate, before, move, reason)
 
 
 def registration_lines(outcome: RegistrationOutcome) -> list[str]:
     """What the command prints about the registry: the version, then @champion from -> to."""
-    name = paths.REGISTERED_MODEL
+    name = outcome.registered_model
     if outcome.reused:
         first = (
             f"already registered: {name} {describe(outcome.candidate)} holds this checkpoint; no new version"

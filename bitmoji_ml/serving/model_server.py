@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.serving.image_model import CONFIG_ENV
 from bitmoji_ml.serving.processes import (
@@ -26,7 +25,6 @@ from bitmoji_ml.serving.scoring_app import APP_FACTORY, MODEL_URI_ENV
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_URI = f"models:/{paths.REGISTERED_MODEL}@champion"
 # MLflow's scoring server has no request-size limit of its own. Passed through the model's
 # settings variable: scoring_app refuses (413) a body too large for max_request_bytes before it
 # is parsed, and the model refuses (400) a request over either limit before decoding an image.

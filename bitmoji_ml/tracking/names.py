@@ -55,6 +55,12 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
 
+def champion_uri(registered_model: str) -> str:
+    """The MLflow URI of `registered_model`'s @champion, e.g. `models:/bitmoji-gender@champion`
+    (`export-onnx` names the registered model after the experiment)."""
+    return f"models:/{registered_model}@{CHAMPION_ALIAS}"
+
+
 def evaluation_experiment(experiment: str) -> str:
     """Where `bitmoji evaluate` logs its runs: an experiment of their own beside the training
     experiment, so the training runs table and charts hold training runs only."""

@@ -1,6 +1,7 @@
 """What `export-onnx` logs: the exported files under onnx/ of the source run, the ONNX and image
 logged models, a registered version tagged with the checkpoint it came from (so exporting the
-same checkpoint again finds it instead of adding a version), and the `@champion` alias."""
+same checkpoint again finds it instead of adding a version), and the `@champion` alias. The
+registered model is named by the caller: `export-onnx` names it after the experiment."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from bitmoji_ml import paths
 from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
 from bitmoji_ml.tracking.runs import now_ms
@@ -93,28 +93,35 @@ def _summary(store: Store, version: ModelVersion) -> VersionSummary:
     return VersionSummary(str(version.version), version.run_id or "", _float(str(metric)), digest)
 
 
-def champion_version(store: Store) -> VersionSummary | None:
-    """The version `@champion` points at, or None when there is none yet."""
+def run_experiment(store: Store, run_id: str) -> str:
+    """The name of the experiment run `run_id` is in."""
+    return store.client.get_experiment(store.get_run(run_id).info.experiment_id).name
+
+
+def champion_version(store: Store, *, registered_model: str) -> VersionSummary | None:
+    """The version `registered_model@champion` points at, or None when there is none yet."""
     try:
-        version = store.client.get_model_version_by_alias(paths.REGISTERED_MODEL, CHAMPION_ALIAS)
+        version = store.client.get_model_version_by_alias(registered_model, CHAMPION_ALIAS)
     except MlflowException:
         return None
     return _summary(store, version)
 
 
-def find_version(store: Store, *, checkpoint_sha256: str, file_format: str) -> VersionSummary | None:
-    """The version registered earlier from the same checkpoint file and format, if any."""
-    name = paths.REGISTERED_MODEL
-    for version in store.client.search_model_versions(f"name = '{name}'"):
+def find_version(
+    store: Store, *, registered_model: str, checkpoint_sha256: str, file_format: str
+) -> VersionSummary | None:
+    """The version of `registered_model` registered earlier from the same checkpoint file and
+    format, if any."""
+    for version in store.client.search_model_versions(f"name = '{registered_model}'"):
         tags = version.tags or {}
         if tags.get(CHECKPOINT_SHA256_TAG) == checkpoint_sha256 and tags.get(FORMAT_TAG) == file_format:
             return _summary(store, version)
     return None
 
 
-def set_champion(store: Store, version: str) -> None:
-    """Point `@champion` at `version`."""
-    store.client.set_registered_model_alias(paths.REGISTERED_MODEL, CHAMPION_ALIAS, version)
+def set_champion(store: Store, *, registered_model: str, version: str) -> None:
+    """Point `registered_model@champion` at `version`."""
+    store.client.set_registered_model_alias(registered_model, CHAMPION_ALIAS, version)
 
 
 def _log_model_folder(
@@ -181,11 +188,13 @@ def _save_image_model(path: Path, example_image: Path | None) -> Callable[[Path,
     return save
 
 
-def register_version(store: Store, *, model_id: str, run_id: str, tags: dict[str, str]) -> str:
-    """A new version of the registered model from logged model `model_id`, tagged with `tags`
-    (the alias is not moved here), and linked both ways as `mlflow.register_model` links it;
-    returns the version."""
-    client, name = store.client, paths.REGISTERED_MODEL
+def register_version(
+    store: Store, *, registered_model: str, model_id: str, run_id: str, tags: dict[str, str]
+) -> str:
+    """A new version of `registered_model` (made if new) from logged model `model_id`, tagged
+    with `tags` (the alias is not moved here), and linked both ways as `mlflow.register_model`
+    links it; returns the version."""
+    client, name = store.client, registered_model
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
     # The source must be models:/<id> so that the version names its logged model, and MLflow's
@@ -195,17 +204,17 @@ def register_version(store: Store, *, model_id: str, run_id: str, tags: dict[str
         version = client.create_model_version(
             name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
         )
-    link_version(store, model_id=model_id, version=str(version.version))
+    link_version(store, registered_model=name, model_id=model_id, version=str(version.version))
     return str(version.version)
 
 
-def link_version(store: Store, *, model_id: str, version: str) -> None:
-    """Record `version` on its logged model (the `mlflow.modelVersions` tag, a JSON list, which
+def link_version(store: Store, *, registered_model: str, model_id: str, version: str) -> None:
+    """Record `registered_model` `version` on its logged model (the `mlflow.modelVersions` tag, a JSON list, which
     `mlflow.register_model` writes and the UI reads): its page then shows the registered
     version instead of "Not registered" and a "Register model" button."""
     model = store.client.get_logged_model(model_id)
     versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
-    entry = {"name": paths.REGISTERED_MODEL, "version": version}
+    entry = {"name": registered_model, "version": version}
     if entry not in versions:
         versions.append(entry)
         store.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
@@ -226,6 +235,7 @@ def log_model_metrics(store: Store, *, run_id: str, model_id: str, metrics: dict
 def log_export(
     store: Store,
     *,
+    registered_model: str,
     run_id: str,
     onnx_path: Path,
     report_path: Path,
@@ -238,7 +248,7 @@ def log_export(
     file as an ONNX logged model (for `bitmoji predict --model` and evaluate) and as the image
     model (with the champion file's `val_acc` as its `exported_val_acc`: a name of its own, as
     the metric is logged through the training run, whose val_acc history it must not join),
-    and register the image model as a new version tagged with `tags`."""
+    and register the image model as a new version of `registered_model` tagged with `tags`."""
     for path in dict.fromkeys([onnx_path, champion_path, report_path]):
         store.client.log_artifact(run_id, str(path), EXPORT_DIR)
     _log_model_folder(
@@ -254,5 +264,7 @@ def log_export(
     if val_acc is not None:
         metrics = {EXPORTED_VAL_ACC: val_acc}
         log_model_metrics(store, run_id=run_id, model_id=image_model_id, metrics=metrics)
-    version = register_version(store, model_id=image_model_id, run_id=run_id, tags=tags)
+    version = register_version(
+        store, registered_model=registered_model, model_id=image_model_id, run_id=run_id, tags=tags
+    )
     return Registration(image_model_id, version)

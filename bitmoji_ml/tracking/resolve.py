@@ -1,5 +1,5 @@
-"""The ONNX model `bitmoji evaluate` scores: the registry's `@champion`, or the export logged to
-a run, downloaded with what MLflow knows about it."""
+"""The ONNX model `bitmoji evaluate` scores: the experiment's registered `@champion`, or the
+export logged to a run, downloaded with what MLflow knows about it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
-from bitmoji_ml import paths
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
@@ -73,16 +72,17 @@ def run_onnx(store: Store, *, run_id: str, folder: Path) -> ResolvedModel:
     return ResolvedModel(path, model.tags.get("file", path.name), uri, model.model_id)
 
 
-def champion_model(store: Store, *, folder: Path) -> ResolvedModel:
-    """The registry's @champion ONNX file, downloaded, with its version and logged model id."""
+def champion_model(store: Store, *, registered_model: str, folder: Path) -> ResolvedModel:
+    """`registered_model@champion`'s ONNX file, downloaded, with its version and logged model id."""
     client = store.client
     try:
-        version = client.get_model_version_by_alias(paths.REGISTERED_MODEL, CHAMPION_ALIAS)
+        version = client.get_model_version_by_alias(registered_model, CHAMPION_ALIAS)
     except MlflowException as error:
         raise BitmojiError(
-            f"no @{CHAMPION_ALIAS} in the registry ({paths.REGISTERED_MODEL}): run `bitmoji export-onnx` first"
+            f"no {registered_model}@{CHAMPION_ALIAS} in the registry: run "
+            f"`bitmoji export-onnx --experiment {registered_model}` first"
         ) from error
-    uri = f"models:/{paths.REGISTERED_MODEL}/{version.version}"
+    uri = f"models:/{registered_model}/{version.version}"
     path = _download_onnx(store, artifact_uri=uri, folder=folder)
     model_id = getattr(version, "model_id", None) or _model_id_from_source(version.source or "")
     label = path.name
