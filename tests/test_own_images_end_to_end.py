@@ -44,7 +44,7 @@ def serve_one_request(port: int, image: Path, env: dict[str, str], cwd: Path) ->
     log = cwd / "serve.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
+            [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port), "--experiment", "digits"],
             env=env,
             cwd=cwd,
             stdout=output,
@@ -103,9 +103,11 @@ def test_three_classes_of_digits_from_prepare_to_a_served_request(tmp_path: Path
     assert manifest["classes"]["names"] == CLASSES
     assert manifest["class_balance"]["val"]["counts"] == dict.fromkeys(CLASSES, 8)
 
-    bitmoji("train", "--epochs", "3", "--batch-size", "16", env=env, cwd=tmp_path)
-    exported = bitmoji("export-onnx", "--output", "model.onnx", env=env, cwd=tmp_path)
-    assert "@champion" in exported
+    bitmoji("train", "--epochs", "3", "--batch-size", "16", "--experiment", "digits", env=env, cwd=tmp_path)
+    exported = bitmoji(
+        "export-onnx", "--output", "model.onnx", "--experiment", "digits", env=env, cwd=tmp_path
+    )
+    assert "registered digits v1" in exported and "@champion" in exported
     report = json.loads((tmp_path / "model.parity.json").read_text())
     assert report["passed"]
     validation = [case for case in report["cases"] if "val" in case["case"]]
