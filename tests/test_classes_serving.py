@@ -274,4 +274,9 @@ def test_the_summary_line_names_at_most_ten_classes(capsys):
     views.show_prediction(result)
     line = capsys.readouterr().out
     assert line.startswith("66 images, 16.7% c11, 15.2% c10, ") and "0.0% c00" not in line
-    assert "(and 2 more classes), 0 skipped" in line
+    assert "3.0% c02 (1.5% in the 2 other classes), 0 skipped" in line  # c00 (none) and c01 (1 image)
+    only = PredictResult("plain", "p.csv", "csv", 5, 5, {"c03": 5}, [], 1.0, classes)
+    views.show_prediction(only)
+    assert capsys.readouterr().out.startswith(
+        "5 images, 100.0% c03 (0.0% in the 11 other classes), 0 skipped"
+    )

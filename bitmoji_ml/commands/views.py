@@ -119,11 +119,16 @@ def show_prediction(result: PredictResult) -> None:
     files skipped, speed, where it went."""
     rate = result.predicted / result.seconds if result.seconds else 0.0
     where = f"{result.output} (Parquet)" if result.kind == "parquet" else result.output
-    names = ("male",) if result.classes.kaggle else result.classes.names
-    shown = sorted(names, key=lambda name: -result.counts.get(name, 0))[:10] if len(names) > 10 else names
-    shares = ", ".join(f"{result.share(name):.1%} {name}" for name in shown)
-    if len(shown) < len(names):
-        shares += f" (and {len(names) - len(shown)} more classes)"
+    if result.classes.kaggle:
+        shares = f"{result.share('male'):.1%} male"
+    else:  # the classes predicted, most often first, at most ten; the others summed up
+        predicted = [name for name in result.classes.names if result.counts.get(name, 0)]
+        shown = sorted(predicted, key=lambda name: -result.counts[name])[:10]
+        shares = ", ".join(f"{result.share(name):.1%} {name}" for name in shown)
+        others = [name for name in result.classes.names if name not in shown]
+        if others:
+            rest = sum(result.share(name) for name in others)
+            shares += f" ({rest:.1%} in the {len(others)} other classes)"
     typer.echo(
         f"{result.predicted} images, {shares}, {len(result.skipped)} skipped, "
         f"{result.seconds:.2f}s, {rate:,.0f} images/s -> {where}"
