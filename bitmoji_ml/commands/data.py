@@ -10,7 +10,7 @@ import typer
 
 from bitmoji_ml import paths
 from bitmoji_ml.commands import views
-from bitmoji_ml.commands.options import DataDir, friendly
+from bitmoji_ml.commands.options import DataDir, ImageColumn, LabelColumn, friendly
 
 
 @friendly
@@ -42,12 +42,8 @@ def prepare(
         Path | None,
         typer.Option(help="csv layout: the CSV of image file (relative to --data-dir) and label"),
     ] = None,
-    image_column: Annotated[
-        str | None, typer.Option(help="csv layout: the column naming the image file [default: image]")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(help="csv layout: the column holding the label [default: label]")
-    ] = None,
+    image_column: ImageColumn = None,
+    label_column: LabelColumn = None,
     classes: Annotated[
         str | None,
         typer.Option(help="folders/csv: the class names in this order, a,b,c (default: sorted)"),

@@ -27,6 +27,13 @@ ListsDir = Annotated[Path, typer.Option("--lists", help="Folder with the lists f
 Experiment = Annotated[
     str, typer.Option(help="MLflow experiment name (export-onnx registers its models under it too)")
 ]
+# The two columns of a labels CSV of one's own classes (`prepare`'s csv layout, `evaluate --labels`).
+ImageColumn = Annotated[
+    str | None, typer.Option(help="--labels CSV: the column naming the image file [default: image]")
+]
+LabelColumn = Annotated[
+    str | None, typer.Option(help="--labels CSV: the column holding the class name [default: label]")
+]
 
 
 def friendly(command: Callable) -> Callable:

@@ -9,7 +9,7 @@ import typer
 
 from bitmoji_ml import paths
 from bitmoji_ml.commands import views
-from bitmoji_ml.commands.options import Experiment, ListsDir, friendly
+from bitmoji_ml.commands.options import Experiment, ImageColumn, LabelColumn, ListsDir, friendly
 from bitmoji_ml.serving.predict_job import PARQUET_OUTPUT
 
 
@@ -98,14 +98,8 @@ def evaluate(
             help="Image folder of a --labels CSV (default: trainimages/ beside it, else its folder)"
         ),
     ] = None,
-    image_column: Annotated[
-        str | None,
-        typer.Option(help="--labels CSV of your own classes: its image file column [default: image]"),
-    ] = None,
-    label_column: Annotated[
-        str | None,
-        typer.Option(help="--labels CSV of your own classes: its class name column [default: label]"),
-    ] = None,
+    image_column: ImageColumn = None,
+    label_column: LabelColumn = None,
     lists: ListsDir = paths.LISTS_DIR,
     experiment: Experiment = paths.EXPERIMENT,
     output: Annotated[
