@@ -148,7 +148,9 @@ def train_one_epoch(
                 images[index], generator, config.flip, config.shift, config.scale, config.jitter
             ).to(state.device, non_blocking=True)
             batch_labels = labels[index].to(state.device, non_blocking=True)
-            batch_targets = targets[index].to(state.device, non_blocking=True)
+            batch_targets = (
+                batch_labels if targets is labels else targets[index].to(state.device, non_blocking=True)
+            )
             logits, objective = train_step(state, batch, batch_targets, config, shard_batch.loss_weight)
             totals.seen += len(index)
             totals.objective += objective.item() * len(index)
