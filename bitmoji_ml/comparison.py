@@ -15,7 +15,8 @@ from bitmoji_ml.tracking.listing import RunRecord
 from bitmoji_ml.tracking.names import CLASSES_PARAM, TRAINING_IMAGES_TAG
 
 COMPARED_TAGS = ("model", "device", "parameters", "data_digest", "git_commit", "torch_version")
-EVALUATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
+# f1 and roc_auc are two-class scores; a model of more classes has macro_f1 instead.
+EVALUATION_METRICS = ("accuracy", "f1", "macro_f1", "roc_auc", "log_loss")
 ID_WIDTH = 8
 NAME_WIDTH = 38
 TAG_WIDTH = 12  # digests and commits: enough to tell apart

@@ -220,6 +220,18 @@ def test_evaluation_runs_have_an_experiment_of_their_own(mlflow_store: str, tmp_
     )
 
 
+def test_evaluations_table_shows_the_f1_of_two_classes_and_the_macro_f1_of_more():
+    def evaluation(run_id: str, metrics: dict[str, float]) -> RunRecord:
+        return RunRecord(run_id, run_id, "FINISHED", 1, {}, metrics, {"evaluation": "true"})
+
+    bitmoji = evaluation("bitmoji0", {"accuracy": 0.99, "f1": 0.98, "roc_auc": 0.999, "log_loss": 0.05})
+    digits = evaluation("digits00", {"accuracy": 0.97, "macro_f1": 0.96, "log_loss": 0.1})
+    headers, rows = comparison.evaluations_table([bitmoji, digits])
+    by_run = {row[0]: dict(zip(headers, row, strict=True)) for row in rows}
+    assert (by_run["bitmoji0"]["f1"], by_run["bitmoji0"]["macro_f1"]) == (0.98, "-")
+    assert (by_run["digits00"]["f1"], by_run["digits00"]["macro_f1"]) == ("-", 0.96)
+
+
 # --- every kind of run (tracking shapes logged by the jobs' own classes) ---------------------------
 
 
