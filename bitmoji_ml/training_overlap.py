@@ -2,8 +2,11 @@
 training images measures how well it learnt them, not how it does on new faces: the
 evaluation must say so.
 
-An image is known by its file name, its image_id, as everywhere else in the project (the
-datasets MLflow records, `prepare --exclude`). The model's training lists are the source run's
+An image is the file its path names: when the training images are where the lists say (this
+machine, the usual case), the scored paths are matched exactly, so `cat/001.jpg` and
+`dog/001.jpg` of a class-folder layout are two images. When the data folder has moved since
+training, only file names can be compared (Bitmoji's image ids, which are unique). The model's
+training lists are the source run's
 training datasets as MLflow recorded them (name, digest of the list file, the file's path),
 found on disk by digest: at the recorded path or in the lists folder. Without MLflow (a model
 file, not logged), the lists folder's train.txt counts when its manifest digest is the one the
@@ -111,7 +114,17 @@ def training_overlap(
     if reason:
         return TrainingOverlap(len(scored), None, [], reason)
     try:
-        trained = {image.name for path in lists for image, _ in read_list(path)}
+        trained = [image for path in lists for image, _ in read_list(path)]
     except BitmojiError as error:  # e.g. a list whose manifest beside it was changed since
         return TrainingOverlap(len(scored), None, [], str(error))
-    return TrainingOverlap(len(scored), sum(Path(path).name in trained for path in scored), lists)
+    return TrainingOverlap(len(scored), count_trained(scored, trained), lists)
+
+
+def count_trained(scored: Sequence[Path], trained: Sequence[Path]) -> int:
+    """How many `scored` images are `trained` images: by resolved path when every training
+    image is still where its list says, else (the data folder moved) by file name."""
+    if all(Path(image).is_file() for image in trained):
+        known = {Path(image).resolve() for image in trained}
+        return sum(Path(path).resolve() in known for path in scored)
+    names = {Path(image).name for image in trained}
+    return sum(Path(path).name in names for path in scored)

@@ -297,6 +297,21 @@ def test_overlap_counts_the_scored_images_of_the_recorded_training_lists(
     )  # found by digest
 
 
+def test_equal_file_names_in_two_class_folders_are_two_images_and_moved_data_falls_back_to_names(
+    tmp_path: Path,
+):
+    from bitmoji_ml.training_overlap import count_trained
+
+    for folder in ("cat", "dog"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "001.png").write_bytes(b"x")
+    trained = [tmp_path / "cat" / "001.png"]
+    assert count_trained([tmp_path / "dog" / "001.png"], trained) == 0  # a file name alone said 1
+    assert count_trained([tmp_path / "dog" / ".." / "cat" / "001.png"], trained) == 1
+    moved = [tmp_path / "gone" / "cat" / "001.png"]  # lists from before the data folder moved
+    assert count_trained([tmp_path / "cat" / "001.png"], moved) == 1
+
+
 def test_overlap_is_unknown_when_the_training_list_is_gone(
     tiny_dataset: Path, tiny_lists: Path, tmp_path: Path
 ):
