@@ -154,13 +154,17 @@ def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "mlflow.db"
 
 
+def copy_store(template: Path, root: Path) -> str:
+    """A copy of the migrated store `template` at `root`/mlruns/mlflow.db; returns its URI."""
+    (root / "mlruns").mkdir()
+    shutil.copy(template, root / "mlruns" / "mlflow.db")
+    return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
 @pytest.fixture
 def mlflow_store(mlflow_store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh copy of the migrated store, set as MLFLOW_TRACKING_URI; returns the URI."""
-    folder = tmp_path / "mlruns"
-    folder.mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = copy_store(mlflow_store_template, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import copy_store
 from mlflow import MlflowClient
 from own_images import write_digit_folders
 
@@ -57,9 +58,7 @@ def train(lists: Path, **overrides) -> TrainJobResult:
 @pytest.fixture(scope="module")
 def three_classes(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Trained:
     folder = tmp_path_factory.mktemp("classes")
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     lists = digit_lists(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)

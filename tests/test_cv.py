@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import copy_store, make_dataset
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -62,9 +61,7 @@ def flip_labels(dataset: Path, image_ids: tuple[str, ...]) -> None:
 @pytest.fixture(scope="module")
 def cv_store(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> CVStore:
     folder = tmp_path_factory.mktemp("cv")
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     dataset = make_dataset(folder / "bitmoji")
     flip_labels(dataset, FLIPPED)
     runner, lists = CliRunner(), folder / "lists"

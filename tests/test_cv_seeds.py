@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import copy_store, make_dataset
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -36,9 +35,7 @@ class SeedsRun:
 @pytest.fixture(scope="module")
 def seeds_run(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> SeedsRun:
     folder = tmp_path_factory.mktemp("cv-seeds")
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     runner, lists = CliRunner(), folder / "lists"
     dataset = make_dataset(folder / "bitmoji")
     prepared = runner.invoke(cli.app, ["prepare", "--data-dir", str(dataset), "--lists", str(lists)])

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, copy_store
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -304,9 +303,7 @@ def torchrun_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_tem
     folder = tmp_path_factory.mktemp("torchrun")
     lists = folder / "lists"
     write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.175, seed=0)
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     flags = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--image-size", "32"]  # threads: default
     command = [*torchrun, str(PROBE), str(folder / "ranks"), "train", "--lists", str(lists), *flags]
@@ -449,9 +446,7 @@ def killed_job(tmp_path_factory, tiny_dataset_template: Path, mlflow_store_templ
     folder = tmp_path_factory.mktemp("killed")
     lists = folder / "lists"
     write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     marker = uuid.uuid4().hex
     environment = {**job_environment(uri), "TEST_MARKER": marker}
     command = [sys.executable, str(ROOT / "cli.py"), "train", "--nproc", "2", "--epochs", "500"]

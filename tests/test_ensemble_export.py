@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import copy_store, make_dataset
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -46,9 +45,7 @@ class Exported:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Exported:
     folder = tmp_path_factory.mktemp("ensemble")
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, folder)
     runner, lists = CliRunner(), folder / "lists"
     dataset = make_dataset(folder / "bitmoji")
     prepared = runner.invoke(cli.app, ["prepare", "--data-dir", str(dataset), "--lists", str(lists)])

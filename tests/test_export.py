@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import copy_store
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -90,9 +91,7 @@ class Trained:
 def trained(tmp_path_factory, mlflow_store_template: Path, tiny_dataset_template: Path):
     """A private store, the tiny lists, a 1-epoch run and its export with default options."""
     root = tmp_path_factory.mktemp("export")
-    (root / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, root / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, root)
     lists = root / "lists"
     write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
     with pytest.MonkeyPatch.context() as patch:

@@ -174,11 +174,16 @@ def test_ui_stopped_by_a_signal_leaves_no_server_process_and_frees_the_port(
             assert not left, f"server processes left after {stop.name}: {sorted(left)}"
             assert f"stopped the MLflow UI ({stop.name})" in log.read_text()
         finally:  # never leak a server, even when the test fails
-            for group in groups | {ui.pid}:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(group, signal.SIGKILL)
-            ui.wait(timeout=STOP_SECONDS)
+            kill_groups(ui, groups)
     serving.check_port_free(port=port)
+
+
+def kill_groups(ui: subprocess.Popen, groups: set[int]) -> None:
+    """SIGKILL `bitmoji ui`'s own group and the server `groups` it started, then reap it."""
+    for group in groups | {ui.pid}:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    ui.wait(timeout=STOP_SECONDS)
 
 
 def test_ui_command_line_for_the_sqlite_store():
@@ -326,10 +331,7 @@ def test_ui_answers_when_it_says_so_runs_as_2_processes_and_fails_when_the_serve
             assert "the MLflow UI server stopped on its own" in log.read_text()
             assert not {pid for pid in processes() if pid in server}
         finally:  # never leak a server, even when the test fails
-            for group in groups | {ui.pid}:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(group, signal.SIGKILL)
-            ui.wait(timeout=STOP_SECONDS)
+            kill_groups(ui, groups)
     serving.check_port_free(port=port)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, copy_store
 from mlflow import MlflowClient
 
 from bitmoji_ml.checkpoints import read_checkpoint
@@ -46,9 +45,7 @@ def test_sigterm_ends_a_single_process_run_as_killed_and_it_resumes(
 ):
     lists = tmp_path / "lists"
     write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(mlflow_store_template, tmp_path / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = copy_store(mlflow_store_template, tmp_path)
     command = [
         sys.executable,
         str(ROOT / "cli.py"),

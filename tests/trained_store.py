@@ -5,11 +5,10 @@ training and export are the slow part, and each test only reads the runs or adds
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_dataset
+from conftest import copy_store, make_dataset
 
 EXPERIMENT = "test-exp"
 
@@ -39,9 +38,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -
     from bitmoji_ml.training import train_job
 
     folder = tmp_path_factory.mktemp("trained-store")
-    (folder / "mlruns").mkdir()
-    shutil.copy(template_db, folder / "mlruns" / "mlflow.db")
-    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    uri = copy_store(template_db, folder)
     dataset = make_dataset(folder / "bitmoji")
     lists = folder / "lists"
     write_lists(load_dataset(dataset), lists, val_fraction=0.25, seed=0)
