@@ -66,11 +66,11 @@ def read_labelled(
 def _list_classes(list_file: Path) -> Classes | None:
     """The classes of the `prepare` manifest beside a list (none recorded: Bitmoji's), or None
     for a list with no manifest beside it."""
-    from bitmoji_ml.data.lists import MANIFEST, read_manifest
+    from bitmoji_ml.data.lists import MANIFEST, manifest_classes, read_manifest
 
     if not (list_file.parent / MANIFEST).is_file():
         return None
-    return Classes.from_dict(read_manifest(list_file.parent).get("classes"))
+    return manifest_classes(read_manifest(list_file.parent))
 
 
 def _is_kaggle_csv(path: Path) -> bool:

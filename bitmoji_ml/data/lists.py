@@ -102,6 +102,16 @@ def format_list(samples: list[Sample]) -> str:
     return "".join(f"{sample.path} {sample.label}\n" for sample in samples)
 
 
+def manifest_classes(manifest: dict) -> Classes:
+    """The classes the lists' labels index, as `prepare` recorded them (none: Bitmoji)."""
+    try:
+        return Classes.from_dict(manifest.get("classes"))
+    except (KeyError, TypeError) as error:
+        raise BitmojiError(
+            f"{MANIFEST} has a malformed classes entry ({error}): re-run `bitmoji prepare`"
+        ) from error
+
+
 def read_list(path: str | Path, labelled: bool = True) -> list[tuple[Path, int]]:
     """Parse a list file into (image path, class index) pairs; the index is -1 for an unlabelled
     list. A list beside a manifest.json must have the digest the manifest records for it, and
@@ -111,7 +121,7 @@ def read_list(path: str | Path, labelled: bool = True) -> list[tuple[Path, int]]
         raise BitmojiError(f"list {path} not found: run `bitmoji prepare` first")
     data = path.read_bytes()
     manifest = _check_digest(path, data)
-    n_classes = len(Classes.from_dict(manifest.get("classes"))) if manifest is not None else None
+    n_classes = len(manifest_classes(manifest)) if manifest is not None else None
     entries = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if not line.strip():

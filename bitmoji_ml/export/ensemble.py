@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bitmoji_ml import paths
-from bitmoji_ml.checkpoints import model_from_checkpoint
+from bitmoji_ml.checkpoints import checkpoint_classes, model_from_checkpoint
 from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
@@ -122,9 +122,9 @@ def load_members(store: Store, cv_run_id: str, folder: Path) -> list[ExportSourc
 
 def check_same_classes(members: list[ExportSource]) -> Classes:
     """The classes every member tells apart, or a BitmojiError naming the first that differs."""
-    first = Classes.from_dict(members[0].payload.get("classes"))
+    first = checkpoint_classes(members[0].payload)
     for member in members[1:]:
-        classes = Classes.from_dict(member.payload.get("classes"))
+        classes = checkpoint_classes(member.payload)
         if classes != first:
             raise BitmojiError(
                 f"{member.description} has classes {', '.join(classes.names)}, {members[0].description} "

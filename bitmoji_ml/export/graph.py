@@ -13,6 +13,7 @@ import onnx
 import torch
 
 import bitmoji_ml
+from bitmoji_ml.checkpoints import checkpoint_classes
 from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.models.normalize import Classifier
@@ -58,7 +59,7 @@ def metadata_for(payload: dict[str, Any], run_id: str | None, preprocess: Prepro
     import onnxruntime
 
     metrics = payload.get("metrics", {})
-    classes = Classes.from_dict(payload.get("classes"))  # none recorded: Bitmoji's
+    classes = checkpoint_classes(payload)  # none recorded: Bitmoji's
     return {
         META_PREPROCESS: json.dumps(preprocess.to_dict()),
         "input_size": str(preprocess.size),

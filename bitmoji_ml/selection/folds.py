@@ -11,11 +11,11 @@ import numpy as np
 
 from bitmoji_ml.data.cache import load_images
 from bitmoji_ml.data.classes import Classes
-from bitmoji_ml.data.lists import LIST_FILES, read_list, read_manifest
+from bitmoji_ml.data.lists import LIST_FILES, manifest_classes, read_list, read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.paths import CACHE_DIR
 from bitmoji_ml.recipe import Recipe
-from bitmoji_ml.training.data import TrainData, manifest_classes
+from bitmoji_ml.training.data import TrainData
 from bitmoji_ml.training.settings import preprocess_for
 
 

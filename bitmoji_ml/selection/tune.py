@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitmoji_ml import paths
-from bitmoji_ml.data.lists import read_manifest
+from bitmoji_ml.data.lists import manifest_classes, read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import write_text_atomic
 from bitmoji_ml.recipe import SEARCH_SPACE, ResolvedRecipe, recipe_from_values, recipe_toml
 from bitmoji_ml.selection.search import searched_settings
 from bitmoji_ml.selection.trials import TrialRunner
 from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN, classes_param
-from bitmoji_ml.training.data import manifest_classes
 from bitmoji_ml.training.settings import resolve_config
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from mlflow.entities import (
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bitmoji_ml.data.classes import Classes
+from bitmoji_ml.data.lists import manifest_classes
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import RECIPE_FILE
 from bitmoji_ml.tracking.datasets import RunDatasets, lists_datasets
@@ -161,7 +161,7 @@ class TrainingRun:
         self._datasets = datasets
         if not self.resume_run_id:
             tags = {**environment_tags(), "data_digest": manifest.get("digest", ""), **tags}
-            params = {**params, **classes_param(Classes.from_dict(manifest.get("classes")).names)}
+            params = {**params, **classes_param(manifest_classes(manifest).names)}
             self.store.client.log_batch(
                 self.run_id,
                 params=[Param(key, str(value)) for key, value in params.items()],

@@ -12,8 +12,7 @@ import numpy as np
 from bitmoji_ml.data.cache import load_images
 from bitmoji_ml.data.classes import Classes
 from bitmoji_ml.data.images import Preprocess
-from bitmoji_ml.data.lists import LIST_FILES, MANIFEST, read_list
-from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.data.lists import LIST_FILES, manifest_classes, read_list
 from bitmoji_ml.paths import CACHE_DIR
 
 
@@ -33,16 +32,6 @@ class TrainData:
     @property
     def classes(self) -> Classes:
         return manifest_classes(self.manifest)
-
-
-def manifest_classes(manifest: dict[str, Any]) -> Classes:
-    """The classes the lists' labels index, as `prepare` recorded them (none: Bitmoji)."""
-    try:
-        return Classes.from_dict(manifest.get("classes"))
-    except (KeyError, TypeError) as error:
-        raise BitmojiError(
-            f"{MANIFEST} has a malformed classes entry ({error}): re-run `bitmoji prepare`"
-        ) from error
 
 
 def decode_labelled_list(

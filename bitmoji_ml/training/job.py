@@ -18,13 +18,13 @@ import torch
 
 from bitmoji_ml.checkpoints import checkpoint_classes, read_checkpoint, train_state_of
 from bitmoji_ml.data.classes import Classes
-from bitmoji_ml.data.lists import read_manifest
+from bitmoji_ml.data.lists import manifest_classes, read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import count_parameters
 from bitmoji_ml.recipe import Recipe, ResolvedRecipe, recipe_from_values, recipe_toml
 from bitmoji_ml.tracking.names import BEST_ON_VAL, LAST_EPOCH
 from bitmoji_ml.training import distributed, sharding
-from bitmoji_ml.training.data import TrainData, load_data, manifest_classes
+from bitmoji_ml.training.data import TrainData, load_data
 from bitmoji_ml.training.launch import per_rank_batch_size
 from bitmoji_ml.training.loop import Tracker, TrainResult, fit
 from bitmoji_ml.training.resume import (
