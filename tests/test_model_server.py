@@ -95,22 +95,37 @@ def strict_json(text: str) -> dict:
     return json.loads(text, parse_constant=refuse)
 
 
-def post_streamed(port: int, body: bytes, chunk: int = 2**16) -> tuple[int, str]:
-    """POST `body` chunked, without a Content-Length, as a streaming client does."""
+def post_raw(port: int, body: bytes, *, chunked: bool, chunk: int = 2**16) -> tuple[int, str]:
+    """POST `body` over a plain socket, chunked (as a streaming client does), or with a
+    Content-Length and `Expect: 100-continue` (as curl sends a large body): the body goes only
+    after the server's 100, so a server that refuses by the headers answers without a race
+    against a half-sent body (urllib could see a broken pipe instead of the 413)."""
+    framing = (
+        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}\r\nExpect: 100-continue"
+    )
     with socket.create_connection((HOST, port), timeout=30) as connection:
         head = (
             f"POST /invocations HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            f"{framing}\r\nConnection: close\r\n\r\n"
         )
         connection.sendall(head.encode())
+        answer = b""
+        if not chunked:
+            answer = connection.recv(65536)
+            if not answer.startswith(b"HTTP/1.1 100"):  # refused by the headers: no body sent
+                while data := connection.recv(65536):
+                    answer += data
+                status_line, _, rest = answer.partition(b"\r\n")
+                return int(status_line.split()[1]), rest.decode(errors="replace")
+            answer = b""
         try:
             for start in range(0, len(body), chunk):
                 piece = body[start : start + chunk]
-                connection.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            connection.sendall(b"0\r\n\r\n")
+                connection.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
+            if chunked:
+                connection.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before the whole body was sent
-        answer = b""
         while data := connection.recv(65536):
             answer += data
     status_line, _, rest = answer.partition(b"\r\n")
@@ -165,9 +180,9 @@ def test_server_refuses_an_oversized_body_before_parsing_it(served):
     _, port = served
     limit = scoring_app.body_limit(2**20)
     oversized = b'{"dataframe_split": {"columns": ["image"], "data": [["' + b"A" * limit + b'"]]}}'
-    status, text = post(port, oversized)
+    status, text = post_raw(port, oversized, chunked=False)
     assert status == 413 and f"over the {limit:,}-byte limit" in text and "bytes of images" not in text
-    status, text = post_streamed(port, oversized)
+    status, text = post_raw(port, oversized, chunked=True)
     assert status == 413 and f"more than {limit:,} bytes" in text, text[-500:]
     status, text = post(port, images_request([b"x"]))  # still serving
     assert status == 200, text
