@@ -147,17 +147,19 @@ class TrainingRun:
         tags: dict[str, str],
         manifest: dict,
         lists_dir: Path | None = None,
+        all_labelled: bool = False,
         datasets: RunDatasets | None = None,
         recipe: str | None = None,
     ) -> None:
         """A new run gets `params` (plus the manifest's classes), `tags` (plus environment_tags()
-        and the data digest) and its dataset inputs: `datasets`, else the train and val lists of `lists_dir`; a resumed run
-        only (re)links the datasets. `recipe` (TOML text) is logged as recipe.toml, replacing a
-        resumed run's with the recipe it continues with."""
+        and the data digest) and its dataset inputs: `datasets`, else the lists of `lists_dir`
+        (train and val, or both for training with `all_labelled`); a resumed run only (re)links
+        the datasets. `recipe` (TOML text) is logged as recipe.toml, replacing a resumed run's
+        with the recipe it continues with."""
         if datasets is None:
             if lists_dir is None:
                 raise ValueError("log_start needs lists_dir or datasets")
-            datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest)
+            datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest, all_labelled=all_labelled)
         self._datasets = datasets
         if not self.resume_run_id:
             tags = {**environment_tags(), "data_digest": manifest.get("digest", ""), **tags}

@@ -39,6 +39,7 @@ from bitmoji_ml.training.state import TrainState, new_train_state
 from bitmoji_ml.training.teacher import teacher_tags, with_teacher
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
+    from bitmoji_ml.tracking.run_process import ChildRun, RunProcess
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
 
@@ -63,10 +64,21 @@ class TrainJobResult:
 
 @dataclasses.dataclass
 class Tracking:
-    """Where rank 0 logs: the store and the experiment's id."""
+    """Where rank 0 logs, in this process: the store and the experiment's id."""
 
     store: Store
     experiment_id: str
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def run(self, *, run_name: str, selection: str) -> TrainingRun:
+        from bitmoji_ml.tracking.runs import TrainingRun
+
+        return TrainingRun(
+            self.store, experiment_id=self.experiment_id, run_name=run_name, selection=selection
+        )
 
 
 @dataclasses.dataclass
@@ -89,12 +101,15 @@ def train_job(
     run_name: str | None = None,
     resume_run_id: str | None = None,
     store: Store | None = None,
+    run_process: RunProcess | None = None,
 ) -> TrainJobResult:
     """Train a new run of `recipe`, or continue run `resume_run_id` from its last checkpoint
-    with the settings `recipe` gives (in one process, or as one rank of a torchrun job)."""
+    with the settings `recipe` gives (in one process, or as one rank of a torchrun job). A new
+    run in one process can log through `run_process` (started before torch was imported)
+    instead of `store`."""
     requested = recipe.given_values()
     with distributed.process_group(select_device(recipe.recipe.device).type):
-        tracking = distributed.run_on_main(lambda: open_tracking(store, experiment))
+        tracking = run_process or distributed.run_on_main(lambda: open_tracking(store, experiment))
         manifest = read_manifest(lists_dir)
         resume = None
         if resume_run_id:
@@ -121,7 +136,7 @@ def train_job(
         with open_run(tracking, name, resume_run_id, selection) as run:
             distributed.report_run_id(run.run_id)
             if tracking is not None:
-                logger.info("MLflow run %s (%s, experiment %s)", run.run_id, tracking.store.uri, experiment)
+                logger.info("MLflow run %s (%s, experiment %s)", run.run_id, tracking.uri, experiment)
             log_start(run, config, manifest, state, lists_dir, resume)
             header = checkpoint_header(config, manifest, run.run_id, name)
             result = train_in_run(config, data, state, run, header, select_best=not config.all_labelled)
@@ -150,13 +165,16 @@ def open_tracking(store: Store | None, experiment: str) -> Tracking:
 
 
 def open_run(
-    tracking: Tracking | None, name: str, resume_run_id: str | None, selection: str
-) -> TrainingRun | distributed.NullRun:
+    tracking: Tracking | RunProcess | None, name: str, resume_run_id: str | None, selection: str
+) -> TrainingRun | ChildRun | distributed.NullRun:
     """Rank 0's MLflow run (a new one, or `resume_run_id` continued); a NullRun on the others."""
-    from bitmoji_ml.tracking.runs import TrainingRun
-
     if tracking is None:
         return distributed.NullRun()
+    if not resume_run_id:
+        return tracking.run(run_name=name, selection=selection)
+    from bitmoji_ml.tracking.runs import TrainingRun
+
+    assert isinstance(tracking, Tracking), "a resumed run is logged from this process"
     return TrainingRun(
         tracking.store,
         experiment_id=tracking.experiment_id,
@@ -250,12 +268,16 @@ def log_start(
     resume: Resume | None,
 ) -> None:
     """Params, tags and datasets of a new run; for a resumed one, what --resume changed."""
-    from bitmoji_ml.tracking.datasets import lists_datasets
-
     tags = run_tags(config, state)
     params = {**config.to_params(), **distributed.run_params(config.batch_size)}
-    datasets = lists_datasets(lists_dir=lists_dir, manifest=manifest, all_labelled=config.all_labelled)
-    run.log_start(params=params, tags=tags, manifest=manifest, datasets=datasets, recipe=recipe_file(config))
+    run.log_start(
+        params=params,
+        tags=tags,
+        manifest=manifest,
+        lists_dir=lists_dir,
+        all_labelled=config.all_labelled,
+        recipe=recipe_file(config),
+    )
     changed = dict(resume.changed) if resume else {}
     if resume and resume.saved_world_size != distributed.world_size():
         changed["world_size"] = str(distributed.world_size())
@@ -328,7 +350,9 @@ def run_tags(config: Recipe, state: TrainState) -> dict[str, str]:
         "model": config.model,
         "parameters": str(count_parameters(state.model)),
         "device": config.device,
-        "torch_version": torch.__version__,
+        "torch_version": str(
+            torch.__version__
+        ),  # a plain str: torch's own class would import torch to unpickle
         **teacher_tags(config.teacher),
     }
 

@@ -1,0 +1,144 @@
+"""`bitmoji train` logs to MLflow from a child process (tracking/run_process.py): the run it
+makes is the run `train` reports; the child's errors are raised in the parent; Ctrl-C of the
+whole process group ends the run as KILLED (the child ignores the signal and is told); and a
+parent killed without a word leaves no run RUNNING."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, copy_store
+from mlflow import MlflowClient
+from test_sigterm import FLAGS, TIMEOUT, environment, wait_for_line
+
+from bitmoji_ml.data.dataset import load_dataset
+from bitmoji_ml.data.lists import read_manifest, write_lists
+from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.names import BEST_ON_VAL
+from bitmoji_ml.tracking.run_process import RunProcess
+
+EXPERIMENT = "bitmoji-gender"
+
+
+def the_run(uri: str):
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    return run
+
+
+def test_a_run_made_and_ended_through_the_child(mlflow_store: str, tiny_lists: Path):
+    with RunProcess(EXPERIMENT) as process:
+        assert process.ready().uri == mlflow_store
+        with process.run(run_name="through-the-child", selection=BEST_ON_VAL) as run:
+            run.log_start(
+                params={"epochs": "3"},
+                tags={"model": "compact"},
+                manifest=read_manifest(tiny_lists),
+                lists_dir=tiny_lists,
+                all_labelled=False,
+            )
+            run.log_summary({"best_val_acc": 0.75})
+            run_id = run.run_id
+    logged = the_run(mlflow_store)
+    assert logged.info.run_id == run_id
+    assert logged.info.run_name == "through-the-child"
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params["epochs"] == "3"
+    assert logged.data.metrics["best_val_acc"] == 0.75
+    assert {dataset.dataset.name for dataset in logged.inputs.dataset_inputs} == {
+        "bitmoji-train",
+        "bitmoji-val",
+    }
+
+
+def test_an_error_in_the_child_is_raised_here_and_the_run_ends_failed(mlflow_store: str):
+    with (
+        RunProcess(EXPERIMENT) as process,
+        pytest.raises(ValueError, match="lists_dir or datasets"),
+        process.run(run_name="no-lists", selection=BEST_ON_VAL) as run,
+    ):
+        run.log_start(params={}, tags={}, manifest={})
+    assert the_run(mlflow_store).info.status == "FAILED"
+
+
+def test_a_store_that_cannot_be_opened_fails_at_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    with (
+        RunProcess(EXPERIMENT) as process,
+        pytest.raises(BitmojiError, match="cannot use the MLflow tracking store"),
+    ):
+        process.ready()
+
+
+def start_training(tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path):
+    lists = tmp_path / "lists"
+    write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
+    uri = copy_store(mlflow_store_template, tmp_path)
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "train",
+        "--epochs",
+        "500",
+        "--lists",
+        str(lists),
+        *FLAGS,
+    ]
+    process = subprocess.Popen(
+        command,
+        env=environment(uri),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return process, uri
+
+
+def wait_for_status(uri: str, wanted: str) -> str:
+    deadline = time.monotonic() + TIMEOUT
+    while (status := the_run(uri).info.status) != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_process_group_ends_the_run_as_killed(
+    tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
+):
+    process, uri = start_training(tmp_path, tiny_dataset_template, mlflow_store_template)
+    try:
+        wait_for_line(process, r"epoch +2/500")
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: parent and child
+        rest, _ = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, rest
+    assert "Traceback" not in rest
+    assert the_run(uri).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_a_parent_killed_without_a_word_leaves_its_run_failed_not_running(
+    tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
+):
+    process, uri = start_training(tmp_path, tiny_dataset_template, mlflow_store_template)
+    try:
+        wait_for_line(process, r"epoch +2/500")
+        process.kill()  # the parent alone: the child sees its pipe close
+        process.wait(timeout=TIMEOUT)
+        assert wait_for_status(uri, "FAILED") == "FAILED"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
