@@ -5,21 +5,16 @@ parent killed without a word leaves no run RUNNING."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_store
 from mlflow import MlflowClient
-from test_sigterm import FLAGS, TIMEOUT, environment, wait_for_line
+from test_sigterm import TIMEOUT, training_process, wait_for_line
 
-from bitmoji_ml.data.dataset import load_dataset
-from bitmoji_ml.data.lists import read_manifest, write_lists
+from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.names import BEST_ON_VAL
 from bitmoji_ml.tracking.run_process import RunProcess
@@ -79,32 +74,6 @@ def test_a_store_that_cannot_be_opened_fails_at_ready(tmp_path: Path, monkeypatc
         process.ready()
 
 
-def start_training(tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path):
-    lists = tmp_path / "lists"
-    write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
-    uri = copy_store(mlflow_store_template, tmp_path)
-    command = [
-        sys.executable,
-        str(ROOT / "cli.py"),
-        "train",
-        "--epochs",
-        "500",
-        "--lists",
-        str(lists),
-        *FLAGS,
-    ]
-    process = subprocess.Popen(
-        command,
-        env=environment(uri),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    return process, uri
-
-
 def wait_for_status(uri: str, wanted: str) -> str:
     deadline = time.monotonic() + TIMEOUT
     while (status := the_run(uri).info.status) != wanted and time.monotonic() < deadline:
@@ -116,14 +85,10 @@ def wait_for_status(uri: str, wanted: str) -> str:
 def test_ctrl_c_of_the_process_group_ends_the_run_as_killed(
     tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
 ):
-    process, uri = start_training(tmp_path, tiny_dataset_template, mlflow_store_template)
-    try:
+    with training_process(tmp_path, tiny_dataset_template, mlflow_store_template) as (process, uri, _):
         wait_for_line(process, r"epoch +2/500")
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: parent and child
         rest, _ = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, rest
     assert "Traceback" not in rest
     assert the_run(uri).info.status == "KILLED"
@@ -133,12 +98,8 @@ def test_ctrl_c_of_the_process_group_ends_the_run_as_killed(
 def test_a_parent_killed_without_a_word_leaves_its_run_failed_not_running(
     tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
 ):
-    process, uri = start_training(tmp_path, tiny_dataset_template, mlflow_store_template)
-    try:
+    with training_process(tmp_path, tiny_dataset_template, mlflow_store_template) as (process, uri, _):
         wait_for_line(process, r"epoch +2/500")
         process.kill()  # the parent alone: the child sees its pipe close
         process.wait(timeout=TIMEOUT)
         assert wait_for_status(uri, "FAILED") == "FAILED"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)

@@ -3,12 +3,14 @@ last.pt whole and resumable, as Ctrl-C does (it used to stay RUNNING forever).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,12 +42,15 @@ def wait_for_line(process: subprocess.Popen, pattern: str) -> str:
     raise AssertionError(f"exited before {pattern!r}:\n{''.join(seen)}")
 
 
-def test_sigterm_ends_a_single_process_run_as_killed_and_it_resumes(
-    tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
-):
+@contextlib.contextmanager
+def training_process(
+    tmp_path: Path, dataset_template: Path, store_template: Path
+) -> Iterator[tuple[subprocess.Popen, str, list[str]]]:
+    """`bitmoji train --epochs 500` on tiny lists, in its own process group and a fresh store:
+    (the process, the store's URI, the command); the whole group is killed at the end."""
     lists = tmp_path / "lists"
-    write_lists(load_dataset(tiny_dataset_template), lists, val_fraction=0.25, seed=0)
-    uri = copy_store(mlflow_store_template, tmp_path)
+    write_lists(load_dataset(dataset_template), lists, val_fraction=0.25, seed=0)
+    uri = copy_store(store_template, tmp_path)
     command = [
         sys.executable,
         str(ROOT / "cli.py"),
@@ -66,12 +71,19 @@ def test_sigterm_ends_a_single_process_run_as_killed_and_it_resumes(
         start_new_session=True,
     )
     try:
+        yield process, uri, command
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_sigterm_ends_a_single_process_run_as_killed_and_it_resumes(
+    tmp_path: Path, tiny_dataset_template: Path, mlflow_store_template: Path
+):
+    with training_process(tmp_path, tiny_dataset_template, mlflow_store_template) as (process, uri, command):
         wait_for_line(process, r"epoch +2/500")
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, rest
     assert "Traceback" not in rest
     client = MlflowClient(tracking_uri=uri)
@@ -81,8 +93,7 @@ def test_sigterm_ends_a_single_process_run_as_killed_and_it_resumes(
     assert last["epoch"] >= 2
     done = last["epoch"]
     resumed = subprocess.run(
-        [*command[:3], "--resume", "--run-id", run.info.run_id, "--epochs", str(done + 1)]
-        + ["--lists", str(lists), *FLAGS],
+        [*command[:3], "--resume", "--run-id", run.info.run_id, "--epochs", str(done + 1), *command[5:]],
         env=environment(uri),
         cwd=tmp_path,
         capture_output=True,
