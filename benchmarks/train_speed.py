@@ -9,6 +9,9 @@ val_loss, exactly: a pure speed-up must not change them at the same seed and thr
     .venv/bin/python benchmarks/train_speed.py --quick           # 2 epochs: checks that it works
     .venv/bin/python benchmarks/train_speed.py --before HEAD~3 --short-epochs 12 --nproc 2 --seed-cnn
 
+`--cv-seeds 0,1,2` adds `bitmoji cv --seeds` of each side (5 folds per seed): the cv wall per
+seed, the out-of-fold errors and the cv loss, mean ± std over the seeds.
+
 `--short-epochs N`, `--nproc N` and `--seed-cnn` add experiment rows (this tree only): a shorter
 schedule is another recipe (the one-cycle schedule is planned on the epoch count), judged by
 `bitmoji cv` over seeds, not by this table.
@@ -167,6 +170,51 @@ def measure(side: Side, work: Path, lists: Path, data_dir: Path, flags: list[str
     return figures
 
 
+def measure_cv(side: Side, work: Path, lists: Path, data_dir: Path, seeds: str, flags: list[str]) -> dict:
+    """`bitmoji cv --seeds` in a fresh store: per seed (in order) the cv wall, the out-of-fold
+    errors and the cv loss, read back from each seed's cv run."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{side.name}-cv-", dir=work))
+    store = fresh_store(folder / "mlruns")
+    print(f"\n== {side.name}: bitmoji cv --seeds {seeds}", flush=True)
+    timed(
+        side.command("cv", "--seeds", seeds, "--lists", str(lists), *flags),
+        side.env(store, data_dir),
+        side.root,
+    )
+    client = MlflowClient(tracking_uri=store)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "bitmoji-gender"]
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.run_kind = 'cv'")
+    by_seed = sorted(runs, key=lambda run: int(run.data.params["seed"]))
+    return {
+        key: [run.data.metrics[metric] for run in by_seed]
+        for key, metric in (("wall", "cv_seconds"), ("errors", "oof_errors"), ("loss", "cv_loss"))
+    }
+
+
+def spread(values: list[float], digits: int) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def cv_rows(before: dict, after: dict) -> list[list[str]]:
+    old, new = statistics.median(before["wall"]), statistics.median(after["wall"])
+    return [
+        [
+            "5-fold `cv` wall (median over seeds)",
+            f"{old:.0f} s",
+            f"{new:.0f} s",
+            f"{new - old:+.0f} s ({new / old - 1:+.0%})",
+        ],
+        [
+            "OOF errors per seed",
+            *(" / ".join(f"{e:.0f}" for e in side["errors"]) for side in (before, after)),
+            "",
+        ],
+        ["OOF errors, mean ± std over seeds", spread(before["errors"], 1), spread(after["errors"], 1), ""],
+        ["cv loss, mean ± std over seeds", spread(before["loss"], 4), spread(after["loss"], 4), ""],
+    ]
+
+
 def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -259,6 +307,9 @@ def main() -> None:
     parser.add_argument(
         "--seed-cnn", action="store_true", help="experiment row: one epoch of the seed-cnn baseline"
     )
+    parser.add_argument(
+        "--cv-seeds", default="", help="rows of `bitmoji cv --seeds` (e.g. 0,1,2) of both sides"
+    )
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir).resolve()
     before_ref = args.before or default_before()
@@ -283,9 +334,18 @@ def main() -> None:
         extra = [
             (label, measure(after, work, lists, data_dir, f, downstream=False)) for label, f in experiments
         ]
+        cv = (
+            {
+                side.name: measure_cv(side, work, lists, data_dir, args.cv_seeds, flags)
+                for side in (before, after)
+            }
+            if args.cv_seeds
+            else {}
+        )
     print(f"\nbitmoji train on {data_dir}, {os.cpu_count()} CPU cores, {args.rounds} round(s)")
     print(f"before: {before_ref[:12]}  after: {ROOT} (working tree)\n")
-    print(format_table(["", "before", "after", "change"], comparison_rows(runs["before"], runs["after"])))
+    rows = comparison_rows(runs["before"], runs["after"]) + (cv_rows(cv["before"], cv["after"]) if cv else [])
+    print(format_table(["", "before", "after", "change"], rows))
     same = all(r["val_loss"] == runs["before"][0]["val_loss"] for r in runs["before"] + runs["after"])
     print(f"\nper-epoch val_loss identical before/after (every round): {'yes' if same else 'NO'}")
     if "predicted" in runs["before"][0]:
