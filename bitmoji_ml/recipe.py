@@ -212,6 +212,7 @@ class ResolvedRecipe:
 
     recipe: Recipe
     given: frozenset[str]
+    flags: frozenset[str] = frozenset()  # those of `given` set by a flag (not a preset or file)
 
     def given_values(self) -> dict[str, Any]:
         """The settings that were asked for, with their values."""
@@ -226,7 +227,8 @@ def resolve_recipe(
 ) -> ResolvedRecipe:
     """Defaults, then the preset, then the TOML file, then the flags (None: not given)."""
     requested = requested_values(preset, config_file, overrides)
-    return ResolvedRecipe(recipe_from_values(requested), frozenset(requested))
+    flags = frozenset(key for key, value in (overrides or {}).items() if value is not None)
+    return ResolvedRecipe(recipe_from_values(requested), frozenset(requested), flags)
 
 
 def requested_values(

@@ -95,14 +95,24 @@ def test_the_summary_is_the_mean_and_std_of_each_seeds_logged_metrics(seeds_run:
     assert "over 2 seeds (mean ± std)" in seeds_run.output
 
 
-@pytest.mark.parametrize("flags", [["--seed", "3"], ["--config", "SEED_TOML"]])
-def test_seeds_refuses_a_seed_given_as_well(mlflow_store: str, tiny_lists: Path, flags: list[str]):
-    if flags[0] == "--config":
-        (tiny_lists.parent / "seed.toml").write_text("seed = 3\n")
-        flags = ["--config", str(tiny_lists.parent / "seed.toml")]
-    result = CliRunner().invoke(cli.app, ["cv", "--seeds", "0,1", "--lists", str(tiny_lists), *flags])
+def test_seeds_refuses_a_seed_flag_as_well(mlflow_store: str, tiny_lists: Path):
+    result = CliRunner().invoke(cli.app, ["cv", "--seeds", "0,1", "--lists", str(tiny_lists), "--seed", "3"])
     assert result.exit_code == 1
     assert "give --seed or --seeds, not both" in result.output
+
+
+def test_seeds_replace_the_seed_of_a_config_file(mlflow_store: str, tiny_lists: Path):
+    """A tuned best_config.toml (or a run's recipe.toml) always holds a seed: judging that recipe
+    over seeds must not need the file edited. Flags beat the file, --seeds too."""
+    config = tiny_lists.parent / "tuned.toml"
+    config.write_text('seed = 3\nepochs = 1\nmodel = "compact"\nimage_size = 32\nbatch_size = 8\n')
+    arguments = ["cv", "--seeds", "0,1", "--folds", "2", "--lists", str(tiny_lists), "--config", str(config)]
+    arguments += ["--experiment", EXPERIMENT]
+    result = CliRunner().invoke(cli.app, arguments)
+    assert result.exit_code == 0, result.output
+    parents = cv_parents(MlflowClient(mlflow_store))
+    assert sorted(run.data.params["seed"] for run in parents) == ["0", "1"]
+    assert {run.data.params["epochs"] for run in parents} == {"1"}  # the file's other settings hold
 
 
 @pytest.mark.parametrize(

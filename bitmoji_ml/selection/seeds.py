@@ -65,11 +65,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def check_seed_not_given(recipe: ResolvedRecipe) -> None:
-    """--seeds sets the seed of each run: a seed from --seed (or --config) would be ignored."""
+    """--seeds sets the seed of each run: a --seed flag as well would be ignored. A seed from
+    --config (every recipe.toml and best_config.toml has one) gives way, as to any flag."""
+    if "seed" in recipe.flags:
+        raise BitmojiError("give --seed or --seeds, not both (--seeds sets each run's seed)")
     if "seed" in recipe.given:
-        raise BitmojiError(
-            "give --seed or --seeds, not both (--seeds sets each run's seed; remove seed from --config too)"
-        )
+        logger.info("--seeds replaces the seed %d of the preset or config file", recipe.recipe.seed)
 
 
 def summarise(runs: list[CVResult]) -> dict[str, Spread]:
@@ -99,7 +100,9 @@ def cv_seeds_job(
     tags = {SEEDS_TAG: ",".join(str(seed) for seed in seeds)}
     runs = []
     for seed in seeds:
-        seeded = ResolvedRecipe(recipe.recipe.replace(seed=seed), recipe.given | {"seed"})
+        seeded = ResolvedRecipe(
+            recipe.recipe.replace(seed=seed), recipe.given | {"seed"}, recipe.flags | {"seed"}
+        )
         logger.info("seed %d (%d of %d)", seed, len(runs) + 1, len(seeds))
         runs.append(
             cv_job(
