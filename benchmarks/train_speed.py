@@ -12,7 +12,7 @@ val_loss, exactly: a pure speed-up must not change them at the same seed and thr
 `--cv-seeds 0,1,2` adds `bitmoji cv --seeds` of each side (5 folds per seed): the cv wall per
 seed, the out-of-fold errors and the cv loss, mean ± std over the seeds.
 
-`--short-epochs N`, `--nproc N` and `--seed-cnn` add experiment rows (this tree only): a shorter
+`--short-epochs N`, `--nproc N`, `--config-rows FILE` and `--seed-cnn` add experiment rows (this tree only): a shorter
 schedule is another recipe (the one-cycle schedule is planned on the epoch count), judged by
 `bitmoji cv` over seeds, not by this table.
 """
@@ -308,6 +308,13 @@ def main() -> None:
         "--seed-cnn", action="store_true", help="experiment row: one epoch of the seed-cnn baseline"
     )
     parser.add_argument(
+        "--config-rows",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="experiment rows: this tree with --config FILE",
+    )
+    parser.add_argument(
         "--cv-seeds", default="", help="rows of `bitmoji cv --seeds` (e.g. 0,1,2) of both sides"
     )
     args = parser.parse_args()
@@ -328,6 +335,9 @@ def main() -> None:
                 runs[side.name].append(measure(side, work, lists, data_dir, flags, downstream=not args.quick))
         experiments = [(f"after, {n} epochs", ["--epochs", str(n)]) for n in args.short_epochs]
         experiments += [(f"after, {n} processes", [*flags, "--nproc", str(n)]) for n in args.nproc]
+        experiments += [
+            (f"after, --config {c.name}", [*flags, "--config", str(c.resolve())]) for c in args.config_rows
+        ]
         experiments += [
             ("after, seed-cnn, 1 epoch", ["--preset", "seed-cnn", "--epochs", "1"])
         ] * args.seed_cnn
