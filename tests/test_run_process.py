@@ -103,3 +103,16 @@ def test_a_parent_killed_without_a_word_leaves_its_run_failed_not_running(
         process.kill()  # the parent alone: the child sees its pipe close
         process.wait(timeout=TIMEOUT)
         assert wait_for_status(uri, "FAILED") == "FAILED"
+
+
+def test_the_child_imports_this_project_even_behind_another_copy_on_the_path(
+    mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A loaded MLflow pyfunc model puts its code folder, with a partial bitmoji_ml, first on
+    sys.path; the spawned child must still import this project's modules."""
+    from bitmoji_ml.serving.image_model_registry import copy_model_code
+
+    partial = copy_model_code(tmp_path / "code")  # what the image model carries
+    monkeypatch.syspath_prepend(str(partial.parent))
+    with RunProcess(EXPERIMENT) as process:
+        assert process.ready().uri == mlflow_store

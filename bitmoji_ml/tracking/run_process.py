@@ -16,11 +16,15 @@ Nothing here imports MLflow in this process; the child imports `tracking.runs` i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import sys
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from bitmoji_ml.errors import BitmojiError
@@ -40,7 +44,8 @@ class RunProcess:
         self._process = context.Process(
             target=serve, args=(child_end, uri, experiment), name="bitmoji-mlflow", daemon=True
         )
-        self._process.start()
+        with this_project_first_on_path():
+            self._process.start()
         child_end.close()
         self.uri = ""
         self.experiment_id = ""
@@ -87,6 +92,20 @@ class RunProcess:
 
     def __exit__(self, *exception: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def this_project_first_on_path() -> Iterator[None]:
+    """The spawned child imports its modules afresh from the `sys.path` it is given: put the
+    folder of the `bitmoji_ml` running here first, so that another copy on the path (e.g. the
+    partial one a loaded MLflow pyfunc model adds with its code) is not the one it finds."""
+    root = str(Path(__file__).resolve().parents[2])
+    saved = list(sys.path)
+    sys.path[:] = [root, *(entry for entry in saved if entry != root)]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 class ChildRun:

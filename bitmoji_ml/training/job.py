@@ -34,12 +34,13 @@ from bitmoji_ml.training.resume import (
     resume_config,
     resumed_run_name,
 )
+from bitmoji_ml.training.run_log import open_run, open_tracking
 from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
 from bitmoji_ml.training.state import TrainState, new_train_state
 from bitmoji_ml.training.teacher import teacher_tags, with_teacher
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
-    from bitmoji_ml.tracking.run_process import ChildRun, RunProcess
+    from bitmoji_ml.tracking.run_process import RunProcess
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
 
@@ -60,25 +61,6 @@ class TrainJobResult:
     config: Recipe  # as resolved: the image size, device and threads actually used
     classes: Classes  # what the model tells apart (the lists' manifest)
     rank: int = 0  # under torchrun, the rank that returns this; rank 0 alone reports
-
-
-@dataclasses.dataclass
-class Tracking:
-    """Where rank 0 logs, in this process: the store and the experiment's id."""
-
-    store: Store
-    experiment_id: str
-
-    @property
-    def uri(self) -> str:
-        return self.store.uri
-
-    def run(self, *, run_name: str, selection: str) -> TrainingRun:
-        from bitmoji_ml.tracking.runs import TrainingRun
-
-        return TrainingRun(
-            self.store, experiment_id=self.experiment_id, run_name=run_name, selection=selection
-        )
 
 
 @dataclasses.dataclass
@@ -153,34 +135,6 @@ def train_job(
         config=config,
         classes=data.classes,
         rank=rank,
-    )
-
-
-def open_tracking(store: Store | None, experiment: str) -> Tracking:
-    """The store (`store`, else the configured one, checked to be usable) and the experiment."""
-    from bitmoji_ml.tracking.store import Store
-
-    store = store or Store.open()
-    return Tracking(store, store.experiment_id(experiment))
-
-
-def open_run(
-    tracking: Tracking | RunProcess | None, name: str, resume_run_id: str | None, selection: str
-) -> TrainingRun | ChildRun | distributed.NullRun:
-    """Rank 0's MLflow run (a new one, or `resume_run_id` continued); a NullRun on the others."""
-    if tracking is None:
-        return distributed.NullRun()
-    if not resume_run_id:
-        return tracking.run(run_name=name, selection=selection)
-    from bitmoji_ml.tracking.runs import TrainingRun
-
-    assert isinstance(tracking, Tracking), "a resumed run is logged from this process"
-    return TrainingRun(
-        tracking.store,
-        experiment_id=tracking.experiment_id,
-        run_name=name,
-        resume_run_id=resume_run_id,
-        selection=selection,
     )
 
 
