@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -13,10 +14,6 @@ from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import Experiment, ListsDir, RunName, friendly, recipe_options
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.recipe import ResolvedRecipe
-
-if TYPE_CHECKING:
-    from bitmoji_ml.tracking.run_process import RunProcess
-    from bitmoji_ml.training import TrainJobResult
 
 Nproc = Annotated[
     int,
@@ -62,39 +59,24 @@ def train(
             entry_folder=Path(__file__).resolve().parents[2],
         )
         return
-    if "WORLD_SIZE" in os.environ or resume_run_id:
-        # Under torchrun rank 0 alone opens the store, and --resume reads the run first: both
-        # inside train_job, in this process.
-        result = train_here(recipe, lists, experiment, run_name, resume_run_id)
-    else:
-        from bitmoji_ml.tracking.run_process import RunProcess
+    # MLflow loads and opens the store in a child process while this one imports torch; under
+    # torchrun rank 0 alone opens it, and --resume reads the run first: both in this process.
+    from bitmoji_ml.tracking.run_process import RunProcess  # no MLflow import in this process
 
-        # MLflow loads and opens the store in a child process while this one imports torch.
-        with RunProcess(experiment) as run_process:
-            result = train_here(recipe, lists, experiment, run_name, None, run_process)
+    in_process = "WORLD_SIZE" in os.environ or resume_run_id
+    with contextlib.nullcontext() if in_process else RunProcess(experiment) as run_process:
+        from bitmoji_ml.training import train_job
+
+        result = train_job(
+            lists_dir=lists,
+            experiment=experiment,
+            recipe=recipe,
+            run_name=run_name,
+            resume_run_id=resume_run_id,
+            run_process=run_process,
+        )
     if result.rank == 0:  # rank 0 reports for every rank
         views.show_training(result)
-
-
-def train_here(
-    recipe: ResolvedRecipe,
-    lists: Path,
-    experiment: str,
-    run_name: str | None,
-    resume_run_id: str | None,
-    run_process: RunProcess | None = None,
-) -> TrainJobResult:
-    """train_job in this process (one torchrun worker, or the only process)."""
-    from bitmoji_ml.training import train_job
-
-    return train_job(
-        lists_dir=lists,
-        experiment=experiment,
-        recipe=recipe,
-        run_name=run_name,
-        resume_run_id=resume_run_id,
-        run_process=run_process,
-    )
 
 
 def run_to_resume(*, resume: bool, run_id: str | None) -> str | None:

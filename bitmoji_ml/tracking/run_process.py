@@ -31,7 +31,6 @@ from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
 JOIN_SECONDS = 30.0  # how long closing waits for the child to end the run and exit
-ENDED = "ended"  # what the child answers when the run has ended and it exits
 
 
 class RunProcess:
@@ -169,10 +168,9 @@ class ChildSide:
         self.run = run.__enter__()
         return self.run.run_id
 
-    def exit(self, ending: type[BaseException] | None) -> str:
+    def exit(self, ending: type[BaseException] | None) -> None:
         run, self.run = self.run, None
         run.__exit__(ending, None, None)
-        return ENDED
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_") or self.run is None:

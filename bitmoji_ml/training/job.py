@@ -304,9 +304,8 @@ def run_tags(config: Recipe, state: TrainState) -> dict[str, str]:
         "model": config.model,
         "parameters": str(count_parameters(state.model)),
         "device": config.device,
-        "torch_version": str(
-            torch.__version__
-        ),  # a plain str: torch's own class would import torch to unpickle
+        # A plain str: torch's own str class would make the logging child import torch to unpickle it.
+        "torch_version": str(torch.__version__),
         **teacher_tags(config.teacher),
     }
 

@@ -27,11 +27,15 @@ class Tracking:
     def uri(self) -> str:
         return self.store.uri
 
-    def run(self, *, run_name: str, selection: str) -> TrainingRun:
+    def run(self, *, run_name: str, selection: str, resume_run_id: str | None = None) -> TrainingRun:
         from bitmoji_ml.tracking.runs import TrainingRun
 
         return TrainingRun(
-            self.store, experiment_id=self.experiment_id, run_name=run_name, selection=selection
+            self.store,
+            experiment_id=self.experiment_id,
+            run_name=run_name,
+            resume_run_id=resume_run_id,
+            selection=selection,
         )
 
 
@@ -51,13 +55,5 @@ def open_run(
         return distributed.NullRun()
     if not resume_run_id:
         return tracking.run(run_name=name, selection=selection)
-    from bitmoji_ml.tracking.runs import TrainingRun
-
     assert isinstance(tracking, Tracking), "a resumed run is logged from this process"
-    return TrainingRun(
-        tracking.store,
-        experiment_id=tracking.experiment_id,
-        run_name=name,
-        resume_run_id=resume_run_id,
-        selection=selection,
-    )
+    return tracking.run(run_name=name, selection=selection, resume_run_id=resume_run_id)
