@@ -24,12 +24,13 @@ from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.labelled_set import LabelledSet, for_model, read_labelled
 from bitmoji_ml.metrics import classification_metrics, confusion_matrix, roc_curve
+from bitmoji_ml.tracking.mlflow_process import on_store
 from bitmoji_ml.tracking.names import TRAINING_IMAGES_TAG, classes_param
+from bitmoji_ml.tracking.records import EvaluationRun, ResolvedModel
 from bitmoji_ml.training_overlap import TrainingOverlap, training_overlap
 
 if TYPE_CHECKING:
-    from bitmoji_ml.tracking.evaluations import EvaluationRun
-    from bitmoji_ml.tracking.resolve import ResolvedModel
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
     from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
@@ -154,19 +155,18 @@ class EvaluationResult:
 
 
 def _resolve_model(
-    model: Path | None, run_id: str | None, experiment: str, folder: Path, store: Store | None
+    model: Path | None, run_id: str | None, experiment: str, folder: Path, store: Store | MlflowProcess | None
 ) -> ResolvedModel:
     """--model, else --run-id's export, else the @champion of the experiment's registered model."""
-    from bitmoji_ml.tracking import resolve
-    from bitmoji_ml.tracking.store import Store
-
     if model is not None:
         if not Path(model).is_file():
             raise BitmojiError(f"model {model} not found: run `bitmoji export-onnx` first (or fix --model)")
-        return resolve.ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
+        return ResolvedModel(Path(model), Path(model).name, str(Path(model).resolve()))
     if run_id is not None:
-        return resolve.run_onnx(store or Store.open(), run_id=run_id, folder=folder)
-    return resolve.champion_model(store or Store.open(), registered_model=experiment, folder=folder)
+        return on_store(store, "bitmoji_ml.tracking.resolve:run_onnx", run_id=run_id, folder=folder)
+    return on_store(
+        store, "bitmoji_ml.tracking.resolve:champion_model", registered_model=experiment, folder=folder
+    )
 
 
 def evaluate_job(
@@ -182,15 +182,15 @@ def evaluate_job(
     output_dir: Path | None = None,
     log_run: bool = True,
     threads: int = 0,
-    store: Store | None = None,
+    store: Store | MlflowProcess | None = None,
 ) -> EvaluationResult:
     """Score a model (a file, a run's export or @champion) on a labelled set (`labels_file`,
     default the lists' validation list; a CSV of one's own names its columns), keep the plots in
-    `output_dir` and/or log them."""
+    `output_dir` and/or log them. Every MLflow call goes to `store`: a Store, or an
+    MlflowProcess that makes them in its child (`bitmoji evaluate`), else the configured store."""
     from bitmoji_ml.data.cache import decode_all
     from bitmoji_ml.data.lists import LIST_FILES
     from bitmoji_ml.serving.onnx_model import OnnxModel
-    from bitmoji_ml.tracking.store import Store
 
     if model is not None and run_id is not None:
         raise BitmojiError("give --model or --run-id, not both")
@@ -201,6 +201,8 @@ def evaluate_job(
         label_column=label_column,
     )
     if store is None and (model is None or log_run):  # a file, not logged: no MLflow
+        from bitmoji_ml.tracking.store import Store
+
         store = Store.open()
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, experiment, Path(work) / "model", store)
@@ -244,21 +246,21 @@ def evaluate_job(
     return EvaluationResult(metrics, matrix, files if output_dir else [], logged_run, overlap, classes)
 
 
-def _link_file(store: Store, resolved: ResolvedModel, metadata: dict[str, str]) -> ResolvedModel:
-    from bitmoji_ml.tracking.resolve import local_onnx
-
-    return local_onnx(store, path=resolved.path, run_id=metadata.get("mlflow_run_id", ""))
+def _link_file(
+    store: Store | MlflowProcess, resolved: ResolvedModel, metadata: dict[str, str]
+) -> ResolvedModel:
+    run_id = metadata.get("mlflow_run_id", "")
+    return on_store(store, "bitmoji_ml.tracking.resolve:local_onnx", path=resolved.path, run_id=run_id)
 
 
 def _training_overlap(
-    data: LabelledSet, metadata: dict[str, str], lists_dir: Path, store: Store | None
+    data: LabelledSet, metadata: dict[str, str], lists_dir: Path, store: Store | MlflowProcess | None
 ) -> TrainingOverlap:
     """The scored images the model trained on, from its source run's training datasets (with
     no store: from the lists folder, see training_overlap.py)."""
-    from bitmoji_ml.tracking.evaluations import training_lists
-
     run_id = metadata.get("mlflow_run_id", "")
-    recorded = training_lists(store, run_id) if store is not None and run_id else None
+    training_lists = "bitmoji_ml.tracking.evaluations:training_lists"
+    recorded = on_store(store, training_lists, run_id) if store is not None and run_id else None
     return training_overlap(data.paths, metadata=metadata, lists_dir=lists_dir, recorded=recorded)
 
 
@@ -269,12 +271,11 @@ def _log(
     metrics: dict[str, float],
     folder: Path,
     experiment: str,
-    store: Store,
+    store: Store | MlflowProcess,
     overlap: TrainingOverlap,
     classes: Classes,
 ) -> EvaluationRun:
     from bitmoji_ml.tracking.datasets import labelled_files
-    from bitmoji_ml.tracking.evaluations import log_evaluation
 
     tags = {
         "evaluated_model": resolved.uri,
@@ -308,8 +309,9 @@ def _log(
     }
     if len(classes) == 2:  # the most probable of two classes: P(class 1) at or above 0.5
         params["threshold"] = "0.5"
-    return log_evaluation(
+    return on_store(
         store,
+        "bitmoji_ml.tracking.evaluations:log_evaluation",
         params=params,
         experiment=experiment,
         run_name=f"eval-{resolved.label}-{data.name}",

@@ -24,7 +24,7 @@ from bitmoji_ml.data.lists import LIST_FILES, MANIFEST, read_list
 from bitmoji_ml.errors import BitmojiError
 
 if TYPE_CHECKING:
-    from bitmoji_ml.tracking.evaluations import TrainingList
+    from bitmoji_ml.tracking.records import TrainingList
 
 UNKNOWN = "unknown"
 

@@ -22,8 +22,8 @@ from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import DEFAULT_MODEL
 from bitmoji_ml.tracking.datasets import file_digest
-from bitmoji_ml.tracking.evaluations import TrainingList
 from bitmoji_ml.tracking.names import evaluation_experiment
+from bitmoji_ml.tracking.records import TrainingList
 from bitmoji_ml.training_overlap import training_overlap
 
 # Eight faces (1 = male): P(male) >= 0.5 calls male, so predictions are 1 1 0 1 0 0 0 1.

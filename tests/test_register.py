@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bitmoji_ml.export.register import RegistrationOutcome, champion_choice, registration_lines
-from bitmoji_ml.tracking.registration import VersionSummary
+from bitmoji_ml.tracking.records import VersionSummary
 
 CHAMPION = VersionSummary("3", "a" * 32, 0.9983, "digest-1", "fp32")
 

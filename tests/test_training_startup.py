@@ -1,6 +1,7 @@
 """Start-up of the heavy commands: what importing the training job and the export job pulls in
-(issue 21: scikit-learn and matplotlib cost ~1.5 s of every training run's start), and the
-validation confusion matrix computed without scikit-learn."""
+(issue 21: scikit-learn and matplotlib cost ~1.5 s of every training run's start), MLflow left to
+the child process of `evaluate` and `export-onnx`, and the validation confusion matrix computed
+without scikit-learn."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from sklearn.metrics import confusion_matrix
+from trained_store import EXPERIMENT, exported_store
 
 from bitmoji_ml.training.evaluate import confusion_counts
 
@@ -78,3 +80,26 @@ def test_the_command_line_leaves_its_objects_out_of_the_shutdown_collection() ->
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["frozen", "True"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export-onnx"])
+def test_evaluate_and_export_leave_mlflow_to_their_child_process(
+    command: str, tmp_path_factory: pytest.TempPathFactory, mlflow_store_template, tmp_path
+) -> None:
+    """MLflow loads in the child while the command imports onnxruntime or torch (issue 21): it
+    is never imported by the command's own process, which still logs and registers."""
+    built = exported_store(tmp_path_factory, mlflow_store_template)
+    arguments = ["--lists", str(built.lists), "--experiment", EXPERIMENT]
+    if command == "export-onnx":  # the registered run again: a known version, nothing moves
+        arguments += ["--run-id", built.run_ids[0], "--output", str(tmp_path / "again.onnx")]
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: print('mlflow imported here:', 'mlflow' in sys.modules)); "
+        f"import cli; sys.argv = {['bitmoji', command, *arguments]!r}; cli.app()"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": built.uri}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = "logged evaluation run" if command == "evaluate" else "already registered"
+    assert done in result.stdout, result.stdout
+    assert result.stdout.split()[-4:] == ["mlflow", "imported", "here:", "False"]

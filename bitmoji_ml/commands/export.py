@@ -3,6 +3,7 @@ the registered model named after the experiment) and possibly its @champion."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,13 @@ import typer
 from bitmoji_ml import paths
 from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import Experiment, ListsDir, friendly
+
+# What export's calls in the MLflow process use: finding the checkpoint, registering the export.
+EXPORT_MODULES = (
+    "bitmoji_ml.tracking.ranking",
+    "bitmoji_ml.export.register",
+    "bitmoji_ml.tracking.registration",
+)
 
 
 @friendly
@@ -46,8 +54,7 @@ def export_onnx(
     ] = None,
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
-    from bitmoji_ml.export.job import export_job
-    from bitmoji_ml.tracking.store import Store
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
 
     if cv_run is not None:
         export_cv_ensemble(
@@ -58,18 +65,23 @@ def export_onnx(
         from bitmoji_ml.errors import BitmojiError
 
         raise BitmojiError("--verdict applies to --cv-run (an ensemble) only")
-    store = Store.open() if checkpoint is None or register else None  # a file, not registered: no MLflow
-    result = export_job(
-        output=output,
-        checkpoint=checkpoint,
-        run_id=run_id,
-        experiment=experiment,
-        lists_dir=lists,
-        quantize=quantize,
-        register=register,
-        promote=promote,
-        store=store,
-    )
+    # MLflow loads, opens the store and finds the checkpoint in a child process while this one
+    # imports torch and the ONNX exporter; a file, not registered, needs no MLflow at all.
+    uses_mlflow = checkpoint is None or register
+    with MlflowProcess(preload=EXPORT_MODULES) if uses_mlflow else contextlib.nullcontext() as store:
+        from bitmoji_ml.export.job import export_job
+
+        result = export_job(
+            output=output,
+            checkpoint=checkpoint,
+            run_id=run_id,
+            experiment=experiment,
+            lists_dir=lists,
+            quantize=quantize,
+            register=register,
+            promote=promote,
+            store=store,
+        )
     views.show_export(result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,9 @@ from bitmoji_ml import paths
 from bitmoji_ml.commands import views
 from bitmoji_ml.commands.options import Experiment, ImageColumn, LabelColumn, ListsDir, friendly
 from bitmoji_ml.serving.predict_job import PARQUET_OUTPUT
+
+# What evaluate's calls in the MLflow process use: finding the model, logging the evaluation.
+EVALUATE_MODULES = ("bitmoji_ml.tracking.resolve", "bitmoji_ml.tracking.evaluations")
 
 
 @friendly
@@ -112,22 +116,26 @@ def evaluate(
     ] = 0,
 ) -> None:
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
-    from bitmoji_ml.evaluation import evaluate_job
-    from bitmoji_ml.tracking.store import Store
+    # MLflow loads and opens the store in a child process while this one imports onnxruntime
+    # and scikit-learn (and scores a --model file); a file, not logged, needs no MLflow at all.
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
 
-    store = Store.open() if model is None or log else None  # a file, not logged: no MLflow
-    result = evaluate_job(
-        model=model,
-        run_id=run_id,
-        labels_file=labels,
-        images_dir=images,
-        image_column=image_column,
-        label_column=label_column,
-        lists_dir=lists,
-        experiment=experiment,
-        output_dir=output,
-        log_run=log,
-        threads=threads,
-        store=store,
-    )
+    uses_mlflow = model is None or log
+    with MlflowProcess(preload=EVALUATE_MODULES) if uses_mlflow else contextlib.nullcontext() as store:
+        from bitmoji_ml.evaluation import evaluate_job
+
+        result = evaluate_job(
+            model=model,
+            run_id=run_id,
+            labels_file=labels,
+            images_dir=images,
+            image_column=image_column,
+            label_column=label_column,
+            lists_dir=lists,
+            experiment=experiment,
+            output_dir=output,
+            log_run=log,
+            threads=threads,
+            store=store,
+        )
     views.show_evaluation(result)

@@ -61,10 +61,13 @@ def train(
         return
     # MLflow loads and opens the store in a child process while this one imports torch; under
     # torchrun rank 0 alone opens it, and --resume reads the run first: both in this process.
-    from bitmoji_ml.tracking.run_process import RunProcess  # no MLflow import in this process
+    from bitmoji_ml.tracking.mlflow_process import TRAINING_RUN_MODULES, MlflowProcess  # no MLflow here
 
     in_process = "WORLD_SIZE" in os.environ or resume_run_id
-    with contextlib.nullcontext() if in_process else RunProcess(experiment) as run_process:
+    child = (
+        contextlib.nullcontext() if in_process else MlflowProcess(experiment, preload=TRAINING_RUN_MODULES)
+    )
+    with child as mlflow_process:
         from bitmoji_ml.training import train_job
 
         result = train_job(
@@ -73,7 +76,7 @@ def train(
             recipe=recipe,
             run_name=run_name,
             resume_run_id=resume_run_id,
-            run_process=run_process,
+            mlflow_process=mlflow_process,
         )
     if result.rank == 0:  # rank 0 reports for every rank
         views.show_training(result)

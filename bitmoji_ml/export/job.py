@@ -20,12 +20,14 @@ from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
 from bitmoji_ml.export.int8 import Int8Result, int8_paths, quantize_beside
 from bitmoji_ml.export.parity import ParityReport, parity_report, validation_set
-from bitmoji_ml.export.register import ExportedFiles, RegistrationOutcome, register_export
+from bitmoji_ml.export.register import ExportedFiles, RegistrationOutcome
 from bitmoji_ml.export.source import ExportSource, first_validation_image, load_source
 from bitmoji_ml.files import check_writable, write_files_atomic
 from bitmoji_ml.serving.onnx_model import OnnxModel
+from bitmoji_ml.tracking.mlflow_process import on_store
 
 if TYPE_CHECKING:
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
     from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)
@@ -104,11 +106,12 @@ def export_job(
     quantize: str | None = None,
     register: bool = True,
     promote: bool = False,
-    store: Store | None = None,
+    store: Store | MlflowProcess | None = None,
 ) -> ExportResult:
     """`bitmoji export-onnx`: export, check parity, write atomically, log and register as a
     version of the registered model named after `experiment` (moving its `@champion` only to a
-    model at least as good as the current one, or with `promote`)."""
+    model at least as good as the current one, or with `promote`). Every MLflow call goes to
+    `store`: a Store, or an MlflowProcess that makes them in its child (the command)."""
     _check_arguments(run_id, checkpoint, quantize)
     output = Path(output)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -140,10 +143,11 @@ def export_job(
                 )
         if register:
             files = dataclasses.replace(files, example_image=first_validation_image(lists_dir))
-            result.registration = register_export(
+            result.registration = on_store(
                 store,
+                "bitmoji_ml.export.register:register_export",
                 registered_model=experiment,
-                source=source,
+                source=source.without_tensors(),
                 files=files,
                 known_run=checkpoint is None,
                 promote=promote,

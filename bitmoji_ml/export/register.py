@@ -18,7 +18,7 @@ from bitmoji_ml.tracking.names import CHAMPION_ALIAS
 
 if TYPE_CHECKING:
     from bitmoji_ml.export.source import ExportSource
-    from bitmoji_ml.tracking.registration import VersionSummary
+    from bitmoji_ml.tracking.records import VersionSummary
     from bitmoji_ml.tracking.store import Store
 
 logger = logging.getLogger(__name__)

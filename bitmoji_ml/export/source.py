@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitmoji_ml import paths
-from bitmoji_ml.checkpoints import read_checkpoint
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.files import file_sha256
+from bitmoji_ml.tracking.mlflow_process import on_store
 
 if TYPE_CHECKING:
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
     from bitmoji_ml.tracking.store import Store
+
+# The checkpoint entries that hold tensors (checkpoints.py's weights and training state): torch
+# is needed to unpickle them, and registration never reads them.
+TENSOR_ENTRIES = ("state_dict", "train_state")
 
 
 @dataclasses.dataclass
@@ -32,8 +37,16 @@ class ExportSource:
         value = self.payload.get("metrics", {}).get("val_acc")
         return None if value is None or math.isnan(value) else float(value)
 
+    def without_tensors(self) -> ExportSource:
+        """This source without its weights: what registration reads, sent to the MLflow process,
+        which never imports torch."""
+        plain = {key: value for key, value in self.payload.items() if key not in TENSOR_ENTRIES}
+        return dataclasses.replace(self, payload=plain)
+
 
 def source_from_file(path: Path, run_id: str | None, description: str) -> ExportSource:
+    from bitmoji_ml.checkpoints import read_checkpoint  # torch: not where an ExportSource is unpickled
+
     payload = read_checkpoint(path)
     return ExportSource(payload, run_id or payload.get("mlflow_run_id"), description, file_sha256(path))
 
@@ -44,24 +57,22 @@ def load_source(
     experiment: str,
     download_dir: Path,
     *,
-    store: Store | None = None,
+    store: Store | MlflowProcess | None = None,
     lists_dir: Path | None = None,
 ) -> ExportSource:
     """The checkpoint to export: a file, a run's best, or the best logged model of the
-    experiment among those scored on the validation list in `lists_dir`."""
+    experiment among those scored on the validation list in `lists_dir` (found by `store`)."""
     if checkpoint is not None:
         return source_from_file(Path(checkpoint), None, f"checkpoint {checkpoint}")
-    from bitmoji_ml.tracking.names import BEST_CHECKPOINT
-    from bitmoji_ml.tracking.ranking import best_logged_checkpoint
-    from bitmoji_ml.tracking.runs import download_run_checkpoint
-
-    if run_id is not None:
-        path = download_run_checkpoint(store, run_id=run_id, name=BEST_CHECKPOINT, folder=download_dir)
-        return source_from_file(path, run_id, f"run {run_id} best checkpoint")
-    best = best_logged_checkpoint(
-        store, experiment=experiment, lists_dir=Path(lists_dir or paths.LISTS_DIR), folder=download_dir
+    path, found_run_id, description = on_store(
+        store,
+        "bitmoji_ml.tracking.ranking:export_checkpoint",
+        run_id=run_id,
+        experiment=experiment,
+        lists_dir=Path(lists_dir or paths.LISTS_DIR),
+        folder=download_dir,
     )
-    return source_from_file(best.path, best.run_id, f"best logged model {best.model_id}")
+    return source_from_file(path, found_run_id, description)
 
 
 def first_validation_image(lists_dir: Path | None) -> Path | None:

@@ -13,13 +13,15 @@ import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
-
-from mlflow.entities import Dataset, DatasetInput, InputTag
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from typing import TYPE_CHECKING
 
 from bitmoji_ml.data.lists import LIST_FILES, read_list
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.tracking.names import dataset_name
+
+if TYPE_CHECKING:  # MLflow only where a dataset becomes a run input: a LabelledFiles crosses to
+    # processes that never import MLflow (tracking/mlflow_process.py)
+    from mlflow.entities import Dataset, DatasetInput
 
 DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
 
@@ -38,6 +40,7 @@ class LabelledFiles:
         """The MLflow dataset: name, digest, source file, schema and row count."""
         import mlflow
         import pandas as pd
+        from mlflow.entities import Dataset
 
         frame = pd.DataFrame({"image": self.images, "label": self.labels})
         with warnings.catch_warnings():  # MLflow's notes on source resolution and integer schemas
@@ -60,6 +63,9 @@ class LabelledFiles:
 
     def as_input(self, context: str) -> DatasetInput:
         """A run input of this dataset, used as `context` (training, validation, evaluation)."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
         return DatasetInput(self.entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 

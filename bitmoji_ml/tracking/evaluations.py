@@ -12,7 +12,6 @@ when the scored images include training images (training_overlap.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -22,18 +21,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from bitmoji_ml.tracking.datasets import LabelledFiles
 from bitmoji_ml.tracking.names import EVALUATION_TAG, evaluation_experiment
+from bitmoji_ml.tracking.records import EvaluationRun, TrainingList
 from bitmoji_ml.tracking.runs import end_status, now_ms
 from bitmoji_ml.tracking.store import Store
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingList:
-    """A dataset a run trained on, as MLflow recorded it: its name, the digest of its file
-    (datasets.file_digest) and the file it was read from (None when not a local file)."""
-
-    name: str
-    digest: str
-    source: Path | None
 
 
 def _source_path(source: str) -> Path | None:
@@ -58,14 +48,6 @@ def training_lists(store: Store, run_id: str) -> list[TrainingList] | None:
                 dataset.digest, TrainingList(dataset.name, dataset.digest, _source_path(dataset.source))
             )
     return list(found.values())
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationRun:
-    """Where an evaluation was logged."""
-
-    run_id: str
-    experiment: str
 
 
 def log_evaluation(

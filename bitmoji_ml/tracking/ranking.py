@@ -112,3 +112,17 @@ def best_logged_checkpoint(store: Store, *, experiment: str, lists_dir: Path, fo
     )
     path = store.download(artifact_uri=f"{best.artifact_location}/{BEST_CHECKPOINT}", folder=folder)
     return BestCheckpoint(path, best.source_run_id, best.model_id, digest)
+
+
+def export_checkpoint(
+    store: Store, *, run_id: str | None, experiment: str, lists_dir: Path, folder: Path
+) -> tuple[Path, str, str]:
+    """The checkpoint `export-onnx` takes from the store, downloaded into `folder`: run
+    `run_id`'s best, else the experiment's best logged checkpoint; (path, run id, description)."""
+    from bitmoji_ml.tracking.runs import download_run_checkpoint
+
+    if run_id is not None:
+        path = download_run_checkpoint(store, run_id=run_id, name=BEST_CHECKPOINT, folder=folder)
+        return path, run_id, f"run {run_id} best checkpoint"
+    best = best_logged_checkpoint(store, experiment=experiment, lists_dir=lists_dir, folder=folder)
+    return best.path, best.run_id, f"best logged model {best.model_id}"

@@ -19,6 +19,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
+from bitmoji_ml.tracking.records import (
+    CHECKPOINT_SHA256_TAG,
+    DATA_DIGEST_TAG,
+    FILE_SHA256_TAG,
+    FORMAT_TAG,
+    VAL_ACC_TAG,
+    VersionSummary,
+)
 from bitmoji_ml.tracking.runs import now_ms
 from bitmoji_ml.tracking.store import Store
 
@@ -26,33 +34,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.models import Model
 
-# Tags of a registered version: what it was exported from and what its val_acc is comparable on.
-CHECKPOINT_SHA256_TAG = "checkpoint_sha256"  # sha256 of the exported checkpoint file
-FORMAT_TAG = "format"  # fp32 or int8: which of the export's files the version holds
-VAL_ACC_TAG = "val_acc"  # the registered file's validation accuracy ("" without validation)
-DATA_DIGEST_TAG = "data_digest"  # the lists (manifest digest) that val_acc was measured on
-FILE_SHA256_TAG = "file_sha256"  # on the ONNX and image logged models: their ONNX file's sha256
 EXPORTED_VAL_ACC = "exported_val_acc"  # metric of the image logged model: its file's val_acc
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionSummary:
-    """A registered version and what makes it comparable with another one."""
-
-    version: str
-    run_id: str
-    val_acc: float | None
-    data_digest: str
-    file_format: str = ""
-    checkpoint_sha256: str = ""  # of the checkpoint file it was exported from ("" if unknown)
-
-    def tags(self, checkpoint_sha256: str) -> dict[str, str]:
-        return {
-            CHECKPOINT_SHA256_TAG: checkpoint_sha256,
-            FORMAT_TAG: self.file_format,
-            VAL_ACC_TAG: "" if self.val_acc is None else repr(self.val_acc),
-            DATA_DIGEST_TAG: self.data_digest,
-        }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,19 +12,8 @@ from mlflow.exceptions import MlflowException
 from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.files import file_sha256
 from bitmoji_ml.tracking.names import CHAMPION_ALIAS, EXPORT_DIR, IMAGE_LOGGED_MODEL, ONNX_LOGGED_MODEL
-from bitmoji_ml.tracking.registration import FILE_SHA256_TAG
+from bitmoji_ml.tracking.records import FILE_SHA256_TAG, ResolvedModel
 from bitmoji_ml.tracking.store import Store
-
-
-@dataclasses.dataclass(frozen=True)
-class ResolvedModel:
-    """An ONNX file to evaluate and what MLflow knows about it."""
-
-    path: Path
-    label: str
-    uri: str
-    model_id: str | None = None
-    version: str = ""
 
 
 def _model_id_from_source(source: str) -> str | None:

@@ -40,7 +40,7 @@ from bitmoji_ml.training.state import TrainState, new_train_state
 from bitmoji_ml.training.teacher import teacher_tags, with_teacher
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
-    from bitmoji_ml.tracking.run_process import RunProcess
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
 
@@ -83,15 +83,15 @@ def train_job(
     run_name: str | None = None,
     resume_run_id: str | None = None,
     store: Store | None = None,
-    run_process: RunProcess | None = None,
+    mlflow_process: MlflowProcess | None = None,
 ) -> TrainJobResult:
     """Train a new run of `recipe`, or continue run `resume_run_id` from its last checkpoint
     with the settings `recipe` gives (in one process, or as one rank of a torchrun job). A new
-    run in one process can log through `run_process` (started before torch was imported)
+    run in one process can log through `mlflow_process` (started before torch was imported)
     instead of `store`."""
     requested = recipe.given_values()
     with distributed.process_group(select_device(recipe.recipe.device).type):
-        tracking = run_process or distributed.run_on_main(lambda: open_tracking(store, experiment))
+        tracking = mlflow_process or distributed.run_on_main(lambda: open_tracking(store, experiment))
         manifest = read_manifest(lists_dir)
         resume = None
         if resume_run_id:

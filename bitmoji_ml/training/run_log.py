@@ -1,5 +1,5 @@
 """Where a training run logs (rank 0 only): in this process (`Tracking`: a Store and the
-experiment), or through `tracking.run_process.RunProcess`, the child that `bitmoji train`
+experiment), or through `tracking.mlflow_process.MlflowProcess`, the child that `bitmoji train`
 starts before it imports torch. Both make the run with `.run(...)`; a resumed run is always
 logged from this process."""
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from bitmoji_ml.training import distributed
 
 if TYPE_CHECKING:  # mlflow loads only when a run starts
-    from bitmoji_ml.tracking.run_process import ChildRun, RunProcess
+    from bitmoji_ml.tracking.mlflow_process import ChildRun, MlflowProcess
     from bitmoji_ml.tracking.runs import TrainingRun
     from bitmoji_ml.tracking.store import Store
 
@@ -48,7 +48,7 @@ def open_tracking(store: Store | None, experiment: str) -> Tracking:
 
 
 def open_run(
-    tracking: Tracking | RunProcess | None, name: str, resume_run_id: str | None, selection: str
+    tracking: Tracking | MlflowProcess | None, name: str, resume_run_id: str | None, selection: str
 ) -> TrainingRun | ChildRun | distributed.NullRun:
     """Rank 0's MLflow run (a new one, or `resume_run_id` continued); a NullRun on the others."""
     if tracking is None:

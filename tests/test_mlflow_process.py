@@ -1,7 +1,8 @@
-"""`bitmoji train` logs to MLflow from a child process (tracking/run_process.py): the run it
-makes is the run `train` reports; the child's errors are raised in the parent; Ctrl-C of the
-whole process group ends the run as KILLED (the child ignores the signal and is told); and a
-parent killed without a word leaves no run RUNNING."""
+"""MLflow in a child process (tracking/mlflow_process.py): the run `train` makes through it is
+the run `train` reports; the child's errors are raised in the parent; Ctrl-C of the whole
+process group ends the run as KILLED (the child ignores the signal and is told); a parent killed
+without a word leaves no run RUNNING; and the tracking functions `evaluate` and `export-onnx`
+call through it answer as they do in-process, with their messages logged in the parent."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from test_sigterm import TIMEOUT, training_process, wait_for_line
+from trained_store import EXPERIMENT as TRAINED_EXPERIMENT
+from trained_store import trained_store
 
 from bitmoji_ml.data.lists import read_manifest
 from bitmoji_ml.errors import BitmojiError
+from bitmoji_ml.tracking.mlflow_process import MlflowProcess, on_store
 from bitmoji_ml.tracking.names import BEST_ON_VAL
-from bitmoji_ml.tracking.run_process import RunProcess
+from bitmoji_ml.tracking.store import Store
 
 EXPERIMENT = "bitmoji-gender"
 
@@ -29,7 +33,7 @@ def the_run(uri: str):
 
 
 def test_a_run_made_and_ended_through_the_child(mlflow_store: str, tiny_lists: Path):
-    with RunProcess(EXPERIMENT) as process:
+    with MlflowProcess(EXPERIMENT) as process:
         assert process.ready().uri == mlflow_store
         with process.run(run_name="through-the-child", selection=BEST_ON_VAL) as run:
             run.log_start(
@@ -55,7 +59,7 @@ def test_a_run_made_and_ended_through_the_child(mlflow_store: str, tiny_lists: P
 
 def test_an_error_in_the_child_is_raised_here_and_the_run_ends_failed(mlflow_store: str):
     with (
-        RunProcess(EXPERIMENT) as process,
+        MlflowProcess(EXPERIMENT) as process,
         pytest.raises(ValueError, match="lists_dir or datasets"),
         process.run(run_name="no-lists", selection=BEST_ON_VAL) as run,
     ):
@@ -68,7 +72,7 @@ def test_a_store_that_cannot_be_opened_fails_at_ready(tmp_path: Path, monkeypatc
     blocker.write_text("not a folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
     with (
-        RunProcess(EXPERIMENT) as process,
+        MlflowProcess(EXPERIMENT) as process,
         pytest.raises(BitmojiError, match="cannot use the MLflow tracking store"),
     ):
         process.ready()
@@ -114,5 +118,32 @@ def test_the_child_imports_this_project_even_behind_another_copy_on_the_path(
 
     partial = copy_model_code(tmp_path / "code")  # what the image model carries
     monkeypatch.syspath_prepend(str(partial.parent))
-    with RunProcess(EXPERIMENT) as process:
+    with MlflowProcess(EXPERIMENT) as process:
         assert process.ready().uri == mlflow_store
+
+
+def test_tracking_functions_run_in_the_child_and_their_messages_are_logged_here(
+    tmp_path_factory: pytest.TempPathFactory,
+    mlflow_store_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+):
+    built = trained_store(tmp_path_factory, mlflow_store_template)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", built.uri)
+    caplog.set_level("INFO", logger="bitmoji_ml")
+    find = "bitmoji_ml.tracking.ranking:export_checkpoint"
+    arguments = {"run_id": None, "experiment": TRAINED_EXPERIMENT, "lists_dir": built.lists}
+    here = on_store(Store.open(built.uri), find, **arguments, folder=tmp_path / "here")
+    caplog.clear()
+    with MlflowProcess() as process:
+        assert process.ready().experiment_id == ""  # none asked for, none made
+        path, run_id, description = on_store(process, find, **arguments, folder=tmp_path / "child")
+        assert (run_id, description) == here[1:]
+        assert path.read_bytes() == here[0].read_bytes()
+        assert f"run {run_id}, step" in caplog.text  # logged by ranking.py in the child
+        with pytest.raises(BitmojiError, match="no-such-experiment"):
+            on_store(process, find, **{**arguments, "experiment": "no-such-experiment"}, folder=tmp_path)
+        with pytest.raises(ValueError, match="not a function of this project"):
+            process.apply("os:system", "true")
+        assert on_store(process, "bitmoji_ml.tracking.evaluations:training_lists", "0" * 32) is None

@@ -1,22 +1,25 @@
-"""The MLflow side of `bitmoji train` in a child process: `RunProcess`.
+"""MLflow on the second core: `MlflowProcess`, a child process that owns the tracking store.
 
 Importing MLflow and opening the store take about two seconds of one core, as long as
 importing torch. Started first, the child spends them on the second core while this process
-imports torch, decodes the images and builds the model. Then the child creates the run and
-makes each logging call the training loop reports. Each call waits for the child's answer, so
-a checkpoint is never rewritten while it is being logged and an error is raised where the call
-was made.
+imports torch (or onnxruntime), decodes images and builds the model. Then it makes the calls
+this process sends it, one at a time, each answered before the next:
+- `bitmoji train`: the run (`run(...)`) and each logging call of the training loop, so a
+  checkpoint is never rewritten while it is being logged;
+- `evaluate` and `export-onnx`: functions of this project's tracking code that take the store
+  first (`apply`, or `on_store`, which makes the same call on a `Store` in this process).
+An error in the child is raised where the call was made. What crosses back is built from
+`tracking/records.py` and other MLflow-free classes, so this process never imports MLflow.
 
 Ctrl-C and SIGTERM reach the whole process group. The child ignores them: this process ends
 the run (FINISHED, FAILED or KILLED) by telling it. If this process dies without a word, the
-child sees its pipe close, ends the run as FAILED and exits.
-
-Nothing here imports MLflow in this process; the child imports `tracking.runs` itself.
+child sees its pipe close, ends a run still open as FAILED and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -31,17 +34,29 @@ from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
 JOIN_SECONDS = 30.0  # how long closing waits for the child to end the run and exit
+# What a training run's first calls use (the run, its datasets as pandas-backed MLflow datasets):
+# `preload` for `bitmoji train`.
+TRAINING_RUN_MODULES = (
+    "mlflow.data.pandas_dataset",
+    "bitmoji_ml.tracking.datasets",
+    "bitmoji_ml.tracking.runs",
+)
 
 
-class RunProcess:
-    """The child that owns the MLflow store for one training run. `uri` and `experiment_id` are
-    known once `ready()` returned; `run(...)` is the run, as a context manager."""
+class MlflowProcess:
+    """The child that owns the MLflow store. `uri` and `experiment_id` (of `experiment`, found or
+    made; none without one) are known once `ready()` returned; `run(...)` is a training run, as a
+    context manager; `apply(...)` one call of a tracking function."""
 
-    def __init__(self, experiment: str, uri: str | None = None) -> None:
+    def __init__(
+        self, experiment: str | None = None, *, preload: tuple[str, ...] = (), uri: str | None = None
+    ) -> None:
+        """`preload`: modules the child imports once the store is open, before any call comes
+        (what the first calls need, so that they answer at once)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has threads
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
-            target=serve, args=(child_end, uri, experiment), name="bitmoji-mlflow", daemon=True
+            target=serve, args=(child_end, uri, experiment, preload), name="bitmoji-mlflow", daemon=True
         )
         with this_project_first_on_path():
             self._process.start()
@@ -49,12 +64,17 @@ class RunProcess:
         self.uri = ""
         self.experiment_id = ""
 
-    def ready(self) -> RunProcess:
+    def ready(self) -> MlflowProcess:
         """Wait until the child has opened the store and found (or made) the experiment; its
         error (e.g. a store that cannot be opened) is raised here."""
-        if not self.experiment_id:
+        if not self.uri:
             self.uri, self.experiment_id = self.call("ready")
         return self
+
+    def apply(self, function: str, *args: Any, **kwargs: Any) -> Any:
+        """`function` ("module:name", a function of this project whose first parameter is the
+        store) called by the child on its store with these arguments."""
+        return self.ready().call("apply", function, args, kwargs)
 
     def run(self, *, run_name: str, selection: str) -> ChildRun:
         """A new run, made by the child when the returned object is entered."""
@@ -65,13 +85,15 @@ class RunProcess:
         exception raised here."""
         try:
             self._connection.send((method, args, kwargs))
-            outcome, value = self._connection.recv()
+            outcome, value, messages = self._connection.recv()
         except (EOFError, OSError):
             self._process.join(1.0)
             raise BitmojiError(
                 f"the process that logs to MLflow stopped (exit code {self._process.exitcode}); "
                 "its messages above say why"
             ) from None
+        for name, level, message in messages:  # what the call logged, as if logged here
+            logging.getLogger(name).log(level, "%s", message)
         if outcome == "error":
             raise value
         return value
@@ -86,7 +108,7 @@ class RunProcess:
             self._process.terminate()
             self._process.join()
 
-    def __enter__(self) -> RunProcess:
+    def __enter__(self) -> MlflowProcess:
         return self
 
     def __exit__(self, *exception: object) -> None:
@@ -111,7 +133,7 @@ class ChildRun:
     """What the training loop logs to (the `TrainingRun` interface): every call is made by the
     child on its TrainingRun."""
 
-    def __init__(self, process: RunProcess, **run_args: Any) -> None:
+    def __init__(self, process: MlflowProcess, **run_args: Any) -> None:
         self._process = process
         self._run_args = run_args
         self.run_id = ""
@@ -136,7 +158,7 @@ class ChildRun:
 class ChildSide:
     """In the child: the store, and the run once entered. Each message names one method."""
 
-    def __init__(self, uri: str | None, experiment: str) -> None:
+    def __init__(self, uri: str | None, experiment: str | None, preload: tuple[str, ...]) -> None:
         from bitmoji_ml.tracking.store import Store
 
         self.failure: Exception | None = None
@@ -145,19 +167,19 @@ class ChildSide:
         self.run: Any = None
         try:
             self.store = Store.open(uri)
-            self.experiment_id = self.store.experiment_id(experiment)
+            self.experiment_id = self.store.experiment_id(experiment) if experiment else ""
         except Exception as error:  # raised in the parent at `ready`
             self.failure = error
-        # While the parent still decodes and builds the model: what the run's first calls use
-        # (the run, and its datasets as pandas-backed MLflow datasets), so that they answer at once.
-        import mlflow.data.pandas_dataset  # noqa: F401
-
-        from bitmoji_ml.tracking import datasets, runs  # noqa: F401
+        for module in preload:
+            importlib.import_module(module)
 
     def ready(self) -> tuple[str, str]:
         if self.failure is not None:
             raise self.failure
         return self.store.uri, self.experiment_id
+
+    def apply(self, function: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        return project_function(function)(self.store, *args, **kwargs)
 
     def enter(self, *, run_name: str, selection: str) -> str:
         from bitmoji_ml.tracking.runs import TrainingRun
@@ -178,25 +200,74 @@ class ChildSide:
         return getattr(self.run, method)
 
 
-def serve(connection: Connection, uri: str | None, experiment: str) -> None:
+def on_store(store: Any, function: str, *args: Any, **kwargs: Any) -> Any:
+    """`function` ("module:name", taking the store first) with these arguments, on `store`: an
+    `MlflowProcess` makes the call in its child, a `tracking.store.Store` here."""
+    if isinstance(store, MlflowProcess):
+        return store.apply(function, *args, **kwargs)
+    return project_function(function)(store, *args, **kwargs)
+
+
+def project_function(function: str) -> Any:
+    """The function "module:name" names; only this project's modules are looked in."""
+    module, _, name = function.partition(":")
+    if not module.startswith("bitmoji_ml.") or not name:
+        raise ValueError(f"{function!r} is not a function of this project (module:name)")
+    return getattr(importlib.import_module(module), name)
+
+
+def serve(connection: Connection, uri: str | None, experiment: str | None, preload: tuple[str, ...]) -> None:
     """The child's loop: answer each message until the run has ended or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    side = ChildSide(uri, experiment)
+    messages = forward_messages()
+    side = ChildSide(uri, experiment, preload)
     while True:
         try:
             method, args, kwargs = connection.recv()
         except (EOFError, OSError):  # the parent closed the pipe, or died
             if side.run is not None:
                 side.exit(Exception)
-            return
+            break
         try:
-            connection.send(("result", getattr(side, method)(*args, **kwargs)))
+            answer = ("result", getattr(side, method)(*args, **kwargs))
         except Exception as error:
-            connection.send(("error", picklable(error)))
-        if method == "exit":  # the run has ended and every write is committed
-            connection.close()
-            os._exit(0)  # without MLflow's exit handlers (telemetry), which take a second
+            answer = ("error", picklable(error))
+        connection.send((*answer, messages.take()))
+        if method == "exit":  # the run has ended
+            break
+    # Every call was answered, so every write is committed: exit without MLflow's exit handlers
+    # (its telemetry), which take a second.
+    connection.close()
+    os._exit(0)
+
+
+class Messages(logging.Handler):
+    """In the child: what this project's loggers say during a call, sent back with its answer
+    so that the parent's handlers print it (or a test captures it) as if logged there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+    def take(self) -> list[tuple[str, int, str]]:
+        taken, self.records = self.records, []
+        return taken
+
+
+def forward_messages() -> Messages:
+    """Collect every message of this project's loggers in the child (the parent filters them)."""
+    from bitmoji_ml.console import PACKAGE_LOGGER
+
+    handler = Messages()
+    package = logging.getLogger(PACKAGE_LOGGER)
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG)
+    package.propagate = False
+    return handler
 
 
 def picklable(error: Exception) -> Exception:
