@@ -9,8 +9,8 @@ val_loss, exactly: a pure speed-up must not change them at the same seed and thr
     .venv/bin/python benchmarks/train_speed.py --quick           # 2 epochs: checks that it works
     .venv/bin/python benchmarks/train_speed.py --before HEAD~3 --short-epochs 12 --nproc 2 --seed-cnn
 
-`--cv-seeds 0,1,2` adds `bitmoji cv --seeds` of each side (5 folds per seed): the cv wall per
-seed, the out-of-fold errors and the cv loss, mean ± std over the seeds.
+`--cv-seeds 0,1,2` adds `bitmoji cv --seed N` of each side for each seed (5 folds each): the cv
+wall per seed, the out-of-fold errors and the cv loss, mean ± std over the seeds.
 
 `--short-epochs N`, `--nproc N`, `--config-rows FILE` and `--seed-cnn` add experiment rows (this tree only): a shorter
 schedule is another recipe (the one-cycle schedule is planned on the epoch count), judged by
@@ -171,23 +171,24 @@ def measure(side: Side, work: Path, lists: Path, data_dir: Path, flags: list[str
 
 
 def measure_cv(side: Side, work: Path, lists: Path, data_dir: Path, seeds: str, flags: list[str]) -> dict:
-    """`bitmoji cv --seeds` in a fresh store: per seed (in order) the cv wall, the out-of-fold
-    errors and the cv loss, read back from each seed's cv run."""
+    """`bitmoji cv --seed N` per seed in one fresh store (one command per seed, which every
+    version of the CLI takes): per seed (in order) the cv wall, the out-of-fold errors and the cv
+    loss, read back from each seed's cv run."""
     folder = Path(tempfile.mkdtemp(prefix=f"{side.name}-cv-", dir=work))
     store = fresh_store(folder / "mlruns")
-    print(f"\n== {side.name}: bitmoji cv --seeds {seeds}", flush=True)
-    timed(
-        side.command("cv", "--seeds", seeds, "--lists", str(lists), *flags),
-        side.env(store, data_dir),
-        side.root,
-    )
+    walls = []
+    for seed in seeds.split(","):
+        print(f"\n== {side.name}: bitmoji cv --seed {seed}", flush=True)
+        command = side.command("cv", "--seed", seed, "--lists", str(lists), *flags)
+        walls.append(timed(command, side.env(store, data_dir), side.root).wall)
     client = MlflowClient(tracking_uri=store)
     (experiment,) = [e for e in client.search_experiments() if e.name == "bitmoji-gender"]
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.run_kind = 'cv'")
     by_seed = sorted(runs, key=lambda run: int(run.data.params["seed"]))
     return {
-        key: [run.data.metrics[metric] for run in by_seed]
-        for key, metric in (("wall", "cv_seconds"), ("errors", "oof_errors"), ("loss", "cv_loss"))
+        "wall": walls,
+        "errors": [run.data.metrics["oof_errors"] for run in by_seed],
+        "loss": [run.data.metrics["cv_loss"] for run in by_seed],
     }
 
 
@@ -315,7 +316,7 @@ def main() -> None:
         help="experiment rows: this tree with --config FILE",
     )
     parser.add_argument(
-        "--cv-seeds", default="", help="rows of `bitmoji cv --seeds` (e.g. 0,1,2) of both sides"
+        "--cv-seeds", default="", help="rows of `bitmoji cv --seed N` for these seeds (e.g. 0,1,2), both sides"
     )
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir).resolve()

@@ -204,6 +204,8 @@ def evaluate_job(
         from bitmoji_ml.tracking.store import Store
 
         store = Store.open()
+    from bitmoji_ml import plots  # noqa: F401  (matplotlib, while the MLflow process finds the model)
+
     with tempfile.TemporaryDirectory(prefix="bitmoji-evaluate-") as work:
         resolved = _resolve_model(model, run_id, experiment, Path(work) / "model", store)
         onnx_model = OnnxModel.load(resolved.path, threads)

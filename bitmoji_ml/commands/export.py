@@ -3,7 +3,6 @@ the registered model named after the experiment) and possibly its @champion."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -54,7 +53,7 @@ def export_onnx(
     ] = None,
 ) -> None:
     """Export the best model (or --run-id / --checkpoint) to ONNX, proving parity with PyTorch."""
-    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
+    from bitmoji_ml.tracking.mlflow_process import mlflow_process_when
 
     if cv_run is not None:
         export_cv_ensemble(
@@ -67,8 +66,7 @@ def export_onnx(
         raise BitmojiError("--verdict applies to --cv-run (an ensemble) only")
     # MLflow loads, opens the store and finds the checkpoint in a child process while this one
     # imports torch and the ONNX exporter; a file, not registered, needs no MLflow at all.
-    uses_mlflow = checkpoint is None or register
-    with MlflowProcess(preload=EXPORT_MODULES) if uses_mlflow else contextlib.nullcontext() as store:
+    with mlflow_process_when(checkpoint is None or register, preload=EXPORT_MODULES) as store:
         from bitmoji_ml.export.job import export_job
 
         result = export_job(

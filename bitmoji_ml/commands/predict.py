@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -118,10 +117,9 @@ def evaluate(
     """Score a model on a labelled set: metrics table, plots, and an MLflow evaluation run."""
     # MLflow loads and opens the store in a child process while this one imports onnxruntime
     # and scikit-learn (and scores a --model file); a file, not logged, needs no MLflow at all.
-    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
+    from bitmoji_ml.tracking.mlflow_process import mlflow_process_when
 
-    uses_mlflow = model is None or log
-    with MlflowProcess(preload=EVALUATE_MODULES) if uses_mlflow else contextlib.nullcontext() as store:
+    with mlflow_process_when(model is None or log, preload=EVALUATE_MODULES) as store:
         from bitmoji_ml.evaluation import evaluate_job
 
         result = evaluate_job(

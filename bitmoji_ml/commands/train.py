@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -61,13 +60,10 @@ def train(
         return
     # MLflow loads and opens the store in a child process while this one imports torch; under
     # torchrun rank 0 alone opens it, and --resume reads the run first: both in this process.
-    from bitmoji_ml.tracking.mlflow_process import TRAINING_RUN_MODULES, MlflowProcess  # no MLflow here
+    from bitmoji_ml.tracking.mlflow_process import TRAINING_RUN_MODULES, mlflow_process_when
 
-    in_process = "WORLD_SIZE" in os.environ or resume_run_id
-    child = (
-        contextlib.nullcontext() if in_process else MlflowProcess(experiment, preload=TRAINING_RUN_MODULES)
-    )
-    with child as mlflow_process:
+    in_process = "WORLD_SIZE" in os.environ or bool(resume_run_id)
+    with mlflow_process_when(not in_process, experiment, preload=TRAINING_RUN_MODULES) as mlflow_process:
         from bitmoji_ml.training import train_job
 
         result = train_job(

@@ -34,6 +34,14 @@ class ExportWrapper(torch.nn.Module):
         return torch.softmax(logits, dim=1), logits
 
 
+def load_exporter() -> None:
+    """Import what the exporter's first call would (torch.export with the compiler stack, and
+    onnxscript: about two seconds), at a moment of the caller's choosing, e.g. while the MLflow
+    process looks for the checkpoint."""
+    import onnxscript  # noqa: F401
+    import torch.export  # noqa: F401
+
+
 def export_graph(model: Classifier, preprocess: Preprocess, path: Path) -> None:
     """Export with the dynamo exporter: dynamic batch, opset 20, one self-contained file."""
     wrapper = ExportWrapper(model.eval()).eval()

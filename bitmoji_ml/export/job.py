@@ -17,7 +17,7 @@ from bitmoji_ml import paths
 from bitmoji_ml.checkpoints import model_from_checkpoint
 from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.errors import BitmojiError
-from bitmoji_ml.export.graph import export_graph, metadata_for, write_metadata
+from bitmoji_ml.export.graph import export_graph, load_exporter, metadata_for, write_metadata
 from bitmoji_ml.export.int8 import Int8Result, int8_paths, quantize_beside
 from bitmoji_ml.export.parity import ParityReport, parity_report, validation_set
 from bitmoji_ml.export.register import ExportedFiles, RegistrationOutcome
@@ -121,6 +121,8 @@ def export_job(
         from bitmoji_ml.tracking.store import Store
 
         store = Store.open()
+    if checkpoint is None:
+        load_exporter()  # while the MLflow process finds and downloads the checkpoint
     with tempfile.TemporaryDirectory(prefix="bitmoji-export-") as folder:
         source = load_source(checkpoint, run_id, experiment, Path(folder), store=store, lists_dir=lists_dir)
         logger.info(

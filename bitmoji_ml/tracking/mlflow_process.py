@@ -115,6 +115,13 @@ class MlflowProcess:
         self.close()
 
 
+def mlflow_process_when(
+    needed: bool, experiment: str | None = None, *, preload: tuple[str, ...] = ()
+) -> contextlib.AbstractContextManager[MlflowProcess | None]:
+    """An MlflowProcess to use in a with-statement when the command `needed` MLflow, else None."""
+    return MlflowProcess(experiment, preload=preload) if needed else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def this_project_first_on_path() -> Iterator[None]:
     """The spawned child imports its modules afresh from the `sys.path` it is given: put the
