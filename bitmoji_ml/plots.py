@@ -57,6 +57,21 @@ def learning_curves(history: Sequence[dict[str, float]], path: Path, *, best_epo
     return _save(learning_curve_figure(history, best_epoch), path)
 
 
+def training_plots(
+    folder: Path,
+    history: Sequence[dict[str, float]],
+    *,
+    best_epoch: int,
+    confusion: np.ndarray | None,
+    class_names: Sequence[str],
+) -> None:
+    """A training run's plots in `folder`: the learning curves, and the best epoch's validation
+    confusion matrix when it has one (a run without validation has none)."""
+    learning_curves(history, folder / "learning_curves.png", best_epoch=best_epoch)
+    if confusion is not None:
+        confusion_matrix_plot(np.asarray(confusion), folder / "confusion_matrix.png", class_names=class_names)
+
+
 def confusion_matrix_plot(
     matrix: np.ndarray, path: Path, title: str = "validation", class_names: Sequence[str] | None = None
 ) -> Path:

@@ -10,6 +10,7 @@ import torch
 
 from bitmoji_ml.checkpoints import TRAIN_STATE, read_checkpoint
 from bitmoji_ml.models.normalize import Classifier
+from bitmoji_ml.plots import training_plots
 from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training import loop
 from bitmoji_ml.training.data import TrainData
@@ -43,8 +44,12 @@ class FakeTracker:
             raise KeyboardInterrupt
         return str(kept)
 
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
-        self.artifacts[artifact_path] = sorted(path.name for path in folder.iterdir())
+    def log_plots(self, history, *, best_epoch, confusion, class_names) -> None:
+        folder = self.folder / "plots"
+        folder.mkdir(parents=True, exist_ok=True)
+        kwargs = {"best_epoch": best_epoch, "confusion": confusion, "class_names": class_names}
+        training_plots(folder, history, **kwargs)
+        self.artifacts["plots"] = sorted(path.name for path in folder.iterdir())
 
 
 def synthetic_data(n_train: int = 40, n_val: int = 12, seed: int = 0) -> TrainData:

@@ -40,7 +40,7 @@ from bitmoji_ml.tracking.names import (
     RUN_KIND_TAG,
     classes_param,
 )
-from bitmoji_ml.training.settings import default_run_name, resolve_config
+from bitmoji_ml.training.settings import default_run_name, resolve_config, use_cpu
 
 if TYPE_CHECKING:
     from bitmoji_ml.tracking.parents import ParentRun
@@ -274,7 +274,6 @@ def cv_job(
     recipe's input size), split into `folds` stratified folds (seeded by the recipe's seed),
     train each as a child run, log the summary and the OOF predictions to the parent (with
     `tags`: `cv --seeds` links its runs by them)."""
-    import torch
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
@@ -284,7 +283,7 @@ def cv_job(
     store = store or Store.open()
     experiment_id = store.experiment_id(experiment)
     config = cv_config(recipe)
-    torch.set_num_threads(config.threads)
+    use_cpu(config.threads)
     labelled = labelled or decode_labelled(lists_dir=lists_dir, config=config)
     decode_seconds = time.perf_counter() - started
     assignment = stratified_folds(labelled.labels, folds=folds, seed=config.seed)

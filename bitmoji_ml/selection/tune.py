@@ -23,7 +23,7 @@ from bitmoji_ml.recipe import SEARCH_SPACE, ResolvedRecipe, recipe_from_values, 
 from bitmoji_ml.selection.search import searched_settings
 from bitmoji_ml.selection.trials import TrialRunner
 from bitmoji_ml.tracking.names import BEST_CONFIG, TUNE_RUN, classes_param
-from bitmoji_ml.training.settings import resolve_config
+from bitmoji_ml.training.settings import resolve_config, use_cpu
 
 if TYPE_CHECKING:
     import optuna
@@ -162,7 +162,6 @@ def tune_job(
 ) -> TuneResult:
     """`bitmoji tune`: run `trials` new trials (or until `timeout` seconds) of the study, each
     a child run; log the best trial to the parent and write its recipe to `output`."""
-    import torch
 
     from bitmoji_ml.tracking.parents import ParentRun
     from bitmoji_ml.tracking.store import Store
@@ -186,7 +185,7 @@ def tune_job(
     study = open_study(
         name=settings.study, storage=settings.storage, objective=settings.objective, seed=base.seed
     )
-    torch.set_num_threads(base.threads)
+    use_cpu(base.threads)
     name = run_name or f"tune-{settings.study}-{len(study.trials)}"
     # SIGTERM ends the parent and the running child as KILLED, as Ctrl-C does.
     with (

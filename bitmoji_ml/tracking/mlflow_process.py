@@ -34,12 +34,13 @@ from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
 JOIN_SECONDS = 30.0  # how long closing waits for the child to end the run and exit
-# What a training run's first calls use (the run, its datasets as pandas-backed MLflow datasets):
-# `preload` for `bitmoji train`.
+# `preload` for `bitmoji train`: what a training run's first calls use (the run, its datasets as
+# pandas-backed MLflow datasets) and its last (matplotlib, which draws the run's plots).
 TRAINING_RUN_MODULES = (
     "mlflow.data.pandas_dataset",
     "bitmoji_ml.tracking.datasets",
     "bitmoji_ml.tracking.runs",
+    "bitmoji_ml.plots",
 )
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import (
     LoggedModel,
@@ -39,10 +41,14 @@ from bitmoji_ml.tracking.names import (
     BEST_ON_VAL,
     CHECKPOINT_DIR,
     CHECKPOINT_MODEL_TYPE,
+    PLOTS_DIR,
     SELECTION_TAG,
     classes_param,
 )
 from bitmoji_ml.tracking.store import Store, local_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 VALIDATION_PREFIX = "val_"  # metrics measured on the validation list
 
@@ -244,6 +250,24 @@ class TrainingRun:
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         """Every file of `folder` under `artifact_path` of the run (e.g. plots/)."""
         self.store.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_plots(
+        self,
+        history: list[dict[str, float]],
+        *,
+        best_epoch: int,
+        confusion: np.ndarray | None,
+        class_names: tuple[str, ...],
+    ) -> None:
+        """The learning curves and the best epoch's confusion matrix, drawn here (in the MLflow
+        process of `bitmoji train`, which loaded matplotlib while the model trained) and logged
+        under plots/."""
+        from bitmoji_ml.plots import training_plots
+
+        with tempfile.TemporaryDirectory(prefix="bitmoji-plots-") as folder:
+            kwargs = {"best_epoch": best_epoch, "confusion": confusion, "class_names": class_names}
+            training_plots(Path(folder), history, **kwargs)
+            self.log_artifacts(Path(folder), PLOTS_DIR)
 
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Run-level results (no step), for sorting runs."""

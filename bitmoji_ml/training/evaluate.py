@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from bitmoji_ml.data.classes import Classes, predicted_indices
 from bitmoji_ml.models.normalize import Classifier
 
-INFERENCE_BATCH = 256  # images per forward pass when only predicting
+# Images per forward pass when only predicting: 128 validates 600 images in 2/3 of 256's time on
+# a 2-core CPU (a 256-image batch's activations outgrow the caches; 64 is no faster than 128).
+INFERENCE_BATCH = 128
 PROBABILITY_FLOOR = 1e-12  # a probability of exactly 0 would make the log loss infinite
 
 

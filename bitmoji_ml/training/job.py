@@ -35,7 +35,13 @@ from bitmoji_ml.training.resume import (
     resumed_run_name,
 )
 from bitmoji_ml.training.run_log import open_run, open_tracking
-from bitmoji_ml.training.settings import default_run_name, preprocess_for, resolve_config, select_device
+from bitmoji_ml.training.settings import (
+    default_run_name,
+    preprocess_for,
+    resolve_config,
+    select_device,
+    use_cpu,
+)
 from bitmoji_ml.training.state import TrainState, new_train_state
 from bitmoji_ml.training.teacher import teacher_tags, with_teacher
 
@@ -106,7 +112,7 @@ def train_job(
                 resume.train_state["epoch"],
                 config.epochs,
             )
-        torch.set_num_threads(config.threads)
+        use_cpu(config.threads)
         data = decode(lists_dir, manifest, config)
         if config.teacher:
             data = with_teacher(

@@ -36,7 +36,14 @@ class Tracker(Protocol):
         self, *, epoch: int, metrics: dict[str, float], best_checkpoint: Path | None, model_name: str
     ) -> str: ...
     def log_checkpoint(self, path: Path) -> str: ...
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None: ...
+    def log_plots(
+        self,
+        history: list[dict[str, float]],
+        *,
+        best_epoch: int,
+        confusion: np.ndarray | None,
+        class_names: tuple[str, ...],
+    ) -> None: ...
 
 
 @dataclasses.dataclass
@@ -201,7 +208,7 @@ def fit(
     if state.best is None:
         raise RuntimeError("training ran no epoch")
     if distributed.is_main():
-        log_plots(tracker, state, workdir / "plots", data.classes.names)
+        log_plots(tracker, state, data.classes.names)
     return TrainResult(state.history, state.best, state.best_checkpoint, state.train_seconds)
 
 
@@ -270,14 +277,11 @@ def log_epoch_line(epoch: int, epochs: int, metrics: dict[str, float], improved:
     )
 
 
-def log_plots(tracker: Tracker, state: TrainState, folder: Path, class_names: tuple[str, ...]) -> None:
-    """Learning curves and the best epoch's validation confusion matrix, under plots/."""
-    from bitmoji_ml import plots  # matplotlib: only once the run has trained
-
+def log_plots(tracker: Tracker, state: TrainState, class_names: tuple[str, ...]) -> None:
+    """Learning curves and the best epoch's validation confusion matrix (none without
+    validation), drawn and logged by the tracker (matplotlib is never imported here)."""
     assert state.best is not None
-    best_epoch = int(state.best["epoch"])
-    plots.learning_curves(state.history, folder / "learning_curves.png", best_epoch=best_epoch)
-    if "val_acc" in state.best:  # a run without validation has no confusion matrix
-        path = folder / "confusion_matrix.png"
-        plots.confusion_matrix_plot(np.asarray(state.best_confusion), path, class_names=class_names)
-    tracker.log_artifacts(folder, "plots")
+    confusion = np.asarray(state.best_confusion) if "val_acc" in state.best else None
+    tracker.log_plots(
+        state.history, best_epoch=int(state.best["epoch"]), confusion=confusion, class_names=class_names
+    )

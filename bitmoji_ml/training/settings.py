@@ -1,6 +1,7 @@
 """From the requested config to the settings a run actually uses on this machine: the input size
 (0 = the model's), the device (`auto` = the best available) and the thread count (0 = this
-machine's cores, shared out between its torchrun processes)."""
+machine's cores, shared out between its torchrun processes); and the CPU settings of a process
+that trains (`use_cpu`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bitmoji_ml.errors import BitmojiError
 from bitmoji_ml.models import model_spec
 from bitmoji_ml.recipe import Recipe
 from bitmoji_ml.training.distributed import threads_per_process
+from bitmoji_ml.training.memory import keep_freed_memory
 
 
 def preprocess_for(config: Recipe) -> Preprocess:
@@ -43,6 +45,13 @@ def resolve_config(config: Recipe) -> Recipe:
         device=select_device(config.device).type,
         threads=config.threads or threads_per_process(),
     )
+
+
+def use_cpu(threads: int) -> None:
+    """This process trains with `threads` intra-op threads, and malloc keeps the training step's
+    freed buffers for the next step (training/memory.py)."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def default_run_name(config: Recipe) -> str:
