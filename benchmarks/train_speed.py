@@ -316,7 +316,9 @@ def main() -> None:
         help="experiment rows: this tree with --config FILE",
     )
     parser.add_argument(
-        "--cv-seeds", default="", help="rows of `bitmoji cv --seed N` for these seeds (e.g. 0,1,2), both sides"
+        "--cv-seeds",
+        default="",
+        help="rows of `bitmoji cv --seed N` for these seeds (e.g. 0,1,2), both sides",
     )
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir).resolve()
