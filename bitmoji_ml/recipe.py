@@ -61,7 +61,7 @@ class Recipe(BaseModel):
     image_size: int = setting(
         0, "Input side in pixels, 0 = the model's", ge=0, search=("choice", (56, 64, 72, 80))
     )
-    epochs: int = setting(20, "Training epochs", gt=0, resume=Rule.CONTINUE, search=("int", (10, 30)))
+    epochs: int = setting(16, "Training epochs", gt=0, resume=Rule.CONTINUE, search=("int", (10, 30)))
     batch_size: int = setting(64, "Images per step", gt=0)
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd")
     lr: float = setting(2e-3, "Peak learning rate", gt=0, search=("log-float", (5e-4, 1e-2)))

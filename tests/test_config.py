@@ -55,7 +55,7 @@ def test_defaults() -> None:
     assert config.model == DEFAULT_MODEL
     assert config.model in MODELS
     assert config.image_size == 0
-    assert config.epochs == 20
+    assert config.epochs == 16
     assert config.batch_size == 64
     assert config.optimizer == "adamw"
     assert config.lr == 2e-3
