@@ -216,6 +216,17 @@ def cv_rows(before: dict, after: dict) -> list[list[str]]:
     ]
 
 
+def same_outputs(runs: dict[str, list[dict]]) -> None:
+    """Whether a pure speed-up left the numbers alone: per-epoch val_loss and predictions."""
+    same = all(r["val_loss"] == runs["before"][0]["val_loss"] for r in runs["before"] + runs["after"])
+    print(f"\nper-epoch val_loss identical before/after (every round): {'yes' if same else 'NO'}")
+    if "predicted" in runs["before"][0]:
+        csvs = {r["predicted"] for r in runs["before"] + runs["after"]}
+        print(
+            f"predictions.csv byte-identical before/after (every round): {'yes' if len(csvs) == 1 else 'NO'}"
+        )
+
+
 def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -359,13 +370,13 @@ def main() -> None:
     print(f"before: {before_ref[:12]}  after: {ROOT} (working tree)\n")
     rows = comparison_rows(runs["before"], runs["after"]) + (cv_rows(cv["before"], cv["after"]) if cv else [])
     print(format_table(["", "before", "after", "change"], rows))
-    same = all(r["val_loss"] == runs["before"][0]["val_loss"] for r in runs["before"] + runs["after"])
-    print(f"\nper-epoch val_loss identical before/after (every round): {'yes' if same else 'NO'}")
-    if "predicted" in runs["before"][0]:
-        csvs = {r["predicted"] for r in runs["before"] + runs["after"]}
+    epochs = {side: runs[side][0]["epochs"] for side in runs}
+    if epochs["before"] != epochs["after"]:  # another recipe: judged by the cv rows, not here
         print(
-            f"predictions.csv byte-identical before/after (every round): {'yes' if len(csvs) == 1 else 'NO'}"
+            f"\nthe default recipes differ ({epochs['before']} vs {epochs['after']} epochs): see the cv rows"
         )
+    else:
+        same_outputs(runs)
     if extra:
         headers = [
             "experiment",
