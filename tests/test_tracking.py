@@ -9,11 +9,14 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import ROOT
 from mlflow import MlflowClient
 from trained_store import EXPERIMENT, TrainedStore, exported_store, trained_store
 
@@ -228,3 +231,35 @@ def test_export_ranks_only_checkpoints_scored_on_the_current_val_list(
     assert best.path.read_bytes() == b"scored 0.8"
     assert best.val_digest == val_digest(lists)
     assert any(str(lists / "val.txt") in message and val_digest(lists) in message for message in messages)
+
+
+def test_commands_started_together_on_a_new_store_all_open_it(tmp_path: Path):
+    """Opening a new SQLite store creates MLflow's tables; three processes doing it at once
+    raced in MLflow's migrations and all but one failed ("duplicate column name: step")."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    code = f"from bitmoji_ml.tracking.store import Store; print(Store.open({uri!r}).experiment_id('e'))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(3)
+    ]
+    outcomes = [(opener.wait(timeout=120), opener.stderr.read()) for opener in openers]
+    assert all(code == 0 for code, _ in outcomes), [error.strip().splitlines()[-1:] for _, error in outcomes]
+    assert len(MlflowClient(tracking_uri=uri).search_experiments(filter_string="name = 'e'")) == 1
+
+
+def test_an_experiment_made_by_another_command_since_the_lookup_is_used(tmp_path: Path):
+    store = Store.open(f"sqlite:///{tmp_path}/mlflow.db")
+    made_elsewhere = store.client.create_experiment("e")
+
+    class LateStore(Store):
+        lookups = 0
+
+        def find_experiment(self, name: str) -> str | None:
+            LateStore.lookups += 1  # the first lookup ran before the other command made it
+            return None if LateStore.lookups == 1 else super().find_experiment(name)
+
+    assert LateStore(store.uri, store.client).experiment_id("e") == made_elsewhere
+    assert LateStore.lookups == 2

@@ -66,16 +66,31 @@ def failure_reason(error: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
-def _open_sqlite_file(uri: str) -> None:
-    """For a SQLite store, open (or create) the database file once: MLflow retries a file it
-    cannot open for about two minutes before it says so."""
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store URI; None for another store or an in-memory one."""
     if not uri.startswith(SQLITE_PREFIX):
-        return
+        return None
     path = Path(unquote(uri[len(SQLITE_PREFIX) :].split("?")[0]))
-    if str(path) in ("", ":memory:"):
-        return
+    return None if str(path) in ("", ":memory:") else path
+
+
+def _open_sqlite_file(path: Path) -> None:
+    """Open (or create) the database file once: MLflow retries a file it cannot open for about
+    two minutes before it says so."""
     path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
     sqlite3.connect(path).close()
+
+
+def _one_opener_at_a_time(path: Path | None) -> contextlib.AbstractContextManager[object]:
+    """For a SQLite store, a lock file beside the database (`mlflow.db.lock`) held while MLflow
+    opens it: opening creates or migrates the tables, and MLflow's migrations race each other,
+    so of several commands started together on a new store all but one failed ("duplicate
+    column name: step", "table latest_metrics already exists")."""
+    if path is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(path.with_name(f"{path.name}.lock"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +111,13 @@ class Store:
             os.environ.setdefault(key, value)
         if uri == paths.DEFAULT_TRACKING_URI:
             paths.MLRUNS_DIR.mkdir(parents=True, exist_ok=True)
+        database = _sqlite_file(uri)
         try:
-            _open_sqlite_file(uri)
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            client.search_experiments(max_results=1)
+            with _one_opener_at_a_time(database):
+                if database is not None:
+                    _open_sqlite_file(database)
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                client.search_experiments(max_results=1)
         except Exception as error:  # any failure to reach or open the store
             raise BitmojiError(
                 f"cannot use the MLflow tracking store {uri!r}: {failure_reason(error)}. Fix or unset "
@@ -139,9 +157,15 @@ class Store:
             return found
         if not create:
             raise BitmojiError(f"no runs yet: experiment {name!r} does not exist (run `bitmoji train`)")
-        return self.client.create_experiment(
-            name, artifact_location=self.artifact_root, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
-        )
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=self.artifact_root, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            )
+        except MlflowException as error:  # made by another command since the lookup above
+            made = self.find_experiment(name) if error.error_code == "RESOURCE_ALREADY_EXISTS" else None
+            if made is None:
+                raise
+            return made
 
     def get_run(self, run_id: str) -> Run:
         """The run `run_id`, or a clear error if the store has no such run."""
