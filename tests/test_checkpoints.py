@@ -371,3 +371,32 @@ def test_a_checkpoint_names_its_classes_and_one_without_them_is_bitmojis(tmp_pat
     payload["classes"] = {"labels": ["cat"]}
     with pytest.raises(BitmojiError, match="malformed classes"):
         model_from_checkpoint(payload)
+
+
+def test_what_registration_receives_of_a_checkpoint_holds_no_tensors(tmp_path: Path):
+    """export-onnx sends the MLflow process (which never imports torch) the checkpoint without
+    its tensors: weights and a real training state, as `train` writes last.pt."""
+    from bitmoji_ml.export.source import source_from_file
+    from bitmoji_ml.recipe import Recipe
+    from bitmoji_ml.training.state import new_train_state
+
+    config = Recipe(model="compact", epochs=3, threads=1, device="cpu")
+    state = new_train_state(config, PREPROCESS, torch.device("cpu"), 4, 3)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, state.evaluated, **fields(), **{TRAIN_STATE: state.state_dict()})
+    source = source_from_file(path, "run-1", "a checkpoint")
+    plain = source.without_tensors()
+
+    def tensors(value) -> int:
+        if isinstance(value, torch.Tensor):
+            return 1
+        if isinstance(value, dict):
+            return sum(tensors(item) for item in value.values())
+        if isinstance(value, list | tuple):
+            return sum(tensors(item) for item in value)
+        return 0
+
+    assert tensors(source.payload) > 0  # the check sees the tensors a checkpoint holds
+    assert tensors(plain.payload) == 0
+    assert plain.payload["data_digest"] == "abc123"
+    assert (plain.run_id, plain.sha256) == (source.run_id, source.sha256)
