@@ -247,10 +247,6 @@ class TrainingRun:
         self.store.client.log_artifact(self.run_id, str(path), CHECKPOINT_DIR)
         return local_path(f"{self._artifact_uri}/{CHECKPOINT_DIR}/{Path(path).name}")
 
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
-        """Every file of `folder` under `artifact_path` of the run (e.g. plots/)."""
-        self.store.client.log_artifacts(self.run_id, str(folder), artifact_path)
-
     def log_plots(
         self,
         history: list[dict[str, float]],
@@ -267,7 +263,7 @@ class TrainingRun:
         with tempfile.TemporaryDirectory(prefix="bitmoji-plots-") as folder:
             kwargs = {"best_epoch": best_epoch, "confusion": confusion, "class_names": class_names}
             training_plots(Path(folder), history, **kwargs)
-            self.log_artifacts(Path(folder), PLOTS_DIR)
+            self.store.client.log_artifacts(self.run_id, folder, PLOTS_DIR)
 
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Run-level results (no step), for sorting runs."""
