@@ -103,3 +103,29 @@ def test_evaluate_and_export_leave_mlflow_to_their_child_process(
     done = "logged evaluation run" if command == "evaluate" else "already registered"
     assert done in result.stdout, result.stdout
     assert result.stdout.split()[-4:] == ["mlflow", "imported", "here:", "False"]
+
+
+# Two training steps with each optimizer, then a checkpoint's round trip of the training state.
+TRAINING_STEPS = """
+import torch
+from bitmoji_ml.recipe import recipe_from_values
+from bitmoji_ml.training.loop import train_step
+from bitmoji_ml.training.settings import preprocess_for, resolve_config
+from bitmoji_ml.training.state import new_train_state
+for optimizer in ("adamw", "sgd"):
+    config = resolve_config(recipe_from_values({"optimizer": optimizer, "epochs": 1}))
+    state = new_train_state(config, preprocess_for(config), torch.device("cpu"), 2, 2)
+    images = torch.randint(0, 256, (8, 60, 60, 3)).float()
+    for _ in range(2):
+        train_step(state, images, torch.tensor([0, 1] * 4), config)
+    state.load_state_dict(state.state_dict())
+    assert state.optimizer.state, "the steps updated no optimizer state"
+"""
+
+
+def test_training_never_imports_the_compiler() -> None:
+    """torch.optim.Optimizer imports torch._dynamo (1.2 s) on its first call; the training
+    state's optimizer (training/optimizer.py) does not use it."""
+    loaded = modules_after_import(f"exec({TRAINING_STEPS!r})")
+    assert "bitmoji_ml.training.optimizer" in loaded  # the steps ran
+    assert "torch._dynamo" not in loaded

@@ -114,7 +114,7 @@ def train_step(
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
         logits = state.trained(images)
     objective = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-    state.optimizer.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad()
     (objective * loss_weight).backward()
     state.optimizer.step()
     distributed.average_batchnorm_statistics(state.model)  # equal buffers before the EMA reads them

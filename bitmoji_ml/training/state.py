@@ -18,6 +18,7 @@ from bitmoji_ml.data.images import Preprocess
 from bitmoji_ml.models import create_model
 from bitmoji_ml.models.normalize import Classifier
 from bitmoji_ml.recipe import Recipe
+from bitmoji_ml.training.optimizer import Optimizer
 from bitmoji_ml.training.schedule import Schedule
 
 AveragedModel = torch.optim.swa_utils.AveragedModel
@@ -34,7 +35,7 @@ def ema_update(decay: float):
     return update
 
 
-def make_optimizer(model: Classifier, config: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(model: Classifier, config: Recipe) -> Optimizer:
     """AdamW or SGD; no weight decay on BatchNorm and bias parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -42,9 +43,7 @@ def make_optimizer(model: Classifier, config: Recipe) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return Optimizer(groups, config.optimizer, lr=config.lr, momentum=config.momentum)
 
 
 @dataclasses.dataclass
@@ -53,7 +52,7 @@ class TrainState:
 
     model: Classifier  # the network itself; under torchrun, `replica` wraps it
     ema: AveragedModel | None  # the weights that are evaluated and saved, when EMA is on
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     schedule: Schedule
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
