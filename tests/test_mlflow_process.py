@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from mlflow import MlflowClient
 from test_sigterm import TIMEOUT, training_process, wait_for_line
 from trained_store import EXPERIMENT as TRAINED_EXPERIMENT
@@ -147,3 +150,52 @@ def test_tracking_functions_run_in_the_child_and_their_messages_are_logged_here(
         with pytest.raises(ValueError, match="not a function of this project"):
             process.apply("os:system", "true")
         assert on_store(process, "bitmoji_ml.tracking.evaluations:training_lists", "0" * 32) is None
+
+
+MAIN_SCRIPT = """
+import sys
+from pathlib import Path
+
+if __name__ != "__main__":  # run again by a spawned child, as __mp_main__
+    Path(sys.argv[1]).write_text(__name__)
+else:
+    from bitmoji_ml.tracking.mlflow_process import MlflowProcess
+
+    with MlflowProcess() as process:
+        print(process.ready().uri)
+"""
+
+
+def test_the_child_does_not_run_the_main_script_again(mlflow_store: str, tmp_path: Path):
+    """multiprocessing's spawn runs the parent's main script in the child first: for `bitmoji`,
+    typer and every command module, on the child's way to the store."""
+    script, marker = tmp_path / "main.py", tmp_path / "ran-again"
+    script.write_text(MAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(script), str(marker)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == mlflow_store
+    assert not marker.exists(), f"the child ran the script as {marker.read_text()}"
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/maps").exists(), reason="reads the child's loaded libraries in /proc"
+)
+def test_idle_imports_wait_for_an_answered_call(mlflow_store: str):
+    """matplotlib (what a run's plots need) loads while the parent trains, not on the child's
+    way to its first answer: seen in the shared libraries the child has mapped."""
+
+    def child_has_matplotlib(process: MlflowProcess) -> bool:
+        maps = Path(f"/proc/{process._process.pid}/maps").read_text()
+        return "matplotlib" in maps
+
+    with MlflowProcess(EXPERIMENT, idle_imports=("bitmoji_ml.plots",)) as process:
+        time.sleep(1.0)  # the store opens meanwhile; no call has been answered
+        assert not child_has_matplotlib(process)
+        process.ready()
+        deadline = time.monotonic() + TIMEOUT
+        while not child_has_matplotlib(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert child_has_matplotlib(process)

@@ -34,14 +34,16 @@ from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
 JOIN_SECONDS = 30.0  # how long closing waits for the child to end the run and exit
+IDLE_SECONDS = 0.05  # no call for this long after one was answered: the child has time to import
 # `preload` for `bitmoji train`: what a training run's first calls use (the run, its datasets as
-# pandas-backed MLflow datasets) and its last (matplotlib, which draws the run's plots).
+# pandas-backed MLflow datasets); `idle_imports`: what its last calls use (matplotlib, which
+# draws the run's plots), imported while the first epoch trains rather than before the run.
 TRAINING_RUN_MODULES = (
     "mlflow.data.pandas_dataset",
     "bitmoji_ml.tracking.datasets",
     "bitmoji_ml.tracking.runs",
-    "bitmoji_ml.plots",
 )
+TRAINING_RUN_IDLE_IMPORTS = ("bitmoji_ml.plots",)
 
 
 class MlflowProcess:
@@ -50,16 +52,27 @@ class MlflowProcess:
     context manager; `apply(...)` one call of a tracking function."""
 
     def __init__(
-        self, experiment: str | None = None, *, preload: tuple[str, ...] = (), uri: str | None = None
+        self,
+        experiment: str | None = None,
+        *,
+        preload: tuple[str, ...] = (),
+        idle_imports: tuple[str, ...] = (),
+        uri: str | None = None,
     ) -> None:
         """`preload`: modules the child imports once the store is open, before any call comes
-        (what the first calls need, so that they answer at once)."""
+        (what the first calls need, so that they answer at once). `idle_imports`: modules it
+        imports one by one once it has answered a call and no other has come for IDLE_SECONDS
+        (what later calls need, imported while this process works instead of on the way to
+        the first answer)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has threads
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
-            target=serve, args=(child_end, uri, experiment, preload), name="bitmoji-mlflow", daemon=True
+            target=serve,
+            args=(child_end, uri, experiment, preload, idle_imports),
+            name="bitmoji-mlflow",
+            daemon=True,
         )
-        with this_project_first_on_path():
+        with this_project_first_on_path(), main_script_hidden():
             self._process.start()
         child_end.close()
         self.uri = ""
@@ -117,10 +130,16 @@ class MlflowProcess:
 
 
 def mlflow_process_when(
-    needed: bool, experiment: str | None = None, *, preload: tuple[str, ...] = ()
+    needed: bool,
+    experiment: str | None = None,
+    *,
+    preload: tuple[str, ...] = (),
+    idle_imports: tuple[str, ...] = (),
 ) -> contextlib.AbstractContextManager[MlflowProcess | None]:
     """An MlflowProcess to use in a with-statement when the command `needed` MLflow, else None."""
-    return MlflowProcess(experiment, preload=preload) if needed else contextlib.nullcontext()
+    if not needed:
+        return contextlib.nullcontext()
+    return MlflowProcess(experiment, preload=preload, idle_imports=idle_imports)
 
 
 @contextlib.contextmanager
@@ -135,6 +154,23 @@ def this_project_first_on_path() -> Iterator[None]:
         yield
     finally:
         sys.path[:] = saved
+
+
+@contextlib.contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """A spawned child runs this process's main script again (as `__mp_main__`) before its
+    target, unless `__main__` names no file or module, as in an interactive session. The
+    child's target is `serve`, here, which needs nothing of the script: for `bitmoji` that
+    import is typer and the command modules, a quarter of a second on the child's way to the
+    store."""
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
 
 
 class ChildRun:
@@ -224,13 +260,23 @@ def project_function(function: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def serve(connection: Connection, uri: str | None, experiment: str | None, preload: tuple[str, ...]) -> None:
-    """The child's loop: answer each message until the run has ended or the pipe closes."""
+def serve(
+    connection: Connection,
+    uri: str | None,
+    experiment: str | None,
+    preload: tuple[str, ...],
+    idle_imports: tuple[str, ...],
+) -> None:
+    """The child's loop: answer each message until the run has ended or the pipe closes;
+    import `idle_imports` between calls once one was answered."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     messages = forward_messages()
     side = ChildSide(uri, experiment, preload)
+    to_import, answered = list(idle_imports), False
     while True:
+        while answered and to_import and not connection.poll(IDLE_SECONDS):
+            importlib.import_module(to_import.pop(0))
         try:
             method, args, kwargs = connection.recv()
         except (EOFError, OSError):  # the parent closed the pipe, or died
@@ -242,6 +288,7 @@ def serve(connection: Connection, uri: str | None, experiment: str | None, prelo
         except Exception as error:
             answer = ("error", picklable(error))
         connection.send((*answer, messages.take()))
+        answered = True
         if method == "exit":  # the run has ended
             break
     # Every call was answered, so every write is committed: exit without MLflow's exit handlers
