@@ -80,7 +80,7 @@ def main() -> None:
                 logits = state.model(batch)
             loss = F.cross_entropy(logits.float(), labels[index], label_smoothing=config.label_smoothing)
             stamps.append(time.perf_counter())
-            state.optimizer.zero_grad(set_to_none=True)
+            state.optimizer.zero_grad()
             loss.backward()
             stamps.append(time.perf_counter())
             state.optimizer.step()

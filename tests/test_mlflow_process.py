@@ -178,24 +178,3 @@ def test_the_child_does_not_run_the_main_script_again(mlflow_store: str, tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == mlflow_store
     assert not marker.exists(), f"the child ran the script as {marker.read_text()}"
-
-
-@pytest.mark.skipif(
-    not Path("/proc/self/maps").exists(), reason="reads the child's loaded libraries in /proc"
-)
-def test_idle_imports_wait_for_an_answered_call(mlflow_store: str):
-    """matplotlib (what a run's plots need) loads while the parent trains, not on the child's
-    way to its first answer: seen in the shared libraries the child has mapped."""
-
-    def child_has_matplotlib(process: MlflowProcess) -> bool:
-        maps = Path(f"/proc/{process._process.pid}/maps").read_text()
-        return "matplotlib" in maps
-
-    with MlflowProcess(EXPERIMENT, idle_imports=("bitmoji_ml.plots",)) as process:
-        time.sleep(1.0)  # the store opens meanwhile; no call has been answered
-        assert not child_has_matplotlib(process)
-        process.ready()
-        deadline = time.monotonic() + TIMEOUT
-        while not child_has_matplotlib(process) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert child_has_matplotlib(process)

@@ -60,15 +60,10 @@ def train(
         return
     # MLflow loads and opens the store in a child process while this one imports torch; under
     # torchrun rank 0 alone opens it, and --resume reads the run first: both in this process.
-    from bitmoji_ml.tracking import mlflow_process as child
+    from bitmoji_ml.tracking.mlflow_process import TRAINING_RUN_MODULES, mlflow_process_when
 
     in_process = "WORLD_SIZE" in os.environ or bool(resume_run_id)
-    with child.mlflow_process_when(
-        not in_process,
-        experiment,
-        preload=child.TRAINING_RUN_MODULES,
-        idle_imports=child.TRAINING_RUN_IDLE_IMPORTS,
-    ) as mlflow_process:
+    with mlflow_process_when(not in_process, experiment, preload=TRAINING_RUN_MODULES) as mlflow_process:
         from bitmoji_ml.training import train_job
 
         result = train_job(

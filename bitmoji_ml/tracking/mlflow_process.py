@@ -34,16 +34,16 @@ from bitmoji_ml.errors import BitmojiError
 
 logger = logging.getLogger(__name__)
 JOIN_SECONDS = 30.0  # how long closing waits for the child to end the run and exit
-IDLE_SECONDS = 0.05  # no call for this long after one was answered: the child has time to import
 # `preload` for `bitmoji train`: what a training run's first calls use (the run, its datasets as
-# pandas-backed MLflow datasets); `idle_imports`: what its last calls use (matplotlib, which
-# draws the run's plots), imported while the first epoch trains rather than before the run.
+# pandas-backed MLflow datasets). Not matplotlib, for the plots at the end: imported before the
+# run, it delays the first epoch by the 0.3 s train waits for it; imported while the first epoch
+# trains, it slows that epoch by 0.4-0.5 s (a third busy thread on two cores); imported by the
+# call that draws the plots, it costs about 0.4 s there and the first epoch line comes soonest.
 TRAINING_RUN_MODULES = (
     "mlflow.data.pandas_dataset",
     "bitmoji_ml.tracking.datasets",
     "bitmoji_ml.tracking.runs",
 )
-TRAINING_RUN_IDLE_IMPORTS = ("bitmoji_ml.plots",)
 
 
 class MlflowProcess:
@@ -52,25 +52,14 @@ class MlflowProcess:
     context manager; `apply(...)` one call of a tracking function."""
 
     def __init__(
-        self,
-        experiment: str | None = None,
-        *,
-        preload: tuple[str, ...] = (),
-        idle_imports: tuple[str, ...] = (),
-        uri: str | None = None,
+        self, experiment: str | None = None, *, preload: tuple[str, ...] = (), uri: str | None = None
     ) -> None:
         """`preload`: modules the child imports once the store is open, before any call comes
-        (what the first calls need, so that they answer at once). `idle_imports`: modules it
-        imports one by one once it has answered a call and no other has come for IDLE_SECONDS
-        (what later calls need, imported while this process works instead of on the way to
-        the first answer)."""
+        (what the first calls need, so that they answer at once)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has threads
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
-            target=serve,
-            args=(child_end, uri, experiment, preload, idle_imports),
-            name="bitmoji-mlflow",
-            daemon=True,
+            target=serve, args=(child_end, uri, experiment, preload), name="bitmoji-mlflow", daemon=True
         )
         with this_project_first_on_path(), main_script_hidden():
             self._process.start()
@@ -130,16 +119,10 @@ class MlflowProcess:
 
 
 def mlflow_process_when(
-    needed: bool,
-    experiment: str | None = None,
-    *,
-    preload: tuple[str, ...] = (),
-    idle_imports: tuple[str, ...] = (),
+    needed: bool, experiment: str | None = None, *, preload: tuple[str, ...] = ()
 ) -> contextlib.AbstractContextManager[MlflowProcess | None]:
     """An MlflowProcess to use in a with-statement when the command `needed` MLflow, else None."""
-    if not needed:
-        return contextlib.nullcontext()
-    return MlflowProcess(experiment, preload=preload, idle_imports=idle_imports)
+    return MlflowProcess(experiment, preload=preload) if needed else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -260,23 +243,13 @@ def project_function(function: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def serve(
-    connection: Connection,
-    uri: str | None,
-    experiment: str | None,
-    preload: tuple[str, ...],
-    idle_imports: tuple[str, ...],
-) -> None:
-    """The child's loop: answer each message until the run has ended or the pipe closes;
-    import `idle_imports` between calls once one was answered."""
+def serve(connection: Connection, uri: str | None, experiment: str | None, preload: tuple[str, ...]) -> None:
+    """The child's loop: answer each message until the run has ended or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     messages = forward_messages()
     side = ChildSide(uri, experiment, preload)
-    to_import, answered = list(idle_imports), False
     while True:
-        while answered and to_import and not connection.poll(IDLE_SECONDS):
-            importlib.import_module(to_import.pop(0))
         try:
             method, args, kwargs = connection.recv()
         except (EOFError, OSError):  # the parent closed the pipe, or died
@@ -288,7 +261,6 @@ def serve(
         except Exception as error:
             answer = ("error", picklable(error))
         connection.send((*answer, messages.take()))
-        answered = True
         if method == "exit":  # the run has ended
             break
     # Every call was answered, so every write is committed: exit without MLflow's exit handlers
