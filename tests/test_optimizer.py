@@ -1,6 +1,6 @@
-"""The training optimizer (training/optimizer.py): AdamW and SGD by torch's update functions,
-step for step the same weights and the same state_dict as torch.optim.AdamW and SGD, and a
-state saved by either continues in the other."""
+"""The training optimizer (training/optimizer.py): AdamW (fused on a CPU) and SGD by torch's
+update functions, step for step the same weights and the same state_dict as torch.optim.AdamW
+and SGD with those settings, and a state saved by either continues in the other."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def ours(model: nn.Module, kind: str, momentum: float = 0.9) -> Optimizer:
 def torchs(model: nn.Module, kind: str, momentum: float = 0.9) -> torch.optim.Optimizer:
     if kind == "sgd":
         return torch.optim.SGD(groups(model), lr=0.01, momentum=momentum)
-    return torch.optim.AdamW(groups(model), lr=0.01, betas=(momentum, 0.999))
+    return torch.optim.AdamW(groups(model), lr=0.01, betas=(momentum, 0.999), fused=True)  # fused on a CPU
 
 
 def train(model: nn.Module, optimizer, steps: int, seed: int) -> None:
@@ -102,3 +102,19 @@ def test_a_state_for_other_parameter_groups_is_refused() -> None:
     saved["param_groups"][0]["params"] = saved["param_groups"][0]["params"][:-1]
     with pytest.raises(ValueError, match="other parameter groups"):
         ours(network(), "adamw").load_state_dict(saved)
+
+
+def test_a_state_of_the_unfused_optimizer_continues_unfused() -> None:
+    """A last.pt saved before AdamW was fused (torch.optim.AdamW's defaults) resumes with the
+    settings it was saved with, step for step as torch's optimizer would continue it."""
+    saved_from = network()
+    earlier = torch.optim.AdamW(groups(saved_from), lr=0.01)
+    train(saved_from, earlier, 3, seed=4)
+    mine, reference = copy.deepcopy(saved_from), copy.deepcopy(saved_from)
+    optimizer, torch_optimizer = ours(mine, "adamw"), torch.optim.AdamW(groups(reference), lr=0.01)
+    optimizer.load_state_dict(copy.deepcopy(earlier.state_dict()))  # as torch.load reads it: fresh tensors
+    torch_optimizer.load_state_dict(copy.deepcopy(earlier.state_dict()))
+    train(mine, optimizer, 2, seed=5)
+    train(reference, torch_optimizer, 2, seed=5)
+    assert optimizer.param_groups[0]["fused"] is None
+    assert same_weights(mine, reference)

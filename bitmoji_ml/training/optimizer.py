@@ -40,6 +40,9 @@ SGD_SETTINGS = {
     "fused": None,
 }
 SECOND_MOMENT_DECAY = 0.999  # AdamW's beta2
+# Devices with torch's fused AdamW kernel: one pass over each tensor per step instead of about
+# ten (the optimizer took half the time per epoch on two CPU cores).
+FUSED_DEVICES = ("cpu", "cuda")
 
 
 class Optimizer:
@@ -50,14 +53,17 @@ class Optimizer:
     def __init__(
         self, groups: Iterable[dict[str, Any]], kind: Literal["adamw", "sgd"], *, lr: float, momentum: float
     ) -> None:
+        groups = [{**group, "params": list(group["params"])} for group in groups]
         if kind == "adamw":
-            settings = {**ADAMW_SETTINGS, "betas": (momentum, SECOND_MOMENT_DECAY)}
+            params = [param for group in groups for param in group["params"]]
+            fused = all(
+                param.device.type in FUSED_DEVICES and param.dtype == torch.float32 for param in params
+            )
+            settings = {**ADAMW_SETTINGS, "betas": (momentum, SECOND_MOMENT_DECAY), "fused": fused or None}
         else:
             settings = {**SGD_SETTINGS, "momentum": momentum}
         self.kind = kind
-        self.param_groups = [
-            {"lr": lr, **settings, **group, "params": list(group["params"])} for group in groups
-        ]
+        self.param_groups = [{"lr": lr, **settings, **group} for group in groups]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self) -> None:
@@ -75,7 +81,8 @@ class Optimizer:
                 (self.adamw_step if self.kind == "adamw" else self.sgd_step)(group, params)
 
     def adamw_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
-        states = [self.state.setdefault(param, adamw_state(param)) for param in params]
+        on_device = bool(group["fused"] or group["capturable"])
+        states = [self.state.setdefault(param, adamw_state(param, on_device)) for param in params]
         beta1, beta2 = group["betas"]
         adamw(
             params,
@@ -139,23 +146,29 @@ class Optimizer:
         for group, saved_group in zip(self.param_groups, saved_groups, strict=True):
             param_of.update(zip(saved_group["params"], group["params"], strict=True))
             group.update({key: value for key, value in saved_group.items() if key != "params"})
-        self.state = {
-            param_of[number]: {name: placed(value, param_of[number], name) for name, value in values.items()}
-            for number, values in saved["state"].items()
-        }
+        group_of = {id(param): group for group in self.param_groups for param in group["params"]}
+        self.state = {}
+        for number, values in saved["state"].items():
+            param = param_of[number]
+            on_device = bool(group_of[id(param)].get("fused") or group_of[id(param)].get("capturable"))
+            self.state[param] = {
+                name: placed(value, param, name, on_device) for name, value in values.items()
+            }
 
 
-def adamw_state(param: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A parameter's AdamW state before its first step, as torch.optim.AdamW makes it."""
+def adamw_state(param: torch.Tensor, step_on_device: bool) -> dict[str, torch.Tensor]:
+    """A parameter's AdamW state before its first step, as torch.optim.AdamW makes it (the
+    step count on the parameter's device for the fused kernel, else on the CPU)."""
     return {
-        "step": torch.tensor(0.0, dtype=torch.float32),
+        "step": torch.zeros((), dtype=torch.float32, device=param.device if step_on_device else "cpu"),
         "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
         "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
     }
 
 
-def placed(value: torch.Tensor, param: torch.Tensor, name: str) -> torch.Tensor:
-    """A saved state tensor on the parameter's device (and in its dtype, except the step count)."""
+def placed(value: torch.Tensor, param: torch.Tensor, name: str, step_on_device: bool) -> torch.Tensor:
+    """A saved state tensor on the parameter's device and in its dtype; the step count stays
+    where it is unless the kernel wants it on the device (as torch.optim places them)."""
     if name == "step":
-        return value
+        return value.to(dtype=torch.float32, device=param.device) if step_on_device else value
     return value.to(dtype=param.dtype, device=param.device)
