@@ -81,7 +81,7 @@ class Optimizer:
                 (self.adamw_step if self.kind == "adamw" else self.sgd_step)(group, params)
 
     def adamw_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
-        on_device = bool(group["fused"] or group["capturable"])
+        on_device = step_on_device(group)
         states = [self.state.setdefault(param, adamw_state(param, on_device)) for param in params]
         beta1, beta2 = group["betas"]
         adamw(
@@ -142,18 +142,22 @@ class Optimizer:
             len(group["params"]) for group in self.param_groups
         ]:
             raise ValueError("the saved optimizer state is for other parameter groups than this model's")
-        param_of: dict[int, torch.Tensor] = {}
-        for group, saved_group in zip(self.param_groups, saved_groups, strict=True):
-            param_of.update(zip(saved_group["params"], group["params"], strict=True))
-            group.update({key: value for key, value in saved_group.items() if key != "params"})
-        group_of = {id(param): group for group in self.param_groups for param in group["params"]}
         self.state = {}
-        for number, values in saved["state"].items():
-            param = param_of[number]
-            on_device = bool(group_of[id(param)].get("fused") or group_of[id(param)].get("capturable"))
-            self.state[param] = {
-                name: placed(value, param, name, on_device) for name, value in values.items()
-            }
+        for group, saved_group in zip(self.param_groups, saved_groups, strict=True):
+            group.update({key: value for key, value in saved_group.items() if key != "params"})
+            on_device = step_on_device(group)
+            for number, param in zip(saved_group["params"], group["params"], strict=True):
+                if number in saved["state"]:
+                    values = saved["state"][number].items()
+                    self.state[param] = {
+                        name: placed(value, param, name, on_device) for name, value in values
+                    }
+
+
+def step_on_device(group: dict[str, Any]) -> bool:
+    """Whether the group's step counts live on the parameters' device (the fused and capturable
+    kernels read them there), else on the CPU, as torch.optim places them."""
+    return bool(group.get("fused") or group.get("capturable"))
 
 
 def adamw_state(param: torch.Tensor, step_on_device: bool) -> dict[str, torch.Tensor]:
