@@ -4,7 +4,6 @@ after a warm-up one. Variants, each its own invocation, compared by running them
 
     .venv/bin/python benchmarks/step_profile.py                 # fp32, as `train` runs
     .venv/bin/python benchmarks/step_profile.py --bf16          # CPU autocast to bfloat16
-    .venv/bin/python benchmarks/step_profile.py --fused         # fused AdamW + a foreach EMA update
 
 Needs `bitmoji prepare`'s lists (--lists). The numbers are for a quiet machine.
 """
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 
 from bitmoji_ml.augment import augment_batch
 from bitmoji_ml.data.lists import read_manifest
@@ -30,40 +28,17 @@ from bitmoji_ml.training.state import new_train_state
 PIECES = ("augment", "forward", "backward", "optimizer", "ema", "metric reads", "validation")
 
 
-def foreach_ema(decay: float):
-    """The EMA of training/state.py as one foreach lerp per dtype group (integer buffers copied)."""
-
-    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], updates: torch.Tensor) -> None:
-        rate = min(decay, (1 + float(updates)) / (10 + float(updates)))
-        if averages[0].is_floating_point():
-            torch._foreach_lerp_(averages, currents, 1 - rate)
-        else:
-            for average, current in zip(averages, currents, strict=True):
-                average.copy_(current)
-
-    return update
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lists", type=Path, default=Path("data/lists"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--fused", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = resolve_config(recipe_from_values({}))
     data = load_data(args.lists, read_manifest(args.lists), preprocess_for(config))
     images, labels = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
     state = new_train_state(config, preprocess_for(config), torch.device("cpu"), len(labels) // 64, 2)
-    if args.fused:
-        groups = state.optimizer.param_groups
-        state.optimizer = torch.optim.AdamW(
-            [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
-            lr=config.lr,
-            fused=True,
-        )
-        state.ema = AveragedModel(state.model, multi_avg_fn=foreach_ema(config.ema), use_buffers=True)
     generator = torch.Generator().manual_seed(0)
     totals = dict.fromkeys(PIECES, 0.0)
     for epoch in range(3):

@@ -256,8 +256,8 @@ class TrainingRun:
         class_names: tuple[str, ...],
     ) -> None:
         """The learning curves and the best epoch's confusion matrix, drawn here (in the MLflow
-        process of `bitmoji train`, which loaded matplotlib while the model trained) and logged
-        under plots/."""
+        process of `bitmoji train`, which imports matplotlib for this call) and logged under
+        plots/."""
         from bitmoji_ml.plots import training_plots
 
         with tempfile.TemporaryDirectory(prefix="bitmoji-plots-") as folder:
